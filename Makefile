@@ -1,0 +1,29 @@
+# Set-up and entry points. Needs only python3.10 on the machine.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PYTHON310 ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10; do $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON310)" || { echo "error: python3.10 not found (lava-nc needs Python 3.10); install it or pass PYTHON310=/path/to/python3.10" >&2; exit 1; }
+	$(PYTHON310) -m venv $(VENV)
+	$(PY) -m pip install --quiet pip==24.2
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Train the tiny DTSS ViT on scikit-learn's digits, export NetX HDF5, run it on Lava.
+demo: setup
+	$(PY) scripts/train_slayer.py --out runs/demo
+	$(PY) scripts/run_lava.py --model runs/demo/model.net
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) scripts/benchmark_neuron.py
+
+clean:
+	rm -rf $(VENV) runs

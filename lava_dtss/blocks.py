@@ -1,0 +1,222 @@
+"""SLAYER-style spiking blocks with a DTSS gate.
+
+Every block owns its synapse (``lava.lib.dl.slayer.synapse``), an optional
+BatchNorm, its CUBA-LIF neuron and its DTSS gate, and knows how to turn itself
+into hardware integers (``hardware_params``) and back (``load_hardware``),
+like ``slayer.block`` blocks own their HDF5 export.
+
+Layout: ``[N, C, H, W, T]``, time last. A token-wise linear layer of the ViT is
+a 1x1 convolution over the ``H x W`` token grid (weights shared over tokens, the
+way Loihi maps it).
+
+Units: SLAYER units; the hardware (Loihi 2, Lava fixed point) integer of a
+weight, bias or threshold is ``64 x`` its SLAYER value (``WEIGHT_SCALE``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lava.lib.dl import slayer
+
+from .dtss import DTSSGate
+from .neuron import FastCubaNeuron
+
+WEIGHT_SCALE = 64          # SLAYER value -> hardware integer
+MAX_WEIGHT = 254           # 8-bit signed weight magnitude used by exports
+MAX_VTH = (1 << 17) - 1    # Loihi 2 threshold mantissa (17 bits, unsigned)
+MAX_BIAS = (1 << 12) - 1   # Loihi bias mantissa (13 bits signed, NetX bias_exp=6)
+
+
+def make_neuron(neuron_params: dict, impl: str = 'fast'):
+    """CUBA-LIF neuron: ``'fast'`` (lava_dtss fused path) or ``'stock'``
+    (``slayer.neuron.cuba.Neuron``, the neuron of ``slayer.block.cuba``)."""
+    if impl == 'fast':
+        return FastCubaNeuron(**neuron_params)
+    if impl == 'stock':
+        return slayer.neuron.cuba.Neuron(**neuron_params)
+    raise ValueError(f"unknown neuron implementation {impl!r}; expected 'fast' or 'stock'")
+
+
+class SpikingConv(torch.nn.Module):
+    """Conv (or token-wise linear, ``kernel=1``) -> BatchNorm -> LIF -> DTSS gate.
+
+    Input ``[N, C_in, H, W, T]``; output spikes ``[N, C_out, H', W', T]``.
+    """
+
+    kind = 'conv'
+
+    def __init__(self, neuron_params: dict, in_channels: int, out_channels: int,
+                 kernel_size: int = 3, stride: int = 1, *, category: str,
+                 t_max: int, dtss: bool = True, norm: bool = True,
+                 neuron_impl: str = 'fast'):
+        super().__init__()
+        self.neuron_params = dict(neuron_params)
+        self.synapse = slayer.synapse.Conv(
+            in_channels, out_channels, kernel_size, stride=stride,
+            padding=kernel_size // 2, weight_scale=1, weight_norm=False)
+        torch.nn.init.kaiming_uniform_(self.synapse.weight, a=math.sqrt(5))
+        self.norm = torch.nn.BatchNorm3d(out_channels) if norm else None
+        self.neuron = make_neuron(self.neuron_params, neuron_impl)
+        self.gate = DTSSGate(t_max, category, enabled=dtss)
+        self.register_buffer('bias', None)   # set by load_hardware
+        self.last_shape = None               # output shape of the last forward
+
+    @property
+    def in_channels(self):
+        return self.synapse.in_channels
+
+    @property
+    def out_channels(self):
+        return self.synapse.out_channels
+
+    @property
+    def kernel_size(self):
+        return self.synapse.kernel_size[0]
+
+    @property
+    def stride(self):
+        return self.synapse.stride[0]
+
+    @property
+    def padding(self):
+        return self.synapse.padding[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.synapse(x)
+        if self.norm is not None:
+            z = self.norm(z)
+        if self.bias is not None:
+            s = self.neuron(z, bias=self.bias.view(1, -1, 1, 1))
+        else:
+            s = self.neuron(z)
+        self.last_shape = tuple(s.shape[1:-1])
+        return self.gate(s)
+
+    def flops_per_step(self) -> int:
+        """Dense synaptic operations of one time step (output neurons x fan-in)."""
+        c, h, w = self.last_shape
+        return int(c * h * w * self.in_channels * self.kernel_size ** 2)
+
+    def folded(self, input_scale: float = 1.0):
+        """BatchNorm folded into ``(weight [Co, Ci, k, k], bias [Co])`` (float64,
+        SLAYER units), for an input that is ``input_scale`` times the trained one."""
+        w = self.synapse.weight.detach().double()[..., 0] / input_scale
+        b = torch.zeros(w.shape[0], dtype=torch.float64)
+        if self.norm is not None:
+            n = self.norm
+            scale = n.weight.detach().double() / torch.sqrt(n.running_var.double() + n.eps)
+            w = w * scale.view(-1, 1, 1, 1)
+            b = n.bias.detach().double() - n.running_mean.double() * scale
+        return w, b
+
+    def hardware_params(self, input_scale: float = 1.0) -> dict:
+        """Integers for the hardware: BatchNorm folded, then one positive scale
+        ``c`` per layer applied to weights, bias and threshold (spikes unchanged)
+        so that weights use 8 bits (|w| <= 254), ``vThMant`` 17 bits and the
+        bias mantissa 13 bits."""
+        w, b = self.folded(input_scale)
+        theta = float(self.neuron.threshold)
+        wmax = float(w.abs().max()) or 1.0
+        c = min(MAX_WEIGHT / (WEIGHT_SCALE * wmax), MAX_VTH / (WEIGHT_SCALE * theta))
+        bmax = float(b.abs().max())
+        if bmax > 0:
+            c = min(c, MAX_BIAS / (WEIGHT_SCALE * bmax))
+        return {
+            'weight': torch.round(w * WEIGHT_SCALE * c).to(torch.int64).numpy(),
+            'bias': torch.round(b * WEIGHT_SCALE * c).to(torch.int64).numpy(),
+            'vThMant': int(round(theta * WEIGHT_SCALE * c)),
+            'iDecay': int(self.neuron.cx_current_decay),
+            'vDecay': int(self.neuron.cx_voltage_decay),
+            'activeSteps': self.gate.active_steps,
+        }
+
+    def load_hardware(self, hw: dict):
+        """Switch to exact fixed-point inference with the integers of
+        ``hardware_params`` (BatchNorm removed; call ``.double()`` after)."""
+        w = torch.as_tensor(np.asarray(hw['weight']), dtype=torch.float64)
+        if tuple(w.shape) != tuple(self.synapse.weight.shape[:-1]):
+            raise ValueError(f'weight shape {tuple(w.shape)} does not match '
+                             f'{tuple(self.synapse.weight.shape[:-1])}')
+        self.synapse.weight.data = (w / WEIGHT_SCALE).unsqueeze(-1).to(self.synapse.weight)
+        self.bias = torch.as_tensor(np.asarray(hw['bias']), dtype=torch.float64) / WEIGHT_SCALE
+        self.norm = None
+        _load_neuron_hw(self.neuron, hw)
+        self.gate.frozen_steps.fill_(int(hw['activeSteps']))
+
+
+def _load_neuron_hw(neuron, hw):
+    neuron._threshold = int(hw['vThMant']) / WEIGHT_SCALE
+    neuron.current_decay.data.fill_(float(hw['iDecay']))
+    neuron.voltage_decay.data.fill_(float(hw['vDecay']))
+
+
+def attention_counts(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     heads: int) -> torch.Tensor:
+    """Spikformer's attention without softmax, ``(q k^T) v`` per head and time
+    step, computed as ``q (k^T v)`` (exact: integer counts).
+
+    ``q, k, v``: ``[N, C, H, W, T]`` spikes; returns ``[N, C, H, W, T]``.
+    """
+    n, c, h, w, t = q.shape
+    d = c // heads
+    qh, kh, vh = (x.reshape(n, heads, d, h * w, t) for x in (q, k, v))
+    kv = torch.einsum('nhelt,nhdlt->nhedt', kh, vh)       # [N, h, d, d, T]
+    y = torch.einsum('nhelt,nhedt->nhdlt', qh, kv)        # [N, h, d, L, T]
+    return y.reshape(n, c, h, w, t)
+
+
+class SpikingAttention(torch.nn.Module):
+    """Spiking self-attention core: ``LIF(scale * q (k^T v))`` -> DTSS gate.
+
+    Inputs: q, k, v spikes ``[N, C, H, W, T]``; output spikes, same shape.
+    ``scale`` (0.125) is the synaptic weight of every attention count;
+    Spikformer's attention LIF threshold is 0.5.
+    """
+
+    kind = 'attention'
+
+    def __init__(self, neuron_params: dict, channels: int, heads: int,
+                 scale: float = 0.125, *, t_max: int, dtss: bool = True,
+                 neuron_impl: str = 'fast'):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f'channels ({channels}) must be divisible by heads ({heads})')
+        self.neuron_params = dict(neuron_params)
+        self.channels, self.heads, self.scale = channels, heads, float(scale)
+        self.neuron = make_neuron(self.neuron_params, neuron_impl)
+        self.gate = DTSSGate(t_max, 'attn', enabled=dtss)
+        self.last_shape = None
+
+    def forward(self, q, k, v):
+        y = self.scale * attention_counts(q, k, v, self.heads)
+        s = self.neuron(y)
+        self.last_shape = tuple(s.shape[1:-1])
+        return self.gate(s)
+
+    def flops_per_step(self) -> int:
+        """Dense operations of ``q (k^T v)`` per step: ``2 L d^2`` per head."""
+        c, h, w = self.last_shape
+        d = c // self.heads
+        return int(2 * h * w * d * d * self.heads)
+
+    def hardware_params(self, input_scale: float = 1.0) -> dict:
+        weight = self.scale * WEIGHT_SCALE
+        if weight != int(weight):
+            raise ValueError(f'attention scale {self.scale} is not a multiple of 1/64')
+        return {
+            'weight': int(weight),
+            'vThMant': int(round(float(self.neuron.threshold) * WEIGHT_SCALE)),
+            'iDecay': int(self.neuron.cx_current_decay),
+            'vDecay': int(self.neuron.cx_voltage_decay),
+            'activeSteps': self.gate.active_steps,
+            'heads': self.heads,
+        }
+
+    def load_hardware(self, hw: dict):
+        self.scale = int(hw['weight']) / WEIGHT_SCALE
+        self.heads = int(hw['heads'])
+        _load_neuron_hw(self.neuron, hw)
+        self.gate.frozen_steps.fill_(int(hw['activeSteps']))

@@ -1,0 +1,219 @@
+"""Spikformer-style spiking ViT built from DTSS-gated SLAYER blocks, with
+presets by name.
+
+Data flow (tensors ``[N, C, H, W, T]``, time last):
+image ``[N, C, H, W]`` -> direct encoding (repeated over T) -> SPS stem
+(conv+LIF stages, stride-2 downsampling, relative position embedding conv+LIF
+added to the features) -> ``depth`` x [x + SSA(x); x + MLP(x)] -> mean over
+tokens and time -> linear head -> logits ``[N, classes]``.
+
+Spikformer's max-pool is replaced by stride-2 convolution (same parameters;
+max-pool has no Loihi mapping).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .blocks import SpikingAttention, SpikingConv
+from .dtss import DTSSGate, mask_loss
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a spiking ViT. ``sps`` lists ``(channels, stride)`` of
+    the 3x3 stem convolutions; the last one's channels is ``embed_dim``."""
+    name: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+    embed_dim: int
+    depth: int
+    heads: int
+    mlp_ratio: int
+    sps: tuple
+    t_max: int = 4
+    threshold: float = 1.0
+    voltage_decay: float = 0.5      # LIF tau = 2
+    attn_threshold: float = 0.5
+    attn_scale: float = 0.125
+    tau_grad: float = 0.01
+    scale_grad: float = 20.0
+
+    def to_dict(self):
+        d = asdict(self)
+        d['sps'] = [list(s) for s in self.sps]
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> 'ViTConfig':
+        d = dict(d)
+        d['sps'] = tuple(tuple(int(v) for v in s) for s in d['sps'])
+        return ViTConfig(**d)
+
+
+def _sps(c, strides):
+    """Stem channel plan C/8, C/4, C/2, C (Spikformer) with given strides."""
+    chans = [c // 8, c // 4, c // 2, c]
+    return tuple(zip(chans, strides))
+
+
+PRESETS = {
+    # scikit-learn digits, 8x8 grey -> 4x4 = 16 tokens
+    'tiny': ViTConfig('tiny', 1, 8, 10, embed_dim=32, depth=1, heads=2, mlp_ratio=2,
+                      sps=((16, 1), (32, 2)), t_max=8),
+    # Fashion-MNIST 28x28 grey -> 7x7 = 49 tokens
+    'fmnist': ViTConfig('fmnist', 1, 28, 10, embed_dim=64, depth=1, heads=4, mlp_ratio=2,
+                        sps=((16, 1), (32, 2), (64, 2)), t_max=4),
+    # CIFAR-10/100 32x32 -> 8x8 = 64 tokens; Spikformer-4-384 (9.32 M parameters)
+    'spikformer-4-384': ViTConfig('spikformer-4-384', 3, 32, 10, embed_dim=384, depth=4,
+                                  heads=12, mlp_ratio=4, sps=_sps(384, (1, 1, 2, 2)), t_max=4),
+    # ImageNet 224x224 -> 14x14 = 196 tokens; Spikformer-8-768
+    'spikformer-8-768': ViTConfig('spikformer-8-768', 3, 224, 1000, embed_dim=768, depth=8,
+                                  heads=12, mlp_ratio=4, sps=_sps(768, (2, 2, 2, 2)), t_max=4),
+}
+
+
+def get_config(preset: str, **overrides) -> ViTConfig:
+    """Preset by name, with fields overridden (e.g. ``num_classes``, ``t_max``)."""
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r}; expected one of {sorted(PRESETS)}')
+    d = PRESETS[preset].to_dict()
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    return ViTConfig.from_dict(d)
+
+
+class SpikingSelfAttention(torch.nn.Module):
+    """SSA: q, k, v = conv1x1+BN+LIF (``qkv``); attention LIF and projection
+    conv1x1+BN+LIF (``attn``). ``[N, C, H, W, T]`` -> same."""
+
+    def __init__(self, cfg: ViTConfig, neuron: dict, dtss: bool, impl: str):
+        super().__init__()
+        c, t = cfg.embed_dim, cfg.t_max
+        kw = dict(t_max=t, dtss=dtss, neuron_impl=impl)
+        self.q = SpikingConv(neuron, c, c, 1, category='qkv', **kw)
+        self.k = SpikingConv(neuron, c, c, 1, category='qkv', **kw)
+        self.v = SpikingConv(neuron, c, c, 1, category='qkv', **kw)
+        attn_neuron = dict(neuron, threshold=cfg.attn_threshold)
+        self.attn = SpikingAttention(attn_neuron, c, cfg.heads, cfg.attn_scale, **kw)
+        self.proj = SpikingConv(neuron, c, c, 1, category='attn', **kw)
+
+    def forward(self, x):
+        return self.proj(self.attn(self.q(x), self.k(x), self.v(x)))
+
+
+class SpikingMLP(torch.nn.Module):
+    """Two conv1x1+BN+LIF layers (``mlp``): C -> mlp_ratio*C -> C."""
+
+    def __init__(self, cfg: ViTConfig, neuron: dict, dtss: bool, impl: str):
+        super().__init__()
+        c, hidden = cfg.embed_dim, cfg.embed_dim * cfg.mlp_ratio
+        kw = dict(t_max=cfg.t_max, dtss=dtss, neuron_impl=impl, category='mlp')
+        self.fc1 = SpikingConv(neuron, c, hidden, 1, **kw)
+        self.fc2 = SpikingConv(neuron, hidden, c, 1, **kw)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x))
+
+
+class TransformerBlock(torch.nn.Module):
+    """``x = x + SSA(x); x = x + MLP(x)`` (sums of spikes: small integers)."""
+
+    def __init__(self, cfg, neuron, dtss, impl):
+        super().__init__()
+        self.ssa = SpikingSelfAttention(cfg, neuron, dtss, impl)
+        self.mlp = SpikingMLP(cfg, neuron, dtss, impl)
+
+    def forward(self, x):
+        x = x + self.ssa(x)
+        return x + self.mlp(x)
+
+
+class SpikingViT(torch.nn.Module):
+    """Spikformer-style spiking ViT with a DTSS gate on every LIF layer.
+
+    ``dtss=False`` gives the fixed-T baseline (every layer runs ``t_max`` steps).
+    ``neuron_impl`` selects the fused neuron (``'fast'``) or stock SLAYER CUBA
+    (``'stock'``); both give identical spikes.
+    """
+
+    def __init__(self, cfg: ViTConfig, dtss: bool = True, neuron_impl: str = 'fast'):
+        super().__init__()
+        self.cfg, self.dtss = cfg, bool(dtss)
+        neuron = dict(threshold=cfg.threshold, current_decay=1.0,
+                      voltage_decay=cfg.voltage_decay, tau_grad=cfg.tau_grad,
+                      scale_grad=cfg.scale_grad)
+        kw = dict(t_max=cfg.t_max, dtss=dtss, neuron_impl=neuron_impl, category='sps')
+        stages, cin = [], cfg.in_channels
+        for cout, stride in cfg.sps:
+            stages.append(SpikingConv(neuron, cin, cout, 3, stride, **kw))
+            cin = cout
+        if cin != cfg.embed_dim:
+            raise ValueError(f'last SPS stage has {cin} channels, embed_dim is {cfg.embed_dim}')
+        self.sps = torch.nn.ModuleList(stages)
+        self.rpe = SpikingConv(neuron, cin, cin, 3, 1, **kw)
+        self.blocks = torch.nn.ModuleList(
+            TransformerBlock(cfg, neuron, dtss, neuron_impl) for _ in range(cfg.depth))
+        self.head = torch.nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self.input_scale = 1.0   # 255 after load of hardware integers
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Direct encoding: ``[N, C, H, W]`` -> ``[N, C, H, W, T]``."""
+        c, s = self.cfg.in_channels, self.cfg.image_size
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
+            raise ValueError(f'expected images of shape [N, {c}, {s}, {s}], '
+                             f'got {tuple(images.shape)}')
+        x = images * self.input_scale
+        return x.unsqueeze(-1).expand(*x.shape, self.cfg.t_max).to(self.head.weight.dtype)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Output of the last block, ``[N, C, H', W', T]`` (graded: sums of spikes)."""
+        x = self.encode(images)
+        for stage in self.sps:
+            x = stage(x)
+        x = x + self.rpe(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, classes]`` for images ``[N, C, H, W]`` in [0, 1]."""
+        return self.head(self.features(images).mean(dim=(2, 3, 4)))
+
+    # --- DTSS bookkeeping ---------------------------------------------------
+    def gated_layers(self):
+        """``(name, block)`` of every gated LIF layer, in data-flow order."""
+        return [(n, m) for n, m in self.named_modules()
+                if isinstance(m, (SpikingConv, SpikingAttention))]
+
+    def gates(self):
+        return [m for m in self.modules() if isinstance(m, DTSSGate)]
+
+    def mask_loss(self, categories) -> torch.Tensor:
+        return mask_loss(self.gates(), categories)
+
+    def time_step_report(self) -> dict:
+        """Per-layer active steps, and the plain and synaptic-operation-weighted
+        average over gated layers (needs one forward pass for the op counts)."""
+        layers = self.gated_layers()
+        steps = {n: m.gate.active_steps for n, m in layers}
+        plain = sum(steps.values()) / len(steps)
+        report = {'active_steps': steps, 'avg_steps': plain}
+        if all(m.last_shape is not None for _, m in layers):
+            flops = {n: m.flops_per_step() for n, m in layers}
+            total = sum(flops.values())
+            report['avg_steps_weighted'] = sum(steps[n] * flops[n] for n in steps) / total
+            report['flops_per_step'] = flops
+        return report
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if not n.endswith('gate.scores'))
+
+
+def build_model(preset: str, dtss: bool = True, neuron_impl: str = 'fast', **overrides) -> SpikingViT:
+    """Model from a preset name (``tiny``, ``fmnist``, ``spikformer-4-384``,
+    ``spikformer-8-768``) with config fields overridden."""
+    return SpikingViT(get_config(preset, **overrides), dtss=dtss, neuron_impl=neuron_impl)

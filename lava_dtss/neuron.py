@@ -1,0 +1,138 @@
+"""Fused CUBA-LIF neuron: the same fixed-point dynamics as lava-dl SLAYER's
+``slayer.neuron.cuba.Neuron`` (and so as Lava's ``LIF`` fixed-point model and
+Loihi 2), computed in one pass with a hand-written backward.
+
+Tensor layout: ``[N, C, H, W, T]`` (time is the last axis, as in SLAYER).
+
+Units: the input ``x`` is a synaptic current in SLAYER units (hardware units /
+``scale``, ``scale = 64``). Internally the state is an integer at
+``s_scale = scale * 64 = 4096`` per unit, exactly as SLAYER and Lava's
+``PyLifModelBitAcc`` (which shifts the synaptic input and the threshold left by
+6 bits) hold it:
+
+    x_int[t] = trunc(4096 * x[t])
+    u[t] = rshift0(u[t-1] * (4096 - du), 12) + x_int[t]
+    v[t] = rshift0(v[t-1] * (4096 - dv), 12) + u[t] + bias_int
+    s[t] = v[t] > theta_int          (SLAYER: v >= theta + 0.01 / 4096)
+    v[t] = 0 where s[t]               (hard reset)
+
+``rshift0`` is a right shift that rounds toward zero. The backward pass is
+SLAYER's: the spike's surrogate derivative
+``scale_rho/2/tau_rho * exp(-|v - theta|/tau_rho)`` followed by the transposed
+leaky integrators for voltage and current (the reset is not differentiated).
+"""
+from __future__ import annotations
+
+import torch
+from lava.lib.dl.slayer.neuron import cuba
+
+STATE_SCALE = 1 << 12  # integer state units per SLAYER unit (s_scale)
+
+
+def _decay_factor(decay: int) -> float:
+    """Fraction of the state kept per step, ``(4096 - decay) / 4096``."""
+    return (STATE_SCALE - int(decay)) / STATE_SCALE
+
+
+def _state_dtype(du: int, dv: int) -> torch.dtype:
+    """float32 holds the integer state exactly (|state| < 2**24, SLAYER's own
+    limit) when each decay factor is 0 or a power of two; otherwise float64."""
+    def exact(d):
+        k = STATE_SCALE - int(d)
+        return k == 0 or (k & (k - 1)) == 0
+    return torch.float32 if exact(du) and exact(dv) else torch.float64
+
+
+def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
+    """Integer CUBA dynamics without autograd.
+
+    Parameters
+    ----------
+    x : float tensor ``[N, ..., T]``, synaptic current in SLAYER units.
+    du, dv : int, current and voltage decay in 1/4096 (Loihi ``iDecay``, ``vDecay``).
+    threshold : float, SLAYER threshold (hardware ``vThMant / 64``).
+    bias : optional float tensor broadcastable to ``x[..., 0]``, added to the
+        voltage each step (Loihi bias), SLAYER units.
+
+    Returns ``(spikes, voltage)``, both ``[N, ..., T]`` in x's dtype: spikes,
+    and the voltage before reset in integer state units (SLAYER units * 4096).
+    The integer state is held in floating point and truncated toward zero
+    after each decay (``sign(y) * (|y| >> 12)`` in integer terms).
+    """
+    dtype = _state_dtype(du, dv)
+    if x.dtype == torch.float64:
+        dtype = torch.float64
+    # SLAYER: trunc(4096 * x) computed in x's precision.
+    x_int = torch.trunc(STATE_SCALE * x).movedim(-1, 0).to(dtype).contiguous()
+    # SLAYER's threshold test: v_int >= (theta + 0.01 / 4096) * 4096.
+    thr = (threshold + 0.01 / STATE_SCALE) * STATE_SCALE
+    a_u, a_v = _decay_factor(du), _decay_factor(dv)
+    bias_int = None
+    if bias is not None:
+        bias_int = torch.trunc(STATE_SCALE * bias).to(dtype)
+    num_steps = x_int.shape[0]
+    spikes = torch.empty(x_int.shape, dtype=x.dtype, device=x.device)
+    volt = torch.empty(x_int.shape, dtype=x.dtype, device=x.device)
+    u = torch.zeros_like(x_int[0])
+    v = torch.zeros_like(x_int[0])
+    for t in range(num_steps):
+        u = torch.trunc(u * a_u).add_(x_int[t]) if a_u else x_int[t]
+        v = torch.trunc(v * a_v).add_(u) if a_v else u.clone()
+        if bias_int is not None:
+            v.add_(bias_int)
+        s = v >= thr
+        volt[t] = v
+        spikes[t] = s
+        v.masked_fill_(s, 0)
+    return spikes.movedim(0, -1), volt.movedim(0, -1)
+
+
+class _CubaFunction(torch.autograd.Function):
+    """Spikes from current with SLAYER's surrogate-gradient backward."""
+
+    @staticmethod
+    def forward(ctx, x, du, dv, threshold, tau_rho, scale_rho):
+        spikes, voltage = cuba_forward(x.detach(), du, dv, threshold)
+        ctx.save_for_backward(voltage)
+        ctx.params = (du, dv, threshold + 0.01 / STATE_SCALE, tau_rho, scale_rho)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        (voltage,) = ctx.saved_tensors
+        du, dv, thr, tau_rho, scale_rho = ctx.params
+        # voltage is stored time-major (a movedim view); work in that layout.
+        volt_tm = voltage.movedim(-1, 0)
+        grad = grad_spikes.movedim(-1, 0).clone(memory_format=torch.contiguous_format)
+        dist = (volt_tm / STATE_SCALE - thr).abs_().mul_(-1 / tau_rho).exp_()
+        grad.mul_(dist).mul_(scale_rho / 2 / tau_rho)
+        # transposed leaky integrators: voltage, then current
+        for a in (_decay_factor(dv), _decay_factor(du)):
+            if a:
+                for t in range(grad.shape[0] - 2, -1, -1):
+                    grad[t].add_(grad[t + 1], alpha=a)
+        return grad.movedim(0, -1), None, None, None, None, None
+
+
+class FastCubaNeuron(cuba.Neuron):
+    """Drop-in replacement of ``slayer.neuron.cuba.Neuron`` (same parameters,
+    same ``device_params`` for export, same spikes) with a fused forward and
+    backward. Decays are fixed (``requires_grad`` must be False) and the state
+    does not persist between calls (``persistent_state`` False)."""
+
+    def __init__(self, **neuron_params):
+        if neuron_params.get('requires_grad') or neuron_params.get('persistent_state'):
+            raise ValueError('FastCubaNeuron supports requires_grad=False and '
+                             'persistent_state=False only')
+        super().__init__(**neuron_params)
+
+    def forward(self, x, bias=None):
+        """Spikes ``[N, C, ..., T]`` for the current ``x`` (same layout)."""
+        if self.shape is None:
+            self.shape = x.shape[1:-1]
+        du, dv = int(self.cx_current_decay), int(self.cx_voltage_decay)
+        if bias is not None:  # inference only (exported models)
+            return cuba_forward(x, du, dv, self.threshold, bias)[0]
+        return _CubaFunction.apply(
+            x, du, dv, self.threshold,
+            self.tau_rho * cuba.TAU_RHO_MULT, self.scale_rho * cuba.SCALE_RHO_MULT)
