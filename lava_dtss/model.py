@@ -157,7 +157,8 @@ class SpikingViT(torch.nn.Module):
         self.blocks = torch.nn.ModuleList(
             TransformerBlock(cfg, neuron, dtss, neuron_impl) for _ in range(cfg.depth))
         self.head = torch.nn.Linear(cfg.embed_dim, cfg.num_classes)
-        self.input_scale = 1.0   # 255 after load of hardware integers
+        self.input_scale = 1.0    # exported models: 255 (8-bit integer inputs)
+        self.readout_sum = False  # exported models: integer readout on sums
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Direct encoding: ``[N, C, H, W]`` -> ``[N, C, H, W, T]``."""
@@ -165,7 +166,7 @@ class SpikingViT(torch.nn.Module):
         if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
             raise ValueError(f'expected images of shape [N, {c}, {s}, {s}], '
                              f'got {tuple(images.shape)}')
-        x = images * self.input_scale
+        x = images if self.input_scale == 1 else torch.round(images * self.input_scale)
         return x.unsqueeze(-1).expand(*x.shape, self.cfg.t_max).to(self.head.weight.dtype)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -180,7 +181,10 @@ class SpikingViT(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, classes]`` for images ``[N, C, H, W]`` in [0, 1]."""
-        return self.head(self.features(images).mean(dim=(2, 3, 4)))
+        x = self.features(images)
+        if self.readout_sum:  # exported integer readout: W sum + b L T
+            return self.head(x.sum(dim=(2, 3, 4)))
+        return self.head(x.mean(dim=(2, 3, 4)))
 
     # --- DTSS bookkeeping ---------------------------------------------------
     def gated_layers(self):

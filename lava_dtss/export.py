@@ -1,0 +1,137 @@
+"""NetX HDF5 export of a trained DTSS spiking ViT, and the exact fixed-point
+("deployed") model rebuilt from such a file.
+
+The file follows lava-dl NetX's conventions for every layer NetX knows
+(``input``, ``conv``, ``flatten``, ``dense``) and adds documented extensions
+for the rest; the schema is in ``docs/hdf5_schema.md``.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+
+from .blocks import MAX_WEIGHT, SpikingAttention, SpikingConv
+from .model import SpikingViT, ViTConfig
+from .netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
+
+INPUT_SCALE = 255  # image value in [0, 1] -> integer input of 8 bits
+
+
+def _neuron(hw: dict) -> dict:
+    return {'type': 'CUBA', 'iDecay': hw['iDecay'], 'vDecay': hw['vDecay'],
+            'vThMant': hw['vThMant'], 'refDelay': 1, 'gradedSpike': False}
+
+
+def _conv_spec(name, block: SpikingConv, inputs, input_scale) -> LayerSpec:
+    hw = block.hardware_params(input_scale)
+    c, h, w = block.last_shape
+    k = block.kernel_size
+    return LayerSpec(
+        type='conv', name=name, shape=(c, h, w), inputs=list(inputs),
+        category=block.gate.category, active_steps=hw['activeSteps'],
+        neuron=_neuron(hw),
+        params={'inChannels': block.in_channels, 'outChannels': block.out_channels,
+                'kernelSize': np.array([k, k]), 'stride': np.array([block.stride] * 2),
+                'padding': np.array([block.padding] * 2), 'dilation': np.array([1, 1]),
+                'groups': 1, 'weight': hw['weight'], 'bias': hw['bias']})
+
+
+def model_to_spec(model: SpikingViT, dataset: str = '', command: str = '') -> NetSpec:
+    """Graph of hardware layers (integers) for ``model``; needs one forward pass
+    before (shapes), done here on a zero image."""
+    cfg = model.cfg
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        model(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size))
+        model.train(was)
+    layers = [LayerSpec(type='input', name='input', shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
+                        params={'inputScale': INPUT_SCALE})]
+
+    def add(spec):
+        layers.append(spec)
+        return len(layers) - 1
+
+    src, scale = [0], float(INPUT_SCALE)
+    for i, stage in enumerate(model.sps):
+        src, scale = [add(_conv_spec(f'sps.{i}', stage, src, scale))], 1.0
+    x = src + [add(_conv_spec('rpe', model.rpe, src, 1.0))]
+    for b, block in enumerate(model.blocks):
+        p = f'blocks.{b}'
+        ssa = block.ssa
+        q, k, v = (add(_conv_spec(f'{p}.ssa.{n}', getattr(ssa, n), x, 1.0)) for n in 'qkv')
+        hw = ssa.attn.hardware_params()
+        c, h, w = ssa.attn.last_shape
+        a = add(LayerSpec(type='attention', name=f'{p}.ssa.attn', shape=(c, h, w), inputs=[q, k, v],
+                          category='attn', active_steps=hw['activeSteps'], neuron=_neuron(hw),
+                          params={'weight': hw['weight'], 'heads': hw['heads']}))
+        x = x + [add(_conv_spec(f'{p}.ssa.proj', ssa.proj, [a], 1.0))]
+        f1 = add(_conv_spec(f'{p}.mlp.fc1', block.mlp.fc1, x, 1.0))
+        x = x + [add(_conv_spec(f'{p}.mlp.fc2', block.mlp.fc2, [f1], 1.0))]
+    # readout: logits = W (sum over tokens and time of x) + b*L*T  (integer)
+    c, h, w = layers[x[0]].shape
+    count = h * w * cfg.t_max
+    wt = model.head.weight.detach().double()
+    bs = model.head.bias.detach().double()
+    s = MAX_WEIGHT / max(float(wt.abs().max()), 1e-12)
+    add(LayerSpec(type='readout', name='head', shape=(cfg.num_classes,), inputs=x,
+                  params={'weight': torch.round(wt * s).to(torch.int64).numpy(),
+                          'bias': torch.round(bs * s * count).to(torch.int64).numpy()}))
+    meta = {'format': FORMAT, 'config': json.dumps(cfg.to_dict()), 'dtss': int(model.dtss),
+            't_max': cfg.t_max, 'dataset': dataset, 'command': command}
+    return NetSpec(layers=layers, meta=meta)
+
+
+def export_hdf5(model: SpikingViT, path: str, dataset: str = '', command: str = '') -> NetSpec:
+    """Write ``model`` to ``path`` (atomically) as NetX HDF5 with DTSS extensions."""
+    spec = model_to_spec(model, dataset, command)
+    write_netx(spec, path)
+    return spec
+
+
+def deployed_model(spec_or_path) -> SpikingViT:
+    """The training-side fixed-point model of a file: the same ``SpikingViT``
+    blocks and neuron, with the file's integers, float64, eval mode. Its spikes
+    are what Lava must reproduce exactly."""
+    spec = spec_or_path if isinstance(spec_or_path, NetSpec) else read_netx(spec_or_path)
+    if 'config' not in spec.meta:
+        raise ValueError('file has no lava_dtss model configuration (meta/config): '
+                         'a stock NetX file has no training-side model')
+    cfg = ViTConfig.from_dict(json.loads(spec.meta['config']))
+    model = SpikingViT(cfg, dtss=bool(spec.meta.get('dtss', 1)))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size))  # shapes
+    modules = dict(model.named_modules())
+    for layer in spec.layers:
+        if layer.type in ('conv', 'attention'):
+            if layer.name not in modules:
+                raise ValueError(f'layer {layer.name!r} of the file is not in preset {cfg.name}')
+            hw = dict(layer.params, **layer.neuron, activeSteps=layer.active_steps)
+            modules[layer.name].load_hardware(hw)
+        elif layer.type == 'readout':
+            model.head.weight.data = torch.as_tensor(layer.params['weight'], dtype=torch.float64)
+            model.head.bias.data = torch.as_tensor(layer.params['bias'], dtype=torch.float64)
+        elif layer.type == 'input':
+            model.input_scale = float(layer.params['inputScale'])
+    model.readout_sum = True
+    return model.double()
+
+
+def quantize_images(images: torch.Tensor, scale: float = INPUT_SCALE) -> torch.Tensor:
+    """Images in [0, 1] -> integer inputs ``round(scale * x)`` (as float)."""
+    return torch.round(images.double() * scale)
+
+
+@torch.no_grad()
+def deployed_accuracy(path: str, loader) -> float:
+    """Test accuracy of the exported fixed-point model."""
+    model = deployed_model(path)
+    correct = total = 0
+    for x, y in loader:
+        correct += int((model(x.double()).argmax(1) == y).sum())
+        total += int(y.numel())
+    return correct / max(1, total)

@@ -1,0 +1,326 @@
+"""Read and write NetX HDF5 network files with lava_dtss extensions.
+
+Schema: ``docs/hdf5_schema.md``. Layers NetX knows (``input``, ``conv``,
+``flatten``, ``dense``) use NetX's keys, so a purely sequential network loads in
+stock ``lava.lib.dl.netx.hdf5.Network``; ``attention`` and ``readout`` layers
+and every ``dtss/`` key are extensions. Files without ``dtss/inputs`` (stock
+NetX files) are read as a chain.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+FORMAT = 'lava-dtss-netx/1'
+LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
+NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
+
+
+class NetXFormatError(ValueError):
+    """A network file is missing, unreadable or does not follow the schema."""
+
+
+@dataclass
+class LayerSpec:
+    """One layer. ``shape`` is the output ``(C, H, W)`` (``(N,)`` for dense and
+    readout); ``inputs`` are indices of earlier layers whose outputs are summed
+    into this layer's input (for ``attention``: q, k, v in that order);
+    ``active_steps`` is the DTSS ``T_l`` (None: every step)."""
+    type: str
+    name: str
+    shape: tuple
+    inputs: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    neuron: dict = field(default_factory=dict)
+    category: str = ''
+    active_steps: int | None = None
+
+
+@dataclass
+class NetSpec:
+    layers: list
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def t_max(self):
+        return int(self.meta['t_max']) if 't_max' in self.meta else None
+
+
+# ---------------------------------------------------------------- writing
+def _str(g, key, value):
+    g.create_dataset(key, (1,), 'S32', [str(value).encode('ascii')])
+
+
+def write_netx(spec: NetSpec, path: str):
+    """Write ``spec`` to ``path`` atomically (temporary file, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        with h5py.File(tmp, 'w') as f:
+            meta = f.create_group('meta')
+            for k, v in spec.meta.items():
+                if isinstance(v, str):
+                    meta.create_dataset(k, data=v)
+                else:
+                    meta.create_dataset(k, data=v)
+            group = f.create_group('layer')
+            for i, layer in enumerate(spec.layers):
+                g = group.create_group(str(i))
+                g.create_dataset('type', (1,), 'S10', [layer.type.encode('ascii')])
+                if layer.type != 'flatten':
+                    g.create_dataset('shape', data=np.asarray(layer.shape, dtype=np.int64))
+                for k, v in layer.params.items():
+                    if k == 'inputScale':
+                        g.create_dataset('dtss/inputScale', data=v)
+                    else:
+                        g.create_dataset(k, data=v)
+                for k, v in layer.neuron.items():
+                    if k == 'type':
+                        g.create_dataset('neuron/type', (1,), 'S10', [v.encode('ascii')])
+                    else:
+                        g.create_dataset(f'neuron/{k}', data=v)
+                _str(g, 'dtss/name', layer.name)
+                if layer.inputs:
+                    g.create_dataset('dtss/inputs', data=np.asarray(layer.inputs, dtype=np.int64))
+                if layer.category:
+                    _str(g, 'dtss/category', layer.category)
+                if layer.active_steps is not None:
+                    g.create_dataset('dtss/activeSteps', data=int(layer.active_steps))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- reading
+def _decode(value):
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    return value.decode('ascii') if isinstance(value, bytes) else str(value)
+
+
+class _Layer:
+    """Checked access to one layer group; errors name the file and layer."""
+
+    def __init__(self, path, index, group):
+        self.path, self.index, self.g = path, index, group
+        self.type = None
+
+    def fail(self, msg):
+        what = f'layer {self.index}' + (f' ({self.type})' if self.type else '')
+        raise NetXFormatError(f'{self.path}: {what}: {msg}')
+
+    def has(self, key):
+        return key in self.g
+
+    def get(self, key, ndim=None, integer=True):
+        if key not in self.g:
+            self.fail(f'missing key {key!r}')
+        item = self.g[key]
+        if not isinstance(item, h5py.Dataset):
+            self.fail(f'{key!r} should be a dataset, found a group')
+        value = item[()]
+        if isinstance(value, bytes) or (isinstance(value, np.ndarray) and value.dtype.kind in 'SOU'):
+            return _decode(value)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in 'biuf':
+            self.fail(f'{key!r} has dtype {arr.dtype}, expected a number')
+        if integer:
+            if arr.dtype.kind == 'f':
+                if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                    self.fail(f'{key!r} must hold integers (hardware values), found non-integer floats')
+            arr = arr.astype(np.int64)
+        if ndim is not None and arr.ndim != ndim:
+            self.fail(f'{key!r} has shape {arr.shape}, expected {ndim} dimension(s)')
+        return arr
+
+    def string(self, key):
+        v = self.get(key)
+        if not isinstance(v, str):
+            self.fail(f'{key!r} should be a string')
+        return v
+
+    def scalar(self, key):
+        arr = self.get(key)
+        if isinstance(arr, str) or arr.size != 1:
+            self.fail(f'{key!r} should be a single integer, found {arr!r}')
+        return int(arr.reshape(-1)[0])
+
+
+def _conv_out(size, k, s, p):
+    return (size + 2 * p - k) // s + 1
+
+
+def read_netx(path: str) -> NetSpec:
+    """Read and validate a network file (ours or stock NetX).
+
+    Raises ``NetXFormatError`` with the file, layer and key for any problem.
+    """
+    if not os.path.exists(path):
+        raise NetXFormatError(f'{path}: no such file (expected a NetX HDF5 network, e.g. '
+                              'netx_models/digits_tiny_dtss.net)')
+    if not os.path.isfile(path) or not h5py.is_hdf5(path):
+        raise NetXFormatError(f'{path}: not an HDF5 file (expected a NetX HDF5 network)')
+    try:
+        f = h5py.File(path, 'r')
+    except OSError as e:
+        raise NetXFormatError(f'{path}: cannot open as HDF5: {e}') from None
+    with f:
+        meta = {}
+        if 'meta' in f:
+            for k, d in f['meta'].items():
+                v = d[()]
+                meta[k] = v.decode() if isinstance(v, bytes) else (v.item() if np.ndim(v) == 0 else v)
+        if 'format' in meta and meta['format'] != FORMAT:
+            raise NetXFormatError(f'{path}: format {meta["format"]!r} is not supported (expected {FORMAT!r})')
+        if 'layer' not in f:
+            raise NetXFormatError(f'{path}: missing group "layer" (expected NetX layers layer/0, layer/1, ...)')
+        group = f['layer']
+        n = len(group)
+        if n == 0 or sorted(group.keys(), key=lambda s: int(s) if s.isdigit() else -1) != [str(i) for i in range(n)]:
+            raise NetXFormatError(f'{path}: layers must be numbered layer/0 .. layer/{n - 1}, found {sorted(group.keys())}')
+        layers = []
+        for i in range(n):
+            layers.append(_read_layer(_Layer(path, i, group[str(i)]), layers))
+    spec = NetSpec(layers=layers, meta=meta)
+    _check_graph(path, spec)
+    return spec
+
+
+def _read_layer(L: _Layer, previous: list) -> LayerSpec:
+    t = L.string('type')
+    L.type = t
+    if t not in LAYER_TYPES:
+        L.fail(f'unknown layer type {t!r}; this runtime supports {", ".join(LAYER_TYPES)}')
+    name = L.string('dtss/name') if L.has('dtss/name') else f'layer{L.index}'
+    spec = LayerSpec(type=t, name=name, shape=())
+    if t != 'flatten':
+        spec.shape = tuple(int(v) for v in L.get('shape', ndim=1))
+        if any(v < 1 for v in spec.shape):
+            L.fail(f'shape {spec.shape} must be positive')
+    if L.has('dtss/inputs'):
+        spec.inputs = [int(v) for v in L.get('dtss/inputs', ndim=1)]
+    elif L.index > 0:
+        spec.inputs = [L.index - 1]          # stock NetX: a chain
+    if L.has('dtss/category'):
+        spec.category = L.string('dtss/category')
+    if L.has('dtss/activeSteps'):
+        spec.active_steps = L.scalar('dtss/activeSteps')
+    if t == 'input':
+        if len(spec.shape) not in (1, 3):
+            L.fail(f'shape {spec.shape} should be (C, H, W) or (N,)')
+        spec.params['inputScale'] = L.scalar('dtss/inputScale') if L.has('dtss/inputScale') else 1
+        if L.has('neuron'):
+            L.fail('input layers with neurons (event encoders) are not supported; '
+                   'expected an input layer with shape only')
+        return spec
+    if t == 'flatten':
+        return spec
+    if t in ('conv', 'dense', 'attention'):
+        for k in ('type', 'iDecay', 'vDecay', 'vThMant'):
+            if not L.has(f'neuron/{k}'):
+                L.fail(f'missing key neuron/{k}')
+        ntype = L.string('neuron/type')
+        if ntype not in ('CUBA', 'LOIHI'):
+            L.fail(f'neuron type {ntype!r} is not supported (expected CUBA)')
+        spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
+                       'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
+        if L.has('neuron/gradedSpike') and int(np.asarray(L.g['neuron/gradedSpike'][()]).reshape(-1)[0]):
+            L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
+        for k in ('iDecay', 'vDecay'):
+            if not 0 <= spec.neuron[k] <= 4096:
+                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
+        if spec.neuron['vThMant'] < 0:
+            L.fail('neuron/vThMant must be >= 0')
+    if t == 'conv':
+        if len(spec.shape) != 3:
+            L.fail(f'shape {spec.shape} should be (C, H, W)')
+        w = L.get('weight', ndim=4)
+        cout, cin, kh, kw = w.shape
+        if kh != kw:
+            L.fail(f'only square kernels are supported, weight has shape {w.shape}')
+        stride = np.broadcast_to(L.get('stride'), (2,)) if L.has('stride') else np.array([1, 1])
+        pad = np.broadcast_to(L.get('padding'), (2,)) if L.has('padding') else np.array([0, 0])
+        dil = np.broadcast_to(L.get('dilation'), (2,)) if L.has('dilation') else np.array([1, 1])
+        groups = L.scalar('groups') if L.has('groups') else 1
+        if groups != 1 or np.any(dil != 1) or stride[0] != stride[1] or pad[0] != pad[1]:
+            L.fail('only groups=1, dilation=1 and equal stride/padding in both axes are supported')
+        if cout != spec.shape[0]:
+            L.fail(f'weight has {cout} output channels but shape is {spec.shape}')
+        spec.params = {'weight': w, 'stride': int(stride[0]), 'padding': int(pad[0]),
+                       'bias': _bias(L, cout)}
+    elif t == 'dense':
+        w = L.get('weight', ndim=2)
+        if int(np.prod(spec.shape)) != w.shape[0]:
+            L.fail(f'weight has {w.shape[0]} outputs but shape is {spec.shape}')
+        spec.shape = (w.shape[0],)
+        spec.params = {'weight': w, 'bias': _bias(L, w.shape[0])}
+    elif t == 'attention':
+        spec.params = {'weight': L.scalar('weight'), 'heads': L.scalar('heads')}
+        if spec.shape[0] % spec.params['heads']:
+            L.fail(f'{spec.shape[0]} channels are not divisible by {spec.params["heads"]} heads')
+        if len(spec.inputs) != 3:
+            L.fail(f'dtss/inputs must list the q, k, v layers (3), found {spec.inputs}')
+    elif t == 'readout':
+        w = L.get('weight', ndim=2)
+        spec.params = {'weight': w, 'bias': _bias(L, w.shape[0])}
+        if spec.shape != (w.shape[0],):
+            L.fail(f'shape {spec.shape} does not match weight {w.shape}')
+    return spec
+
+
+def _bias(L: _Layer, n: int):
+    if not L.has('bias'):
+        return np.zeros(n, dtype=np.int64)
+    b = L.get('bias').reshape(-1)
+    if b.size == 1:
+        b = np.full(n, int(b[0]), dtype=np.int64)
+    if b.shape != (n,):
+        L.fail(f'bias has shape {b.shape}, expected ({n},)')
+    return b
+
+
+def _check_graph(path, spec: NetSpec):
+    """Inputs refer to earlier layers and shapes agree along every edge."""
+    layers = spec.layers
+    if layers[0].type != 'input':
+        raise NetXFormatError(f'{path}: layer 0 is {layers[0].type!r}, expected an input layer')
+    t_max = spec.t_max
+    for i, layer in enumerate(layers):
+        def fail(msg):
+            raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {msg}')
+        if layer.active_steps is not None and t_max is not None and not 1 <= layer.active_steps <= t_max:
+            fail(f'dtss/activeSteps = {layer.active_steps} out of range 1..{t_max}')
+        if i == 0:
+            continue
+        if not layer.inputs or any(not 0 <= j < i for j in layer.inputs):
+            fail(f'dtss/inputs {layer.inputs} must name earlier layers (0..{i - 1})')
+        src = [layers[j] for j in layer.inputs]
+        if layer.type == 'flatten':
+            layer.shape = (int(np.prod(src[0].shape)),)
+            continue
+        shapes = {tuple(s.shape) for s in src}
+        if len(shapes) != 1:
+            fail(f'inputs {layer.inputs} have different shapes {sorted(shapes)}')
+        in_shape = shapes.pop()
+        if layer.type == 'conv':
+            w = layer.params['weight']
+            if len(in_shape) != 3 or in_shape[0] != w.shape[1]:
+                fail(f'input shape {in_shape} does not match weight {w.shape} (in channels)')
+            k, s, p = w.shape[2], layer.params['stride'], layer.params['padding']
+            expect = (w.shape[0], _conv_out(in_shape[1], k, s, p), _conv_out(in_shape[2], k, s, p))
+            if tuple(layer.shape) != expect:
+                fail(f'shape {layer.shape} but the convolution of {in_shape} gives {expect}')
+        elif layer.type == 'dense':
+            if int(np.prod(in_shape)) != layer.params['weight'].shape[1]:
+                fail(f'input of {int(np.prod(in_shape))} values does not match weight {layer.params["weight"].shape}')
+        elif layer.type == 'attention':
+            if in_shape != tuple(layer.shape):
+                fail(f'q, k, v shape {in_shape} differs from the layer shape {layer.shape}')
+        elif layer.type == 'readout':
+            if in_shape[0] != layer.params['weight'].shape[1]:
+                fail(f'input channels {in_shape[0]} do not match weight {layer.params["weight"].shape}')

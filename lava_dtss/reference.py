@@ -1,0 +1,41 @@
+"""Training-side fixed-point inference of an exported file, in the layout the
+Lava runtime reports: logits and per-layer spike fingerprints."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .export import deployed_model
+from .fixed_point import fingerprint_weights
+from .netx_file import NetSpec
+
+
+@torch.no_grad()
+def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 64):
+    """``(logits [S, K], fingerprints {layer: [S*T, 2]})`` of the deployed model
+    on ``images [S, C, H, W]`` in [0, 1]."""
+    model = deployed_model(spec)
+    layers = dict(model.gated_layers())
+    outs = {n: [] for n in layers}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs[n].append(o))
+             for n, m in layers.items()]
+    logits = []
+    try:
+        for start in range(0, images.shape[0], batch_size):
+            logits.append(model(images[start:start + batch_size].double()))
+    finally:
+        for h in hooks:
+            h.remove()
+    fps = {}
+    for n, chunks in outs.items():
+        s = torch.cat(chunks).to(torch.int64)                 # [S, C, H, W, T]
+        s = s.movedim(-1, 1).reshape(s.shape[0] * s.shape[-1], -1)  # [S*T, C*H*W]
+        w = torch.from_numpy(fingerprint_weights(s.shape[1]))
+        fps[n] = torch.stack([s.sum(1), s @ w], dim=1).numpy()
+    return torch.cat(logits).numpy(), fps
+
+
+def direct_frames(images: torch.Tensor, t_max: int, input_scale: float) -> np.ndarray:
+    """Integer input frames ``[S, C, H, W, T]`` for the Lava input process."""
+    x = torch.round(images.double() * input_scale) if input_scale != 1 else images.double()
+    return x.unsqueeze(-1).expand(*x.shape, t_max).numpy().copy()

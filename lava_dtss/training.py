@@ -1,0 +1,130 @@
+"""Training helpers: atomic checkpoints that load without unpickling code,
+RNG state capture, evaluation with spike statistics, distributed set-up."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+
+import numpy as np
+import torch
+
+from .model import SpikingViT
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot continue (NaN loss, bad checkpoint, ...)."""
+
+
+def atomic_write(path: str, write_fn, mode: str = 'wb'):
+    """Write ``path`` through a temporary file in the same folder and rename it
+    into place, so a reader never sees a half-written file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.')
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, obj):
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2) + '\n'), mode='w')
+
+
+def rng_state() -> dict:
+    """torch, numpy and python RNG states as tensors/lists (``weights_only``-safe)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        'torch': torch.get_rng_state(),
+        'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                  'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
+                  'cached_gaussian': float(np_state[4])},
+        'python': {'version': py_state[0], 'state': list(py_state[1])},
+    }
+
+
+def set_rng_state(state: dict):
+    torch.set_rng_state(state['torch'])
+    n = state['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'],
+                         n['has_gauss'], n['cached_gaussian']))
+    p = state['python']
+    random.setstate((p['version'], tuple(p['state']), None))
+
+
+def save_checkpoint(path: str, **payload):
+    """Atomic ``torch.save`` of tensors, numbers, strings, lists and dicts only."""
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary objects)."""
+    if not os.path.isfile(path):
+        raise TrainingError(f'checkpoint {path} does not exist')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # corrupt, truncated, or holds objects
+        raise TrainingError(f'cannot load checkpoint {path}: {type(e).__name__}: {e}. '
+                            'Expected a checkpoint written by scripts/train_slayer.py') from None
+
+
+@torch.no_grad()
+def evaluate(model: SpikingViT, loader, max_batches: int | None = None) -> dict:
+    """Accuracy and per-layer firing rates of ``model`` on ``loader``.
+
+    Firing rate: spikes per neuron per time step over all ``T_max`` steps
+    (``rate``) and over the layer's active steps only (``rate_active``).
+    """
+    was_training = model.training
+    model.eval()
+    layers = model.gated_layers()
+    spikes = {n: 0.0 for n, _ in layers}
+    neurons = {n: 0 for n, _ in layers}
+    hooks = []
+    for name, module in layers:
+        def hook(mod, inp, out, name=name):
+            spikes[name] += float(out.sum())
+            neurons[name] += out[..., 0].numel()
+        hooks.append(module.register_forward_hook(hook))
+    correct = total = 0
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            logits = model(x.to(model.head.weight.dtype))
+            correct += int((logits.argmax(1) == y).sum())
+            total += int(y.numel())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    t_max = model.cfg.t_max
+    report = model.time_step_report()
+    rates = {n: spikes[n] / max(1, neurons[n]) / t_max for n in spikes}
+    rates_active = {n: spikes[n] / max(1, neurons[n]) / report['active_steps'][n] for n in spikes}
+    return {'accuracy': correct / max(1, total), 'samples': total,
+            'firing_rate': rates, 'firing_rate_active': rates_active, **report}
+
+
+def init_distributed():
+    """``(rank, world_size, device)`` from torchrun's environment; initialises
+    the process group (nccl on GPU, gloo on CPU) when ``WORLD_SIZE > 1``."""
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    rank = int(os.environ.get('RANK', '0'))
+    local = int(os.environ.get('LOCAL_RANK', '0'))
+    if torch.cuda.is_available():
+        device = torch.device('cuda', local)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device('cpu')
+    if world > 1:
+        backend = 'nccl' if device.type == 'cuda' else 'gloo'
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world, device
