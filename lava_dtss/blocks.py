@@ -25,7 +25,7 @@ from .dtss import DTSSGate
 from .neuron import FastCubaNeuron
 
 WEIGHT_SCALE = 64          # SLAYER value -> hardware integer
-MAX_WEIGHT = 254           # 8-bit signed weight magnitude used by exports
+MAX_WEIGHT = 127           # 8-bit signed weights (Loihi mantissa, exponent 0)
 MAX_VTH = (1 << 17) - 1    # Loihi 2 threshold mantissa (17 bits, unsigned)
 MAX_BIAS = (1 << 12) - 1   # Loihi bias mantissa (13 bits signed, NetX bias_exp=6)
 
@@ -115,7 +115,7 @@ class SpikingConv(torch.nn.Module):
     def hardware_params(self, input_scale: float = 1.0) -> dict:
         """Integers for the hardware: BatchNorm folded, then one positive scale
         ``c`` per layer applied to weights, bias and threshold (spikes unchanged)
-        so that weights use 8 bits (|w| <= 254), ``vThMant`` 17 bits and the
+        so that weights are 8-bit signed integers (|w| <= 127), ``vThMant`` 17 bits and the
         bias mantissa 13 bits."""
         w, b = self.folded(input_scale)
         theta = float(self.neuron.threshold)

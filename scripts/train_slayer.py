@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=64, help='per process')
     p.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW, cosine schedule)')
     p.add_argument('--score-lr', type=float, default=0.05, help='learning rate of the DTSS scores')
+    p.add_argument('--freeze-scores', type=float, default=0.5, metavar='FRACTION',
+                   help='stop training the DTSS scores after this fraction of the epochs, so the '
+                        'weights adapt to the final time steps (default 0.5; 1 = never freeze)')
     p.add_argument('--weight-decay', type=float, default=0.01)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default='runs/default', help='output folder')
@@ -137,6 +140,9 @@ def main(argv=None):
             sampler.set_epoch(epoch)
         loader = data.make_loader(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch, sampler=sampler)
         model.train()
+        train_scores = model.dtss and epoch < args.freeze_scores * args.epochs
+        if not train_scores:  # frozen: no update (lr 0 stays 0 under the cosine schedule)
+            opt.param_groups[1]['lr'] = 0.0
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{args.epochs}', disable=not master, leave=False, mininterval=2.0)
@@ -146,7 +152,9 @@ def main(argv=None):
             x, y = x.to(device), y.to(device)
             logits = ddp(x)
             ce = torch.nn.functional.cross_entropy(logits, y)
-            loss = ce + args.lambda_m * model.mask_loss(args.mask_categories).to(ce)
+            loss = ce
+            if train_scores:
+                loss = loss + args.lambda_m * model.mask_loss(args.mask_categories).to(ce)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f'loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; stopping. '

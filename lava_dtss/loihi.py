@@ -1,0 +1,125 @@
+"""Static check of a network file against Loihi 2's limits (no hardware needed).
+
+Limits (design notes, section 5): 8-bit weights (signed, with a shared
+exponent), 24-bit u/v state, 12-bit decays, 13-bit bias mantissa, 17-bit
+threshold mantissa (<< 6), delays <= 62. Core estimate: a neuro core holds at
+most ``NEURONS_PER_CORE`` neurons and ``SYNAPSES_PER_CORE`` 8-bit synapses
+(128 KiB of synaptic memory); the estimate is the larger of the two bounds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .fixed_point import ACT_SHIFT, MAX_UV
+from .netx_file import NetSpec
+
+NEURONS_PER_CORE = 8192
+SYNAPSES_PER_CORE = 128 * 1024
+CORES_PER_CHIP = 128
+LIMITS = {'vThMant': (0, (1 << 17) - 1), 'bias': (-(1 << 12), (1 << 12) - 1),
+          'decay': (0, 4096)}
+
+
+@dataclass
+class LayerCheck:
+    name: str
+    type: str
+    neurons: int = 0
+    synapses: int = 0
+    weight_bits: int = 0
+    max_state: int = 0
+    cores: int = 0
+    violations: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+
+def _bits(w: np.ndarray) -> int:
+    """Signed mantissa bits of the integers in ``w`` with the best shared
+    exponent (Loihi: weight = mantissa << exponent)."""
+    w = np.asarray(w, dtype=np.int64)
+    if not w.size or not np.any(w):
+        return 1
+    exp = 0
+    while exp < 8 and not np.any(w & ((1 << (exp + 1)) - 1)):
+        exp += 1
+    m = w >> exp
+    return max(int(m.max()).bit_length(), int(-m.min() - 1).bit_length() if m.min() < 0 else 0) + 1
+
+
+def check_network(spec: NetSpec) -> list:
+    """One ``LayerCheck`` per layer with its violations of the limits."""
+    checks = []
+    max_in = {0: int(spec.layers[0].params.get('inputScale', 1))}  # max input value per layer
+    for i, layer in enumerate(spec.layers):
+        c = LayerCheck(layer.name, layer.type)
+        if layer.type == 'input':
+            c.notes.append(f'inputs up to {max_in[0]} ({_bits(np.array([max_in[0]])) - 1}-bit graded spikes)')
+            checks.append(c)
+            continue
+        if layer.type == 'flatten':
+            max_in[i] = max_in[layer.inputs[0]]
+            continue
+        src_max = sum(max_in.get(j, 1) for j in layer.inputs)
+        c.neurons = int(np.prod(layer.shape))
+        p = layer.params
+        if layer.type in ('conv', 'dense', 'readout'):
+            w = np.asarray(p['weight'])
+            c.weight_bits = _bits(w)
+            if c.weight_bits > 8 and layer.type != 'readout':
+                c.violations.append(f'weights in [{w.min()}, {w.max()}] need a {c.weight_bits}-bit '
+                                    'mantissa (Loihi 2: 8 bits with a shared exponent)')
+            fan_in = int(np.prod(w.shape[1:]))
+            c.synapses = c.neurons * fan_in if layer.type != 'readout' else int(w.size)
+            row = np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
+            c.max_state = int(row.max() * src_max) << ACT_SHIFT
+            b = np.asarray(p.get('bias', np.zeros(1)))
+            if layer.type != 'readout':
+                blo, bhi = LIMITS['bias']
+                if b.min() < blo or b.max() > bhi:
+                    c.violations.append(f'bias in [{b.min()}, {b.max()}] exceeds the 13-bit mantissa [{blo}, {bhi}]')
+        elif layer.type == 'attention':
+            c.synapses = 0
+            d = layer.shape[0] // p['heads']
+            tokens = int(np.prod(layer.shape[1:]))
+            c.max_state = int(p['weight'] * tokens * d) << ACT_SHIFT
+            c.notes.append('q (k^T v) multiplies two activations: no fixed synapse; on Loihi 2 it '
+                           'needs programmable-neuron microcode or the embedded CPU')
+        if layer.type == 'readout':
+            c.notes.append('readout runs on the host (spike-count accumulation)')
+        if layer.neuron:
+            n = layer.neuron
+            vlo, vhi = LIMITS['vThMant']
+            if not vlo <= n['vThMant'] <= vhi:
+                c.violations.append(f'vThMant {n["vThMant"]} exceeds 17 bits [{vlo}, {vhi}]')
+            for k in ('iDecay', 'vDecay'):
+                if not 0 <= n[k] <= 4096:
+                    c.violations.append(f'{k} {n[k]} outside the 12-bit decay range [0, 4096]')
+            if (n['vThMant'] << ACT_SHIFT) >= MAX_UV:
+                c.violations.append(f'threshold vThMant << 6 = {n["vThMant"] << ACT_SHIFT} does not fit '
+                                    f'the 24-bit voltage (< {MAX_UV})')
+            if c.max_state >= MAX_UV:
+                c.notes.append(f'worst-case input {c.max_state} exceeds the 24-bit state; real inputs are '
+                               'far smaller: run_lava.py checks exactness (the simulator wraps like the chip)')
+        c.cores = max(math.ceil(c.neurons / NEURONS_PER_CORE), math.ceil(c.synapses / SYNAPSES_PER_CORE), 1) \
+            if layer.type != 'readout' else 0
+        max_in[i] = 1
+        checks.append(c)
+    return checks
+
+
+def format_report(checks: list) -> str:
+    lines = [f'{"layer":24s} {"type":9s} {"neurons":>8s} {"synapses":>10s} {"w bits":>6s} '
+             f'{"max |u|":>9s} {"cores":>5s}  status']
+    for c in checks:
+        status = 'OK' if not c.violations else 'VIOLATION: ' + '; '.join(c.violations)
+        lines.append(f'{c.name:24s} {c.type:9s} {c.neurons:8d} {c.synapses:10d} {c.weight_bits:6d} '
+                     f'{c.max_state:9d} {c.cores:5d}  {status}')
+        for note in c.notes:
+            lines.append(f'{"":24s} note: {note}')
+    cores = sum(c.cores for c in checks)
+    lines.append(f'estimated cores: {cores} (a Loihi 2 chip has {CORES_PER_CHIP}); '
+                 f'{"fits one chip" if cores <= CORES_PER_CHIP else f"needs {math.ceil(cores / CORES_PER_CHIP)} chips"}')
+    return '\n'.join(lines)

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Run a NetX HDF5 network on Lava (CPU simulator, Loihi 2 fixed point) with
+per-layer time-step gating, and check it against training-side inference.
+
+    python scripts/run_lava.py                       # shipped digits model, 100 samples
+    python scripts/run_lava.py --num-samples 360 --json report.json
+    python scripts/run_lava.py --check-loihi         # static Loihi 2 fit report
+
+Reports accuracy, agreement with the training-side fixed-point model (every
+layer's spikes at every step, logits, predictions), per-layer active steps,
+synaptic operations and neuron updates executed with gating and without, and
+wall time.
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+sys.path.insert(0, ROOT)
+DEFAULT_MODEL = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
+
+
+def parse_args(argv=None):
+    from lava_dtss.data import DATASETS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default=DEFAULT_MODEL, help='NetX HDF5 file (default: the shipped digits model)')
+    p.add_argument('--dataset', default=None, choices=sorted(DATASETS),
+                   help="test data (default: the file's dataset, else digits)")
+    p.add_argument('--data-dir', default=None, help='dataset folder (see train_slayer.py)')
+    p.add_argument('--num-samples', type=int, default=100, help='test samples to run (default 100)')
+    p.add_argument('--t-max', type=int, default=None,
+                   help='time steps per sample for stock NetX files (ours store T_max)')
+    p.add_argument('--no-gating', action='store_true',
+                   help='run every layer for all T_max steps (outputs still masked) only')
+    p.add_argument('--json', default=None, metavar='PATH', help='write the report as JSON')
+    p.add_argument('--backend', default='cpu', choices=('cpu', 'loihi2'),
+                   help='cpu: Lava CPU simulator; loihi2: Loihi 2 through lava-loihi (INRC)')
+    p.add_argument('--check-loihi', action='store_true',
+                   help='static check against Loihi 2 limits; exit 1 on a violation')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import numpy as np
+    import torch
+    from lava_dtss import data, lava_runtime
+    from lava_dtss.netx_file import read_netx
+    from lava_dtss.training import write_json
+
+    spec = read_netx(args.model)
+    if args.check_loihi:
+        from lava_dtss.loihi import check_network, format_report
+        checks = check_network(spec)
+        print(format_report(checks))
+        bad = [c for c in checks if c.violations]
+        for c in bad:
+            print(f'error: layer {c.name}: {"; ".join(c.violations)}', file=sys.stderr)
+        return 1 if bad else 0
+
+    dataset = args.dataset or spec.meta.get('dataset') or 'digits'
+    t_max = spec.t_max or args.t_max
+    if t_max is None:
+        raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
+    if spec.t_max and args.t_max and args.t_max != spec.t_max:
+        raise ValueError(f'--t-max {args.t_max} differs from the file\'s T_max {spec.t_max}')
+    test = data.load_dataset(dataset, 'test', args.data_dir)
+    if not 1 <= args.num_samples <= len(test):
+        raise ValueError(f'--num-samples must be in 1..{len(test)} for the {dataset} test set, '
+                         f'got {args.num_samples}')
+    xs, ys = zip(*(test[i] for i in range(args.num_samples)))
+    images, labels = torch.stack(xs), np.asarray(ys)
+    in_shape = tuple(spec.layers[0].shape)
+    if tuple(images.shape[1:]) != in_shape:
+        raise ValueError(f'{dataset} images have shape {tuple(images.shape[1:])} but the network '
+                         f'{args.model} expects input {in_shape}')
+
+    from lava_dtss.reference import direct_frames
+    frames = direct_frames(images, t_max, spec.layers[0].params.get('inputScale', 1))
+    gated_modes = [False] if args.no_gating else [True, False]
+    results = {}
+    for gating in gated_modes:
+        label = 'gated' if gating else 'ungated'
+        print(f'running {args.num_samples} samples x {t_max} steps on Lava ({args.backend}, {label}) ...',
+              flush=True)
+        results[label] = lava_runtime.run(spec, frames, gating=gating, backend=args.backend)
+    main_res = results['gated' if not args.no_gating else 'ungated']
+    pred = main_res.predictions
+    report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
+              'backend': args.backend, 'accuracy': float((pred == labels).mean()),
+              'processes': main_res.processes}
+
+    # agreement with training-side fixed-point inference (our files only)
+    if 'config' in spec.meta:
+        from lava_dtss.reference import reference_run
+        ref_logits, ref_fps = reference_run(spec, images)
+        layer_ok = {n: bool(np.array_equal(ref_fps[n], r.fingerprints[n]))
+                    for r in results.values() for n in ref_fps}
+        report['agreement'] = {
+            'predictions': float((ref_logits.argmax(1) == pred).mean()),
+            'logits_equal': all(bool(np.array_equal(ref_logits, r.logits)) for r in results.values()),
+            'spikes_equal_all_layers': all(layer_ok.values()),
+            'layers_differing': [n for n, ok in layer_ok.items() if not ok],
+            'reference_accuracy': float((ref_logits.argmax(1) == labels).mean()),
+        }
+    else:
+        report['agreement'] = None
+    if len(results) == 2:
+        g, u = results['gated'], results['ungated']
+        report['gating_changes_output'] = not all(
+            np.array_equal(g.fingerprints[n], u.fingerprints[n]) for n in g.fingerprints)
+    layers = {}
+    for layer in spec.layers:
+        if layer.name not in main_res.synops:
+            continue
+        entry = {'type': layer.type, 'category': layer.category,
+                 'active_steps': layer.active_steps or t_max,
+                 'spikes': int(main_res.fingerprints[layer.name][:, 0].sum()),
+                 'analog_input': main_res.input_analog[layer.name]}
+        for label, r in results.items():
+            entry[f'synops_{label}'] = r.synops[layer.name]
+            entry[f'neuron_updates_{label}'] = r.neuron_updates[layer.name]
+        layers[layer.name] = entry
+    report['layers'] = layers
+    for label, r in results.items():
+        report[f'synops_{label}'] = sum(r.synops.values())
+        report[f'neuron_updates_{label}'] = sum(r.neuron_updates.values())
+        report[f'wall_s_{label}'] = round(r.wall_s, 3)
+        report[f'samples_per_s_{label}'] = round(args.num_samples / r.wall_s, 2)
+    print_report(report, list(results))
+    if args.json:
+        write_json(args.json, report)
+        print(f'wrote {args.json}')
+    agree = report['agreement']
+    if agree is not None and not (agree['spikes_equal_all_layers'] and agree['logits_equal']):
+        print('error: Lava differs from training-side inference in layers '
+              f'{agree["layers_differing"]}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def print_report(r, labels):
+    print(f'\nmodel {r["model"]}  ({r["processes"]} Lava processes)')
+    print(f'accuracy on {r["num_samples"]} {r["dataset"]} test samples: {r["accuracy"]:.4f}')
+    a = r['agreement']
+    if a is not None:
+        print(f'agreement with training-side fixed-point inference: predictions {a["predictions"] * 100:.1f}%, '
+              f'logits {"identical" if a["logits_equal"] else "DIFFERENT"}, spikes of every layer at every step '
+              f'{"identical" if a["spikes_equal_all_layers"] else "DIFFERENT: " + ", ".join(a["layers_differing"])}')
+    else:
+        print('agreement: n/a (stock NetX file: no training-side model)')
+    head = f'{"layer":22s} {"steps":>5s} {"spikes":>8s}'
+    for lab in labels:
+        head += f' {"synops " + lab:>16s} {"updates " + lab:>17s}'
+    print('\n' + head)
+    for name, e in r['layers'].items():
+        line = f'{name:22s} {e["active_steps"]:5d} {e["spikes"]:8d}'
+        for lab in labels:
+            line += f' {e["synops_" + lab]:16d} {e["neuron_updates_" + lab]:17d}'
+        print(line)
+    line = f'{"total":22s} {"":5s} {"":8s}'
+    for lab in labels:
+        line += f' {r["synops_" + lab]:16d} {r["neuron_updates_" + lab]:17d}'
+    print(line)
+    if 'gated' in labels and 'ungated' in labels:
+        print(f'gating: synaptic operations x{r["synops_gated"] / max(1, r["synops_ungated"]):.3f}, '
+              f'neuron updates x{r["neuron_updates_gated"] / max(1, r["neuron_updates_ungated"]):.3f} '
+              f'of ungated; output spikes {"changed (BUG)" if r["gating_changes_output"] else "unchanged"}')
+    for lab in labels:
+        print(f'wall time {lab}: {r["wall_s_" + lab]:.2f} s ({r["samples_per_s_" + lab]:.1f} samples/s)')
+
+
+if __name__ == '__main__':
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print('interrupted; Lava stopped', file=sys.stderr)
+        code = 130
+    except Exception as e:  # one clear line for bad input
+        from lava_dtss.netx_file import NetXFormatError
+        from lava_dtss.data import DatasetError
+        from lava_dtss.lava_runtime import BackendUnavailable
+        if isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, ValueError)):
+            print(f'error: {e}', file=sys.stderr)
+            code = 2 if not isinstance(e, BackendUnavailable) else 3
+        else:
+            raise
+    sys.exit(code)
