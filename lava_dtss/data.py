@@ -476,3 +476,26 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
         worker_init_fn=_seed_worker if num_workers > 0 else None,
         drop_last=False,
     )
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None,
+                 flip: bool = False) -> torch.Tensor:
+    """Training augmentation on a batch ``[N, C, H, W]``: shift each image by up
+    to ``pad`` pixels (zero padding, then a random crop of the original size)
+    and, with ``flip``, mirror it horizontally with probability 1/2."""
+    if pad <= 0 and not flip:
+        return images
+    n, _, h, w = images.shape
+    out = images
+    if pad > 0:
+        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy.view(n, 1) + torch.arange(h).view(1, h))           # [N, H]
+        cols = (dx.view(n, 1) + torch.arange(w).view(1, w))           # [N, W]
+        idx_n = torch.arange(n).view(n, 1, 1)
+        out = padded.permute(0, 2, 3, 1)[idx_n, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(mask.view(n, 1, 1, 1), out.flip(-1), out)
+    return out.contiguous()

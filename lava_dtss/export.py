@@ -20,23 +20,38 @@ from .netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
 INPUT_SCALE = 255  # image value in [0, 1] -> integer input of 8 bits
 
 
-def _neuron(hw: dict) -> dict:
+def neuron_spec(hw: dict) -> dict:
+    """NetX ``neuron`` group of a CUBA-LIF with hardware integers."""
     return {'type': 'CUBA', 'iDecay': hw['iDecay'], 'vDecay': hw['vDecay'],
             'vThMant': hw['vThMant'], 'refDelay': 1, 'gradedSpike': False}
 
 
+def conv_spec(name: str, weight: np.ndarray, bias: np.ndarray, shape: tuple, neuron: dict,
+              stride: int = 1, padding: int = 0, inputs=(), category: str = '',
+              active_steps: int | None = None) -> LayerSpec:
+    """A ``conv`` layer with NetX's keys; ``weight [Co, Ci, k, k]`` integers."""
+    co, ci, k, _ = weight.shape
+    return LayerSpec(
+        type='conv', name=name, shape=tuple(shape), inputs=list(inputs), category=category,
+        active_steps=active_steps, neuron=dict(neuron),
+        params={'inChannels': ci, 'outChannels': co, 'kernelSize': np.array([k, k]),
+                'stride': np.array([stride] * 2), 'padding': np.array([padding] * 2),
+                'dilation': np.array([1, 1]), 'groups': 1, 'weight': weight, 'bias': bias})
+
+
+def dense_spec(name: str, weight: np.ndarray, bias: np.ndarray, neuron: dict, inputs=(),
+               category: str = '', active_steps: int | None = None) -> LayerSpec:
+    """A ``dense`` layer with NetX's keys; ``weight [out, in]`` integers."""
+    return LayerSpec(type='dense', name=name, shape=(weight.shape[0],), inputs=list(inputs),
+                     category=category, active_steps=active_steps, neuron=dict(neuron),
+                     params={'inFeatures': weight.shape[1], 'outFeatures': weight.shape[0],
+                             'weight': weight, 'bias': bias})
+
+
 def _conv_spec(name, block: SpikingConv, inputs, input_scale) -> LayerSpec:
     hw = block.hardware_params(input_scale)
-    c, h, w = block.last_shape
-    k = block.kernel_size
-    return LayerSpec(
-        type='conv', name=name, shape=(c, h, w), inputs=list(inputs),
-        category=block.gate.category, active_steps=hw['activeSteps'],
-        neuron=_neuron(hw),
-        params={'inChannels': block.in_channels, 'outChannels': block.out_channels,
-                'kernelSize': np.array([k, k]), 'stride': np.array([block.stride] * 2),
-                'padding': np.array([block.padding] * 2), 'dilation': np.array([1, 1]),
-                'groups': 1, 'weight': hw['weight'], 'bias': hw['bias']})
+    return conv_spec(name, hw['weight'], hw['bias'], block.last_shape, neuron_spec(hw),
+                     block.stride, block.padding, inputs, block.gate.category, hw['activeSteps'])
 
 
 def model_to_spec(model: SpikingViT, dataset: str = '', command: str = '') -> NetSpec:
@@ -66,7 +81,7 @@ def model_to_spec(model: SpikingViT, dataset: str = '', command: str = '') -> Ne
         hw = ssa.attn.hardware_params()
         c, h, w = ssa.attn.last_shape
         a = add(LayerSpec(type='attention', name=f'{p}.ssa.attn', shape=(c, h, w), inputs=[q, k, v],
-                          category='attn', active_steps=hw['activeSteps'], neuron=_neuron(hw),
+                          category='attn', active_steps=hw['activeSteps'], neuron=neuron_spec(hw),
                           params={'weight': hw['weight'], 'heads': hw['heads']}))
         x = x + [add(_conv_spec(f'{p}.ssa.proj', ssa.proj, [a], 1.0))]
         f1 = add(_conv_spec(f'{p}.mlp.fc1', block.mlp.fc1, x, 1.0))

@@ -96,6 +96,9 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True):
                                   weight=layer.params['weight'], neuron=layer.neuron, **common)
         elif layer.type == 'readout':
             continue
+        else:  # never skip a layer silently
+            raise ValueError(f'layer {i} ({layer.name!r}): unknown layer type {layer.type!r}; '
+                             'supported: input, conv, flatten, dense, attention, readout')
         procs.append(proc)
         by_index[i] = proc
         if layer.type != 'input':

@@ -117,7 +117,7 @@ class _Layer:
     def has(self, key):
         return key in self.g
 
-    def get(self, key, ndim=None, integer=True):
+    def get(self, key, ndim=None, integer=True, text=False):
         if key not in self.g:
             self.fail(f'missing key {key!r}')
         item = self.g[key]
@@ -125,6 +125,8 @@ class _Layer:
             self.fail(f'{key!r} should be a dataset, found a group')
         value = item[()]
         if isinstance(value, bytes) or (isinstance(value, np.ndarray) and value.dtype.kind in 'SOU'):
+            if not text:
+                self.fail(f'{key!r} has dtype {item.dtype} (strings), expected numbers')
             return _decode(value)
         arr = np.asarray(value)
         if arr.dtype.kind not in 'biuf':
@@ -139,7 +141,7 @@ class _Layer:
         return arr
 
     def string(self, key):
-        v = self.get(key)
+        v = self.get(key, text=True)
         if not isinstance(v, str):
             self.fail(f'{key!r} should be a string')
         return v

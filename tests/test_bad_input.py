@@ -1,0 +1,382 @@
+"""Bad input gives one clear error, never a traceback or a silent skip.
+
+Library: ``read_netx`` raises ``NetXFormatError`` naming the file, the layer
+and the key. CLI (``scripts/run_lava.py``): non-zero exit, one ``error:`` line
+on stderr naming the problem, no traceback. Ctrl-C stops Lava cleanly and
+leaves no process behind.
+"""
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import lava_dtss.model
+from lava_dtss.export import export_hdf5
+from lava_dtss.netx_file import LAYER_TYPES, LayerSpec, NetSpec, NetXFormatError, read_netx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_LAVA = os.path.join(ROOT, 'scripts', 'run_lava.py')
+FASHION_DIR = '/usr/share/datasets/fashion-mnist'
+
+
+# ---------------------------------------------------------------- bad files
+# Layers of the tiny model: 0 input, 1 sps.0 (conv), 2 sps.1 (conv), 3 rpe
+# (conv), 4-6 q/k/v, 7 attention, 8 proj, 9 fc1, 10 fc2, 11 readout.
+
+def _replace(f, key, value):
+    del f[key]
+    f[key] = value
+
+
+def _missing_key(f):
+    del f['layer/1/weight']
+
+
+def _wrong_weight_shape(f):           # 16 -> 19 output channels
+    w = f['layer/1/weight'][()]
+    _replace(f, 'layer/1/weight', np.concatenate([w, w[:3]]))
+
+
+def _float_weight(f):
+    _replace(f, 'layer/1/weight', f['layer/1/weight'][()] + 0.5)
+
+
+def _string_weight(f):
+    w = f['layer/1/weight'][()]
+    _replace(f, 'layer/1/weight',
+             np.array([str(v).encode() for v in w.reshape(-1)]).reshape(w.shape))
+
+
+def _unknown_type(f):
+    f['layer/2/type'][0] = b'pool'
+
+
+def _later_input(f):
+    f['layer/3/dtss/inputs'][0] = 5
+
+
+def _active_steps_zero(f):
+    f['layer/3/dtss/activeSteps'][()] = 0
+
+
+def _active_steps_too_many(f):
+    f['layer/3/dtss/activeSteps'][()] = 9      # T_max of 'tiny' is 8
+
+
+def _no_layer_group(f):
+    del f['layer']
+
+
+def _huge_threshold(f):
+    f['layer/3/neuron/vThMant'][()] = 300000   # > 17 bits: a Loihi 2 violation only
+
+
+MUTATIONS = {
+    'missing_key': _missing_key,
+    'weight_shape': _wrong_weight_shape,
+    'float_weight': _float_weight,
+    'string_weight': _string_weight,
+    'unknown_type': _unknown_type,
+    'later_input': _later_input,
+    'active_steps_0': _active_steps_zero,
+    'active_steps_9': _active_steps_too_many,
+    'no_layer_group': _no_layer_group,
+    'huge_threshold': _huge_threshold,
+}
+
+# bad file -> (layer index or None, words the message must contain)
+EXPECTED = {
+    'missing': (None, ['no such file']),
+    'text': (None, ['not an HDF5 file']),
+    'no_layer_group': (None, ['missing group', '"layer"']),
+    'missing_key': (1, ['missing key', "'weight'"]),
+    'weight_shape': (1, ['weight', '19 output channels', '(16, 8, 8)']),
+    'float_weight': (1, ["'weight'", 'non-integer floats']),
+    'string_weight': (1, ["'weight'", 'strings', 'expected numbers']),
+    'unknown_type': (2, ["'pool'", 'layer type'] + list(LAYER_TYPES)),
+    'later_input': (3, ['dtss/inputs', '[5]', 'earlier layers (0..2)']),
+    'active_steps_0': (3, ['dtss/activeSteps = 0', 'out of range 1..8']),
+    'active_steps_9': (3, ['dtss/activeSteps = 9', 'out of range 1..8']),
+}
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('bad_input')
+    good = str(folder / 'good.net')
+    torch.manual_seed(0)
+    model = lava_dtss.model.build_model('tiny')
+    model.eval()
+    export_hdf5(model, good, dataset='digits')
+    paths = {'good': good, 'missing': str(folder / 'does_not_exist.net'),
+             'text': str(folder / 'text.net')}
+    with open(paths['text'], 'w') as f:
+        f.write('this is a text file, not HDF5\n')
+    for name, mutate in MUTATIONS.items():
+        path = str(folder / f'{name}.net')
+        shutil.copy(good, path)
+        with h5py.File(path, 'r+') as f:
+            mutate(f)
+        paths[name] = path
+    return paths
+
+
+# ---------------------------------------------------------------- library
+def test_good_file_reads(files):
+    spec = read_netx(files['good'])
+    assert spec.t_max == 8 and spec.layers[1].type == 'conv' and spec.layers[2].type == 'conv'
+    assert spec.layers[3].active_steps is not None and spec.layers[3].inputs == [2]
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_library_error_names_file_layer_and_key(files, name):
+    index, words = EXPECTED[name]
+    with pytest.raises(NetXFormatError) as info:
+        read_netx(files[name])
+    msg = str(info.value)
+    assert msg.startswith(files[name] + ':'), msg
+    if index is not None:
+        assert f'layer {index} (' in msg, msg
+    for word in words:
+        assert word in msg, (word, msg)
+    assert '\n' not in msg
+
+
+def test_huge_threshold_is_readable_but_fails_the_loihi_check(files):
+    from lava_dtss.loihi import check_network
+    spec = read_netx(files['huge_threshold'])
+    assert spec.layers[3].neuron['vThMant'] == 300000
+    bad = [c for c in check_network(spec) if c.violations]
+    assert [c.name for c in bad] == ['rpe']
+    assert 'vThMant 300000' in bad[0].violations[0]
+
+
+def test_unknown_layer_type_is_never_skipped_by_the_runtime():
+    """A spec built in code (bypassing read_netx) with an unknown type fails
+    in ``build`` instead of being dropped."""
+    from lava_dtss import lava_runtime
+    spec = NetSpec(layers=[LayerSpec(type='input', name='input', shape=(1, 4, 4),
+                                     params={'inputScale': 1}),
+                           LayerSpec(type='pool', name='p', shape=(1, 2, 2), inputs=[0])],
+                   meta={'t_max': 2})
+    with pytest.raises(ValueError, match=r"layer 1 \('p'\): unknown layer type 'pool'; supported: input"):
+        lava_runtime.build(spec, np.zeros((1, 1, 4, 4, 2)))
+
+
+# ---------------------------------------------------------------- CLI
+class Result(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli_cases(files):
+    g = files['good']
+    cases = {name: ['--model', files[name]] for name in EXPECTED}
+    cases.update({
+        'num_samples_0': ['--model', g, '--num-samples', '0'],
+        'num_samples_100000': ['--model', g, '--num-samples', '100000'],
+        'fashion_with_digits_model': ['--model', g, '--dataset', 'fashion-mnist'],
+        'loihi2_backend': ['--model', g, '--backend', 'loihi2', '--num-samples', '2'],
+        'check_loihi_good': ['--model', g, '--check-loihi'],
+        'check_loihi_bad': ['--model', files['huge_threshold'], '--check-loihi'],
+    })
+    return cases
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+
+
+def _run_cli(args):
+    """One real ``python scripts/run_lava.py ARGS``."""
+    res = subprocess.run([sys.executable, RUN_LAVA, *args], capture_output=True, text=True,
+                         env=_env(), timeout=120, cwd=ROOT)
+    return Result(res.returncode, res.stdout, res.stderr)
+
+
+# Runs scripts/run_lava.py as __main__ (its own error handling included) once
+# per argument list in ONE interpreter, so the ~3 s of imports are paid once.
+# An exception escaping the script is printed as the interpreter would
+# (Traceback, exit 1).
+_DRIVER = r"""
+import contextlib, io, json, runpy, sys, traceback
+script, cases = sys.argv[1], json.load(sys.stdin)
+results = {}
+for name, args in cases.items():
+    out, err = io.StringIO(), io.StringIO()
+    sys.argv = [script] + args
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name='__main__')
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results[name] = [code, out.getvalue(), err.getvalue()]
+sys.__stdout__.write('\nRESULTS ' + json.dumps(results) + '\n')
+"""
+
+
+def _run_cli_batch(cases):
+    res = subprocess.run([sys.executable, '-c', _DRIVER, RUN_LAVA], input=json.dumps(cases),
+                         capture_output=True, text=True, env=_env(), timeout=300, cwd=ROOT)
+    assert res.returncode == 0 and '\nRESULTS ' in res.stdout, res.stderr[-3000:]
+    results = json.loads(res.stdout.rsplit('\nRESULTS ', 1)[1])
+    return {name: Result(*r) for name, r in results.items()}
+
+
+# End-to-end in their own process; the rest go through the batch driver.
+REAL_PROCESS = ('missing', 'unknown_type', 'loihi2_backend', 'check_loihi_bad')
+
+
+@pytest.fixture(scope='module')
+def cli(files):
+    cases = _cli_cases(files)
+    batch = {k: v for k, v in cases.items() if k not in REAL_PROCESS}
+    batch['missing/driver'] = cases['missing']        # the driver must match a real run
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        batched = pool.submit(_run_cli_batch, batch)
+        real = {name: pool.submit(_run_cli, cases[name]) for name in REAL_PROCESS}
+        results = {name: fut.result() for name, fut in real.items()}
+        results.update(batched.result())
+    assert set(results) == set(cases) | {'missing/driver'}
+    return results
+
+
+def _one_error(res):
+    """The single ``error:`` line of a failed run (checks exit and no traceback)."""
+    assert res.returncode != 0, (res.returncode, res.stdout[-2000:], res.stderr[-2000:])
+    assert 'Traceback' not in res.stderr, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, res.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize('name', sorted(EXPECTED))
+def test_cli_bad_file(cli, files, name):
+    line = _one_error(cli[name])
+    assert files[name] in line
+    index, words = EXPECTED[name]
+    if index is not None:
+        assert f'layer {index} (' in line
+    for word in words:
+        assert word in line, (word, line)
+    assert 'running' not in cli[name].stdout       # stopped before Lava
+
+
+def test_batch_driver_matches_a_real_process(cli):
+    real, driven = cli['missing'], cli['missing/driver']
+    assert real.returncode == driven.returncode == 2
+    assert _one_error(real) == _one_error(driven)
+
+
+@pytest.mark.parametrize('name', ['num_samples_0', 'num_samples_100000'])
+def test_cli_num_samples_out_of_range(cli, name):
+    line = _one_error(cli[name])
+    n = name.rsplit('_', 1)[1]
+    assert '--num-samples' in line and 'must be in 1..360' in line and f'got {n}' in line, line
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION_DIR), reason='Fashion-MNIST not installed')
+def test_cli_input_shape_mismatch(cli, files):
+    line = _one_error(cli['fashion_with_digits_model'])
+    assert '(1, 28, 28)' in line and 'expects input (1, 8, 8)' in line, line
+    assert files['good'] in line
+
+
+def test_cli_loihi2_without_lava_loihi(cli):
+    from lava.utils import loihi
+    if loihi.is_installed():
+        pytest.skip('lava-loihi is installed here')
+    line = _one_error(cli['loihi2_backend'])
+    assert 'lava-loihi' in line and 'INRC' in line and '--backend cpu' in line, line
+
+
+def test_cli_check_loihi_good_file(cli):
+    res = cli['check_loihi_good']
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'estimated cores' in res.stdout
+    assert 'Traceback' not in res.stderr and 'error:' not in res.stderr
+
+
+def test_cli_check_loihi_violation(cli):
+    res = cli['check_loihi_bad']
+    assert res.returncode == 1, (res.returncode, res.stderr[-2000:])
+    line = _one_error(res)
+    assert line.startswith('error: layer rpe:') and 'vThMant 300000' in line, line
+    assert 'estimated cores' in res.stdout
+
+
+# ---------------------------------------------------------------- Ctrl-C
+def _marked_pids(marker):
+    needle = f'LAVA_DTSS_TEST_MARKER={marker}'.encode()
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/environ', 'rb') as f:
+                if needle in f.read():
+                    pids.append(int(entry))
+        except OSError:    # gone, or not ours
+            pass
+    return pids
+
+
+def test_ctrl_c_stops_lava_cleanly(files):
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    proc = subprocess.Popen([sys.executable, RUN_LAVA, '--model', files['good'], '--num-samples', '300'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    lines, err = queue.Queue(), []
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
+                     daemon=True).start()
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    try:
+        deadline, out = time.monotonic() + 60, []
+        while not any('running' in x for x in out):
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f'exited early: {"".join(out)}'
+            out.append(line)
+        time.sleep(4)                          # Lava's runtime processes are up
+        assert proc.poll() is None, 'finished before Ctrl-C: the test needs a longer run'
+        assert len(_marked_pids(marker)) > 1, 'Lava started no child processes'
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        reader.join(timeout=10)
+        stderr = err[0] if err else ''
+        # 130 = 128 + SIGINT, the shell convention; run_lava.py returns it
+        # after KeyboardInterrupt once Lava is stopped.
+        assert code == 130, (code, stderr[-3000:])
+        assert 'Traceback' not in stderr, stderr
+        assert 'interrupted' in stderr
+        deadline = time.monotonic() + 10
+        while _marked_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _marked_pids(marker) == [], 'Lava processes survived Ctrl-C'
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _marked_pids(marker):       # only processes this test started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

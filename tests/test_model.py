@@ -1,0 +1,41 @@
+"""Presets, shapes and the Spikformer parameter count."""
+import pytest
+import torch
+
+from lava_dtss.model import PRESETS, build_model, count_parameters
+
+
+def test_spikformer_4_384_parameter_count_matches_paper():
+    n = count_parameters(build_model('spikformer-4-384'))
+    assert abs(n - 9.32e6) / 9.32e6 < 0.02, n
+
+
+@pytest.mark.parametrize('preset,shape', [('tiny', (1, 8, 8)), ('fmnist', (1, 28, 28))])
+def test_forward_shapes_and_time_last(preset, shape):
+    model = build_model(preset)
+    x = torch.rand(2, *shape)
+    feats = model.features(x)
+    assert feats.shape[-1] == model.cfg.t_max
+    assert model(x).shape == (2, model.cfg.num_classes)
+    report = model.time_step_report()
+    assert set(report['active_steps']) == {n for n, _ in model.gated_layers()}
+    assert report['avg_steps'] == model.cfg.t_max // 2
+
+
+def test_categories_cover_the_vit():
+    cats = {m.gate.category for _, m in build_model('tiny').gated_layers()}
+    assert cats == {'sps', 'qkv', 'attn', 'mlp'}
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match=r'expected images of shape \[N, 1, 8, 8\]'):
+        build_model('tiny')(torch.rand(2, 3, 8, 8))
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match='unknown preset'):
+        build_model('nope')
+
+
+def test_presets_by_name():
+    assert {'tiny', 'fmnist', 'spikformer-4-384', 'spikformer-8-768'} <= set(PRESETS)
