@@ -9,9 +9,12 @@
 Loss: cross-entropy + lambda_m * mask loss over the selected layer categories.
 Writes to --out: log.jsonl (one JSON line per epoch), checkpoint.pt (atomic,
 every epoch; --resume continues it exactly), metrics.json, model.net (HDF5).
+With several processes, the ranks compare SHA-256 hashes of their final model
+state at the end and print 'ranks identical: <hash>' (error if they differ).
 """
 import argparse
 import math
+import random
 import os
 import sys
 import time
@@ -44,18 +47,32 @@ def parse_args(argv=None):
     p.add_argument('--t-max', type=int, default=None, help='maximum time steps T_max (default: preset)')
     p.add_argument('--fixed-t', type=int, default=None, metavar='T',
                    help='fixed-T baseline: DTSS off, every layer runs T steps')
-    p.add_argument('--lambda-m', type=float, default=0.5, help='mask-loss weight lambda_m')
+    p.add_argument('--lambda-m', type=float, default=2.0, help='mask-loss weight lambda_m (default 2)')
     p.add_argument('--mask-categories', default=','.join(DEFAULT_LOSS_CATEGORIES),
                    help=f'comma-separated layer categories in the mask loss, from {",".join(CATEGORIES)}')
     p.add_argument('--epochs', type=int, default=60)
     p.add_argument('--batch-size', type=int, default=64, help='per process')
     p.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW, cosine schedule)')
-    p.add_argument('--score-lr', type=float, default=0.05, help='learning rate of the DTSS scores')
-    p.add_argument('--freeze-scores', type=float, default=0.5, metavar='FRACTION',
+    p.add_argument('--score-lr', type=float, default=0.05,
+                   help='learning rate of the DTSS scores (SGD, momentum 0.9: updates follow the size '
+                        'of the task and mask-loss gradients, layer by layer)')
+    p.add_argument('--mask-warmup', type=float, default=0.25, metavar='FRACTION',
+                   help='keep the DTSS scores at T_max/2 and leave out the mask loss for this fraction '
+                        'of the epochs, while the network learns the task (default 0.25)')
+    p.add_argument('--train-unselected', action='store_true',
+                   help='also train the scores of layers outside --mask-categories (by the task loss '
+                        'alone); by default they keep T_max/2 steps')
+    p.add_argument('--freeze-scores', type=float, default=0.6, metavar='FRACTION',
                    help='stop training the DTSS scores after this fraction of the epochs, so the '
-                        'weights adapt to the final time steps (default 0.5; 1 = never freeze)')
-    p.add_argument('--weight-decay', type=float, default=0.01)
+                        'weights adapt to the final time steps (default 0.6; 1 = never freeze)')
+    p.add_argument('--weight-decay', type=float, default=0.1, help='AdamW weight decay of the weights')
+    p.add_argument('--augment', type=int, default=None, metavar='PIXELS',
+                   help='random-shift augmentation of up to PIXELS (default: 4 with horizontal flips '
+                        'for cifar10/100, 0 otherwise; imagenet uses random resized crops)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--threads', type=int, default=None,
+                   help='torch CPU threads (default: 1 for the tiny preset, which gains nothing from '
+                        'more and so gives the same result on any machine; torch\'s default otherwise)')
     p.add_argument('--out', default='runs/default', help='output folder')
     p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.pt')
     p.add_argument('--no-export', action='store_true', help='skip the NetX HDF5 export')
@@ -82,8 +99,13 @@ def main(argv=None):
     args = parse_args(argv)
     rank, world, device = init_distributed()
     master = rank == 0
+    preset = args.preset or DEFAULT_PRESET[args.dataset]
+    threads = args.threads or (1 if preset == 'tiny' else None)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
+    random.seed(args.seed)
 
     # ---- data -------------------------------------------------------------
     info = data.DATASETS[args.dataset]
@@ -91,7 +113,6 @@ def main(argv=None):
     test_set = data.load_dataset(args.dataset, 'test', args.data_dir, seed=args.seed)
 
     # ---- model ------------------------------------------------------------
-    preset = args.preset or DEFAULT_PRESET[args.dataset]
     t_max = args.fixed_t or args.t_max
     cfg = get_config(preset, num_classes=info.num_classes, t_max=t_max)
     if (cfg.in_channels, cfg.image_size, cfg.image_size) != info.image_shape:
@@ -99,10 +120,16 @@ def main(argv=None):
                          f'{cfg.image_size}, dataset {args.dataset} has {info.image_shape}')
     model = SpikingViT(cfg, dtss=args.fixed_t is None).to(device)
     scores = [p for n, p in model.named_parameters() if n.endswith('gate.scores')]
+    # scores that train: the mask-loss categories (and, with --train-unselected, all)
+    trained_scores = [g.scores for g in model.gates()
+                      if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
     others = [p for n, p in model.named_parameters() if not n.endswith('gate.scores')]
-    opt = torch.optim.AdamW([{'params': others, 'lr': args.lr, 'weight_decay': args.weight_decay},
-                             {'params': scores, 'lr': args.score_lr, 'weight_decay': 0.0}])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+    opt = torch.optim.AdamW(others, lr=args.lr, weight_decay=args.weight_decay)
+    score_opt = torch.optim.SGD(trained_scores or [torch.zeros(1, requires_grad=True)],
+                                lr=args.score_lr, momentum=0.9)
+    def lr_factor(e):  # cosine 1 -> 0 over this run's --epochs, in closed form, so a --resume
+        return 0.5 * (1.0 + math.cos(math.pi * e / args.epochs))  # with more epochs stays exact
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     ddp = model
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
@@ -120,13 +147,18 @@ def main(argv=None):
             raise TrainingError(f'{ckpt_path} was trained with a different model configuration')
         model.load_state_dict(ckpt['model'])
         opt.load_state_dict(ckpt['optimizer'])
-        sched.load_state_dict(ckpt['scheduler'])
+        score_opt.load_state_dict(ckpt['score_optimizer'])
+        sched.load_state_dict({'lr_lambdas': [None] * len(opt.param_groups), **ckpt['scheduler']})
+        for g, base in zip(opt.param_groups, sched.base_lrs):  # schedule of this run's --epochs
+            g['lr'] = base * lr_factor(sched.last_epoch)
         start_epoch = ckpt['epoch']
         set_rng_state(ckpt['rng'])
         if master:
             print(f'resumed {ckpt_path} at epoch {start_epoch}')
 
     test_loader = data.make_loader(test_set, 256, shuffle=False, seed=args.seed)
+    shift = (4 if args.dataset.startswith('cifar') else 0) if args.augment is None else args.augment
+    flip = args.dataset in ('cifar10', 'cifar100') and shift > 0
     if master:
         print(f'{preset}: {sum(p.numel() for p in others):,} parameters, T_max={cfg.t_max}, '
               f'{"DTSS" if model.dtss else "fixed-T"}, {world} process(es) on {device}')
@@ -140,15 +172,18 @@ def main(argv=None):
             sampler.set_epoch(epoch)
         loader = data.make_loader(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch, sampler=sampler)
         model.train()
-        train_scores = model.dtss and epoch < args.freeze_scores * args.epochs
-        if not train_scores:  # frozen: no update (lr 0 stays 0 under the cosine schedule)
-            opt.param_groups[1]['lr'] = 0.0
+        # DTSS schedule: the scores stay at T_max/2 while the network learns the task,
+        # train with the mask loss in [warm-up, freeze), then stay frozen while the
+        # weights adapt to the chosen time steps. Weights: cosine schedule.
+        train_scores = model.dtss and args.mask_warmup * args.epochs <= epoch < args.freeze_scores * args.epochs
+        opt.param_groups[0]['lr'] = args.lr * lr_factor(epoch)
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{args.epochs}', disable=not master, leave=False, mininterval=2.0)
         for i, (x, y) in enumerate(bar):
             if args.max_batches is not None and i >= args.max_batches:
                 break
+            x = data.random_shift(x, shift, flip=flip)
             x, y = x.to(device), y.to(device)
             logits = ddp(x)
             ce = torch.nn.functional.cross_entropy(logits, y)
@@ -156,19 +191,25 @@ def main(argv=None):
             if train_scores:
                 loss = loss + args.lambda_m * model.mask_loss(args.mask_categories).to(ce)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f'loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; stopping. '
-                    f'The last good checkpoint ({ckpt_path}, epoch {start_epoch if epoch == start_epoch else epoch}) '
-                    'is intact; lower --lr or check the data')
+                kept = (f'the last good checkpoint ({ckpt_path}, epoch {epoch}) is intact'
+                        if epoch > 0 else 'no checkpoint had been written yet')
+                raise TrainingError(f'loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1}; '
+                                    f'stopping: {kept}; lower --lr or check the data')
             opt.zero_grad(set_to_none=True)
+            score_opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if train_scores:
+                score_opt.step()
             seen += int(y.numel())
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss) * int(y.numel())
             bar.set_postfix(loss=f'{loss_sum / seen:.3f}', acc=f'{correct / seen:.3f}', refresh=False,
                             steps=f'{model.time_step_report()["avg_steps"]:.2f}')
         sched.step()
+        if world > 1:  # DDP syncs buffers (BatchNorm statistics) only at the next forward: do it now
+            for b in model.buffers():
+                torch.distributed.broadcast(b, 0)
         if master:
             ev = evaluate(model, test_loader, args.max_batches)
             line = {'epoch': epoch + 1, 'train_loss': loss_sum / max(1, seen),
@@ -179,6 +220,7 @@ def main(argv=None):
             with open(log_path, 'a') as f:
                 f.write(json_line(line) + '\n')
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                            score_optimizer=score_opt.state_dict(),
                             scheduler=sched.state_dict(), epoch=epoch + 1, rng=rng_state(),
                             config=cfg.to_dict(), dtss=model.dtss, args=vars_for_json(args))
 
@@ -190,24 +232,61 @@ def main(argv=None):
                    'epochs': args.epochs, 'seed': args.seed, 'test_accuracy': ev['accuracy'],
                    **{k: ev[k] for k in ('active_steps', 'avg_steps', 'avg_steps_weighted',
                                          'firing_rate', 'firing_rate_active', 'flops_per_step')}}
+        command = ' '.join(['python'] + sys.argv)
+        metrics['command'] = command
         if not args.no_export:
             from lava_dtss.export import export_hdf5, deployed_accuracy
             net_path = os.path.join(args.out, 'model.net')
-            export_hdf5(model, net_path, dataset=args.dataset, command=' '.join(['python'] + sys.argv))
+            export_hdf5(model, net_path, dataset=args.dataset, command=command)
             metrics['quantized_test_accuracy'] = deployed_accuracy(net_path, test_loader)
             metrics['model'] = net_path
+            write_json(os.path.join(args.out, 'model.json'), model_card(metrics))
         write_json(os.path.join(args.out, 'metrics.json'), metrics)
         print(f'test accuracy {ev["accuracy"]:.4f}  average time steps {ev["avg_steps"]:.2f} '
               f'(weighted {ev["avg_steps_weighted"]:.2f})  active steps {ev["active_steps"]}')
         if 'quantized_test_accuracy' in metrics:
             print(f'exported {metrics["model"]} (quantized accuracy {metrics["quantized_test_accuracy"]:.4f})')
-    if world > 1:
+    if world > 1:  # DDP keeps the replicas in step: check that every rank ends with the same model
+        mine = torch.tensor(list(bytes.fromhex(state_digest(model))), dtype=torch.uint8)
+        hashes = [torch.empty_like(mine) for _ in range(world)]
+        torch.distributed.all_gather(hashes, mine)  # not all_gather_object: see below
+        digests = [bytes(h.tolist()).hex() for h in hashes]
+        if len(set(digests)) > 1:
+            raise TrainingError(f'ranks ended with different models: {digests}')
+        if master:
+            print(f'ranks identical: {digests[0]}')
+        # Destroy the process group while the gathered tensors are still referenced here: a Gloo
+        # worker dropping the last reference needs the GIL, which ~ProcessGroupGloo holds while it
+        # joins the workers (a deadlock at exit seen with all_gather_object's internal tensors).
+        del ddp
         torch.distributed.destroy_process_group()
+        del mine, hashes
+
+
+def model_card(m):
+    """The small JSON card shipped beside a model file."""
+    keys = ('preset', 'dataset', 'dtss', 't_max', 'lambda_m', 'mask_categories', 'epochs', 'seed',
+            'test_accuracy', 'quantized_test_accuracy', 'active_steps', 'avg_steps',
+            'avg_steps_weighted', 'command')
+    card = {k: m[k] for k in keys}
+    card['test_accuracy_note'] = ('test_accuracy: float model; quantized_test_accuracy: the exported '
+                                  'fixed-point model (what Lava runs), on the full test split')
+    return card
 
 
 def json_line(obj):
     import json
     return json.dumps(obj)
+
+
+def state_digest(model):
+    """SHA-256 over the names and raw bytes of ``model``'s state-dict tensors."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def vars_for_json(args):

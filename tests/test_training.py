@@ -1,0 +1,320 @@
+"""Tests for scripts/train_slayer.py (and lava_dtss.training): CLI, outputs,
+exact resume, checkpoint safety, NaN handling, bad arguments, multi-process.
+
+Training runs are tiny (preset ``tiny`` on scikit-learn digits, a few batches
+per epoch through the hidden ``--max-batches``) and run as subprocesses, so
+exit codes and stderr are those a user sees.  Every run has OMP_NUM_THREADS=1,
+which keeps the numbers reproducible and the machine responsive.
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'train_slayer.py')
+FAST = ['--max-batches', '2', '--batch-size', '8', '--no-export', '--freeze-scores', '1']
+TIMEOUT = 180
+
+
+# ---------------------------------------------------------------- helpers
+
+def _env():
+    env = dict(os.environ)
+    env['OMP_NUM_THREADS'] = '1'
+    for name in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        env.pop(name, None)  # a plain run is single-process even if pytest runs under torchrun
+    return env
+
+
+def _run(args, prefix=None):
+    """Run python with ``prefix`` (default: the script) and ``args``; on a
+    timeout, kill the whole process group (torchrun's workers too) and fail."""
+    cmd = [sys.executable] + (prefix if prefix is not None else [SCRIPT]) + [str(a) for a in args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f'timed out after {TIMEOUT} s: {" ".join(cmd)}\n{stdout[-2000:]}\n{stderr[-4000:]}')
+    except BaseException:  # e.g. Ctrl-C: leave no workers behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _train(out, *extra):
+    proc = _run(['--out', out, *FAST, *extra])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _stderr_lines(stderr):
+    # tqdm redraws with carriage returns: split on them too, as a terminal would
+    return [line.strip() for line in re.split(r'[\r\n]', stderr) if line.strip()]
+
+
+def _error_lines(stderr):
+    return [line for line in _stderr_lines(stderr) if line.startswith('error:')]
+
+
+def _load(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _assert_identical(a, b, where='checkpoint'):
+    """Recursive equality; tensors must match bitwise (dtype, shape, values)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), f'{where} differs'
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f'{where}: keys {set(a) ^ set(b)}'
+        for k in a:
+            _assert_identical(a[k], b[k], f'{where}[{k!r}]')
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_identical(x, y, f'{where}[{i}]')
+    else:
+        assert a == b, f'{where}: {a!r} != {b!r}'
+
+
+def _read_log(out):
+    with open(os.path.join(out, 'log.jsonl')) as f:
+        text = f.read()
+    assert text.endswith('\n')
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def script():
+    """scripts/train_slayer.py imported as a module (for its argument parser)."""
+    spec = importlib.util.spec_from_file_location('train_slayer_under_test', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def run_a(tmp_path_factory):
+    """Run A: 2 epochs straight."""
+    out = str(tmp_path_factory.mktemp('run_a'))
+    proc = _train(out, '--epochs', '2')
+    return out, proc
+
+
+# ---------------------------------------------------------------- 1. --help
+
+def test_help_documents_every_option(script, capsys, monkeypatch):
+    monkeypatch.setenv('COLUMNS', '200')
+    with pytest.raises(SystemExit) as e:
+        script.parse_args(['--help'])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ('--dataset', '--preset', '--t-max', '--fixed-t', '--lambda-m', '--mask-categories',
+                '--epochs', '--batch-size', '--lr', '--seed', '--out', '--resume'):
+        assert re.search(re.escape(opt) + r'\b', text), f'{opt} missing from --help'
+    assert '--max-batches' not in text  # test-only option stays hidden
+    assert 'ranks identical' in text  # the multi-process check is documented
+
+
+# ---------------------------------------------------------------- 2. outputs
+
+def test_short_run_writes_log_and_metrics(run_a):
+    out, proc = run_a
+    log = _read_log(out)
+    assert [line['epoch'] for line in log] == [1, 2]
+    for line in log:
+        for key in ('epoch', 'train_loss', 'train_acc', 'test_acc', 'avg_steps'):
+            assert key in line, key
+        assert 0.0 <= line['train_acc'] <= 1.0 and 0.0 <= line['test_acc'] <= 1.0
+        assert line['train_loss'] > 0 and line['avg_steps'] > 0
+    with open(os.path.join(out, 'metrics.json')) as f:
+        metrics = json.load(f)
+    for key in ('test_accuracy', 'active_steps', 'avg_steps', 'avg_steps_weighted', 'firing_rate'):
+        assert key in metrics, key
+    assert 0.0 <= metrics['test_accuracy'] <= 1.0
+    steps = metrics['active_steps']
+    assert isinstance(steps, dict) and steps
+    assert all(isinstance(v, int) and 1 <= v <= metrics['t_max'] for v in steps.values())
+    assert metrics['avg_steps'] == pytest.approx(sum(steps.values()) / len(steps))
+    assert set(metrics['firing_rate']) == set(steps)
+    assert not os.path.exists(os.path.join(out, 'model.net'))  # --no-export
+    assert 'Traceback' not in proc.stderr
+
+
+# ---------------------------------------------------------------- 3. exact resume
+
+def test_resume_is_bitwise_exact(run_a, tmp_path):
+    out_a, _ = run_a
+    out_b = str(tmp_path / 'run_b')
+    _train(out_b, '--epochs', '1')
+    assert _load(os.path.join(out_b, 'checkpoint.pt'))['epoch'] == 1
+    proc = _train(out_b, '--epochs', '2', '--resume')
+    assert 'resumed' in proc.stdout
+
+    a = _load(os.path.join(out_a, 'checkpoint.pt'))
+    b = _load(os.path.join(out_b, 'checkpoint.pt'))
+    assert a['epoch'] == b['epoch'] == 2
+    assert set(a['model']) == set(b['model'])
+    for name in a['model']:
+        assert torch.equal(a['model'][name], b['model'][name]), f'model tensor {name} differs'
+    _assert_identical(a['optimizer'], b['optimizer'], 'optimizer')
+    # everything else too (optimizers, scheduler, config), except the command-line
+    # args (B's differ) and python's `random` state: the script does not seed
+    # `random` and nothing in training draws from it, so it is not compared
+    assert set(a) == set(b)
+    for key in set(a) - {'model', 'args', 'rng'}:
+        _assert_identical(a[key], b[key], key)
+    _assert_identical(a['rng']['torch'], b['rng']['torch'], "rng['torch']")
+    _assert_identical(a['rng']['numpy'], b['rng']['numpy'], "rng['numpy']")
+
+    # the resumed log continues the first one and matches run A line by line
+    # (except wall time, and the next-epoch lr of B's first run, which had --epochs 1)
+    log_a, log_b = _read_log(out_a), _read_log(out_b)
+    for line in log_a + log_b:
+        line.pop('time_s')
+    log_a[0].pop('lr'), log_b[0].pop('lr')
+    assert log_a == log_b
+
+
+# ---------------------------------------------------------------- 4. checkpoint safety
+
+def test_checkpoint_loads_weights_only(run_a):
+    out, _ = run_a
+    ckpt = _load(os.path.join(out, 'checkpoint.pt'))
+    assert {'model', 'optimizer', 'scheduler', 'epoch', 'rng', 'config'} <= set(ckpt)
+    assert ckpt['epoch'] == 2
+    assert all(isinstance(t, torch.Tensor) for t in ckpt['model'].values())
+    # atomic writes leave no temporary files behind
+    assert not [f for f in os.listdir(out) if f.startswith('.')]
+
+
+def test_corrupt_checkpoint_is_a_clean_error(run_a, tmp_path):
+    out = str(tmp_path / 'corrupt')
+    shutil.copytree(run_a[0], out)
+    path = os.path.join(out, 'checkpoint.pt')
+    with open(path, 'rb') as f:
+        raw = f.read()
+    with open(path, 'wb') as f:
+        f.write(raw[:len(raw) // 2])
+    proc = _run(['--out', out, *FAST, '--epochs', '3', '--resume'])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert path in errors[0] and 'checkpoint' in errors[0]
+
+
+# ---------------------------------------------------------------- 5. NaN loss
+
+# Runs the script as __main__ with the model's training output turned into NaN
+# from its second training forward pass on (so one real optimizer step happens
+# first): the loss becomes non-finite and the script must stop cleanly.
+NAN_WRAPPER = '''
+import runpy, sys
+sys.path.insert(0, '.')
+import lava_dtss.model as model
+forward, calls = model.SpikingViT.forward, [0]
+def poisoned(self, x):
+    out = forward(self, x)
+    if self.training:
+        calls[0] += 1
+        if calls[0] >= 2:
+            out = out * float('nan')
+    return out
+model.SpikingViT.forward = poisoned
+sys.argv = ['scripts/train_slayer.py'] + sys.argv[1:]
+runpy.run_path('scripts/train_slayer.py', run_name='__main__')
+'''
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(run_a, tmp_path):
+    out = str(tmp_path / 'nan')
+    shutil.copytree(run_a[0], out)
+    path = os.path.join(out, 'checkpoint.pt')
+    with open(path, 'rb') as f:
+        before = f.read()
+    log_before = _read_log(out)
+
+    proc = _run(['--out', out, *FAST, '--epochs', '4', '--resume'], prefix=['-c', NAN_WRAPPER])
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1, proc.stderr[-3000:]
+    msg = errors[0]
+    assert 'loss' in msg and 'nan' in msg.lower() and 'epoch 3' in msg and 'batch 2' in msg, msg
+    assert path in msg
+
+    with open(path, 'rb') as f:
+        assert f.read() == before  # byte-identical: the failed epoch saved nothing
+    assert _load(path)['epoch'] == 2
+    assert _read_log(out) == log_before
+    assert not [f for f in os.listdir(out) if f.startswith('.')]
+
+
+# ---------------------------------------------------------------- 6. bad arguments
+
+@pytest.mark.parametrize('argv, option', [
+    (['--mask-categories', 'foo'], '--mask-categories'),
+    (['--epochs', '0'], '--epochs'),
+])
+def test_bad_arguments_exit_2(script, capsys, argv, option):
+    with pytest.raises(SystemExit) as e:
+        script.parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and 'error:' in err
+    if option == '--mask-categories':
+        assert 'foo' in err
+
+
+def test_missing_data_dir_is_a_clean_error(tmp_path):
+    out = str(tmp_path / 'cifar')
+    proc = _run(['--dataset', 'cifar10', '--out', out, '--epochs', '1'])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and '--data-dir' in errors[0], proc.stderr[-3000:]
+    assert not os.path.exists(out)
+
+
+# ---------------------------------------------------------------- 7. multi-process
+
+def test_torchrun_two_ranks_stay_identical(tmp_path):
+    out = str(tmp_path / 'ddp')
+    launcher = ['-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                '--master_port', str(_free_port()), SCRIPT]
+    proc = _run(['--out', out, '--epochs', '1', *FAST], prefix=launcher)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert '2 process(es)' in proc.stdout
+    digests = re.findall(r'^ranks identical: ([0-9a-f]{64})$', proc.stdout, re.M)
+    assert len(digests) == 1, proc.stdout[-2000:]
+    assert [line['epoch'] for line in _read_log(out)] == [1]
+    ckpt = _load(os.path.join(out, 'checkpoint.pt'))
+    assert ckpt['epoch'] == 1
+    # the agreed hash is that of the model rank 0 saved
+    h = hashlib.sha256()
+    for name, t in ckpt['model'].items():
+        h.update(name.encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    assert digests[0] == h.hexdigest()
