@@ -109,8 +109,8 @@ def main(argv=None):
 
     # ---- data -------------------------------------------------------------
     info = data.DATASETS[args.dataset]
-    train_set = data.load_dataset(args.dataset, 'train', args.data_dir, seed=args.seed)
-    test_set = data.load_dataset(args.dataset, 'test', args.data_dir, seed=args.seed)
+    train_set = data.load_dataset(args.dataset, 'train', args.data_dir)  # fixed split: the same test set for every --seed
+    test_set = data.load_dataset(args.dataset, 'test', args.data_dir)
 
     # ---- model ------------------------------------------------------------
     t_max = args.fixed_t or args.t_max
