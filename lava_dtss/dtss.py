@@ -89,14 +89,19 @@ class DTSSGate(torch.nn.Module):
         return f't_max={self.t_max}, category={self.category}, enabled={self.enabled}'
 
 
-def mask_loss(gates, categories=DEFAULT_LOSS_CATEGORIES) -> torch.Tensor:
-    """``(1/|G|) sum_{l in G} sum_t m~_{l,t} / T_max`` over the enabled gates
-    whose category is in ``categories`` (0 when there are none)."""
+def mask_loss(gates, categories=DEFAULT_LOSS_CATEGORIES, weights=None) -> torch.Tensor:
+    """``(1/|G|) sum_{l in G} w_{c(l)} sum_t m~_{l,t} / T_max`` over the enabled
+    gates whose category is in ``categories`` (0 when there are none).
+
+    ``weights`` maps a category to its relative weight ``w_c`` (default 1 for
+    every category); the training script multiplies the loss by ``lambda_m``.
+    """
     unknown = set(categories) - set(CATEGORIES)
     if unknown:
         raise ValueError(f'unknown mask-loss categories {sorted(unknown)}; expected {CATEGORIES}')
+    weights = weights or {}
     selected = [g for g in gates if g.enabled and g.category in categories]
     if not selected:
         return torch.zeros(())
-    terms = [g.soft_mask().sum() / g.t_max for g in selected]
+    terms = [weights.get(g.category, 1.0) * g.soft_mask().sum() / g.t_max for g in selected]
     return torch.stack(terms).mean()

@@ -195,8 +195,8 @@ class SpikingViT(torch.nn.Module):
     def gates(self):
         return [m for m in self.modules() if isinstance(m, DTSSGate)]
 
-    def mask_loss(self, categories) -> torch.Tensor:
-        return mask_loss(self.gates(), categories)
+    def mask_loss(self, categories, weights=None) -> torch.Tensor:
+        return mask_loss(self.gates(), categories, weights)
 
     def time_step_report(self) -> dict:
         """Per-layer active steps, and the plain and synaptic-operation-weighted

@@ -76,3 +76,16 @@ def test_unknown_category_is_an_error():
         DTSSGate(4, 'bogus')
     with pytest.raises(ValueError, match='categories'):
         mask_loss([], ('bogus',))
+
+
+def test_category_weights_scale_the_mask_loss():
+    model = build_model('tiny')
+    gates = model.gates()
+    full = mask_loss(gates, ('qkv', 'mlp'))
+    half_qkv = mask_loss(gates, ('qkv', 'mlp'), {'qkv': 0.5})
+    n_qkv = sum(g.category == 'qkv' for g in gates)
+    n_mlp = sum(g.category == 'mlp' for g in gates)
+    per_layer = float(gates[0].soft_mask().sum() / gates[0].t_max)
+    assert torch.isclose(full, torch.tensor(per_layer))
+    expected = (0.5 * n_qkv + n_mlp) * per_layer / (n_qkv + n_mlp)
+    assert torch.isclose(half_qkv, torch.tensor(expected))
