@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument('--lambda-m', type=float, default=2.0, help='mask-loss weight lambda_m (default 2)')
     p.add_argument('--mask-categories', default=DEFAULT_MASK_CATEGORIES,
                    help=f'comma-separated layer categories in the mask loss, from {",".join(CATEGORIES)}; '
-                        'CAT=W gives a category its own weight relative to lambda_m (e.g. qkv=0.25,attn,mlp)')
+                        'CAT=W gives a category its own weight relative to lambda_m (default: %(default)s)')
     p.add_argument('--epochs', type=int, default=60)
     p.add_argument('--batch-size', type=int, default=64, help='per process')
     p.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW, cosine schedule)')
