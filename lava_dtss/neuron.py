@@ -54,37 +54,42 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
     bias : optional float tensor broadcastable to ``x[..., 0]``, added to the
         voltage each step (Loihi bias), SLAYER units.
 
-    Returns ``(spikes, voltage)``, both ``[N, ..., T]`` in x's dtype: spikes,
-    and the voltage before reset in integer state units (SLAYER units * 4096).
+    Returns ``(spikes, voltage)``, both ``[N, ..., T]``: spikes (contiguous, x's
+    dtype) and the voltage before reset in integer state units (SLAYER units *
+    4096; a time-major view).
     The integer state is held in floating point and truncated toward zero
     after each decay (``sign(y) * (|y| >> 12)`` in integer terms).
     """
     dtype = _state_dtype(du, dv)
     if x.dtype == torch.float64:
         dtype = torch.float64
-    # SLAYER: trunc(4096 * x) computed in x's precision.
-    x_int = torch.trunc(STATE_SCALE * x).movedim(-1, 0).to(dtype).contiguous()
+    steps = x.shape[-1]
+    # x_int[t] = trunc(4096 x[..., t]), time-major and contiguous (one strided pass)
+    x_tm = torch.empty((steps,) + tuple(x.shape[:-1]), dtype=x.dtype, device=x.device)
+    torch.mul(x.movedim(-1, 0), STATE_SCALE, out=x_tm)
+    x_int = x_tm.trunc_().to(dtype)
     # SLAYER's threshold test: v_int >= (theta + 0.01 / 4096) * 4096.
     thr = (threshold + 0.01 / STATE_SCALE) * STATE_SCALE
     a_u, a_v = _decay_factor(du), _decay_factor(dv)
-    bias_int = None
-    if bias is not None:
-        bias_int = torch.trunc(STATE_SCALE * bias).to(dtype)
-    num_steps = x_int.shape[0]
-    spikes = torch.empty(x_int.shape, dtype=x.dtype, device=x.device)
-    volt = torch.empty(x_int.shape, dtype=x.dtype, device=x.device)
+    bias_int = None if bias is None else torch.trunc(STATE_SCALE * bias).to(dtype)
+    volt = torch.empty_like(x_int)
+    fired = torch.empty(x_int.shape, dtype=torch.bool, device=x.device)
     u = torch.zeros_like(x_int[0])
     v = torch.zeros_like(x_int[0])
-    for t in range(num_steps):
-        u = torch.trunc(u * a_u).add_(x_int[t]) if a_u else x_int[t]
-        v = torch.trunc(v * a_v).add_(u) if a_v else u.clone()
+    for t in range(steps):
+        u = torch.mul(u, a_u).trunc_().add_(x_int[t]) if a_u else x_int[t]
+        vt = volt[t]
+        if a_v:
+            torch.mul(v, a_v, out=vt).trunc_().add_(u)
+        else:
+            vt.copy_(u)
         if bias_int is not None:
-            v.add_(bias_int)
-        s = v >= thr
-        volt[t] = v
-        spikes[t] = s
-        v.masked_fill_(s, 0)
-    return spikes.movedim(0, -1), volt.movedim(0, -1)
+            vt.add_(bias_int)
+        torch.ge(vt, thr, out=fired[t])
+        v = vt.masked_fill(fired[t], 0)
+    spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    spikes.copy_(fired.movedim(0, -1))
+    return spikes, volt.movedim(0, -1)
 
 
 class _CubaFunction(torch.autograd.Function):
@@ -101,11 +106,13 @@ class _CubaFunction(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         (voltage,) = ctx.saved_tensors
         du, dv, thr, tau_rho, scale_rho = ctx.params
-        # voltage is stored time-major (a movedim view); work in that layout.
-        volt_tm = voltage.movedim(-1, 0)
-        grad = grad_spikes.movedim(-1, 0).clone(memory_format=torch.contiguous_format)
-        dist = (volt_tm / STATE_SCALE - thr).abs_().mul_(-1 / tau_rho).exp_()
-        grad.mul_(dist).mul_(scale_rho / 2 / tau_rho)
+        volt_tm = voltage.movedim(-1, 0)   # stored time-major: a contiguous view
+        grad = torch.empty_like(volt_tm)
+        grad.copy_(grad_spikes.movedim(-1, 0))
+        # surrogate: scale_rho / 2 / tau_rho * exp(-|v - theta| / tau_rho), v in SLAYER units
+        dist = torch.sub(volt_tm, thr * STATE_SCALE).abs_()
+        dist.mul_(-1 / (tau_rho * STATE_SCALE)).exp_().mul_(scale_rho / 2 / tau_rho)
+        grad.mul_(dist)
         # transposed leaky integrators: voltage, then current
         for a in (_decay_factor(dv), _decay_factor(du)):
             if a:
