@@ -133,7 +133,7 @@ def deployed_model(spec_or_path) -> SpikingViT:
         elif layer.type == 'input':
             model.input_scale = float(layer.params['inputScale'])
     model.readout_sum = True
-    return model.double()
+    return model.double().requires_grad_(False)
 
 
 def quantize_images(images: torch.Tensor, scale: float = INPUT_SCALE) -> torch.Tensor:

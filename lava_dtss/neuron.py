@@ -60,6 +60,7 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
     The integer state is held in floating point and truncated toward zero
     after each decay (``sign(y) * (|y| >> 12)`` in integer terms).
     """
+    x = x.detach()  # no autograd here (_CubaFunction supplies the backward)
     dtype = _state_dtype(du, dv)
     if x.dtype == torch.float64:
         dtype = torch.float64

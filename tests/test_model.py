@@ -39,3 +39,26 @@ def test_unknown_preset():
 
 def test_presets_by_name():
     assert {'tiny', 'fmnist', 'spikformer-4-384', 'spikformer-8-768'} <= set(PRESETS)
+
+
+def test_whole_model_spikes_identical_with_stock_slayer_neuron():
+    torch.manual_seed(0)
+    fast = build_model('tiny', neuron_impl='fast')
+    stock = build_model('tiny', neuron_impl='stock')
+    stock.load_state_dict(fast.state_dict())
+    x = torch.rand(8, 1, 8, 8)
+    outs = {}
+    for name, model in (('fast', fast), ('stock', stock)):
+        model.eval()
+        rec = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: rec.__setitem__(n, o))
+                 for n, m in model.gated_layers()]
+        with torch.no_grad():
+            outs[name + '_logits'] = model(x)
+        for h in hooks:
+            h.remove()
+        outs[name] = rec
+    assert sum(float(s.sum()) for s in outs['fast'].values()) > 0
+    for n in outs['fast']:
+        assert torch.equal(outs['fast'][n], outs['stock'][n]), n
+    assert torch.equal(outs['fast_logits'], outs['stock_logits'])
