@@ -186,6 +186,17 @@ class SpikingViT(torch.nn.Module):
             return self.head(x.sum(dim=(2, 3, 4)))
         return self.head(x.mean(dim=(2, 3, 4)))
 
+    def forward_with_spikes(self, images: torch.Tensor):
+        """``(logits, {layer name: output spikes [N, C, H, W, T]})``."""
+        spikes = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: spikes.__setitem__(n, o))
+                 for n, m in self.gated_layers()]
+        try:
+            return self(images), spikes
+        finally:
+            for h in hooks:
+                h.remove()
+
     # --- DTSS bookkeeping ---------------------------------------------------
     def gated_layers(self):
         """``(name, block)`` of every gated LIF layer, in data-flow order."""

@@ -15,17 +15,13 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 64):
     """``(logits [S, K], fingerprints {layer: [S*T, 2]})`` of the deployed model
     on ``images [S, C, H, W]`` in [0, 1]."""
     model = deployed_model(spec)
-    layers = dict(model.gated_layers())
-    outs = {n: [] for n in layers}
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs[n].append(o))
-             for n, m in layers.items()]
+    outs = {n: [] for n, _ in model.gated_layers()}
     logits = []
-    try:
-        for start in range(0, images.shape[0], batch_size):
-            logits.append(model(images[start:start + batch_size].double()))
-    finally:
-        for h in hooks:
-            h.remove()
+    for start in range(0, images.shape[0], batch_size):
+        out, spikes = model.forward_with_spikes(images[start:start + batch_size].double())
+        logits.append(out)
+        for n, s in spikes.items():
+            outs[n].append(s)
     fps = {}
     for n, chunks in outs.items():
         s = torch.cat(chunks).to(torch.int64)                 # [S, C, H, W, T]

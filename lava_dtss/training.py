@@ -84,26 +84,20 @@ def evaluate(model: SpikingViT, loader, max_batches: int | None = None) -> dict:
     """
     was_training = model.training
     model.eval()
-    layers = model.gated_layers()
-    spikes = {n: 0.0 for n, _ in layers}
-    neurons = {n: 0 for n, _ in layers}
-    hooks = []
-    for name, module in layers:
-        def hook(mod, inp, out, name=name):
-            spikes[name] += float(out.sum())
-            neurons[name] += out[..., 0].numel()
-        hooks.append(module.register_forward_hook(hook))
+    spikes = {n: 0.0 for n, _ in model.gated_layers()}
+    neurons = dict.fromkeys(spikes, 0)
     correct = total = 0
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            logits = model(x.to(model.head.weight.dtype))
+            logits, out = model.forward_with_spikes(x.to(model.head.weight.dtype))
+            for n, s in out.items():
+                spikes[n] += float(s.sum())
+                neurons[n] += s[..., 0].numel()
             correct += int((logits.argmax(1) == y).sum())
             total += int(y.numel())
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was_training)
     t_max = model.cfg.t_max
     report = model.time_step_report()
