@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lava.lib.dl import slayer
 
 from .dtss import DTSSGate

@@ -8,12 +8,11 @@ for the rest; the schema is in ``docs/hdf5_schema.md``.
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import torch
 
-from .blocks import MAX_WEIGHT, SpikingAttention, SpikingConv
+from .blocks import MAX_WEIGHT, SpikingConv
 from .model import SpikingViT, ViTConfig
 from .netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
 
@@ -134,11 +133,6 @@ def deployed_model(spec_or_path) -> SpikingViT:
             model.input_scale = float(layer.params['inputScale'])
     model.readout_sum = True
     return model.double().requires_grad_(False)
-
-
-def quantize_images(images: torch.Tensor, scale: float = INPUT_SCALE) -> torch.Tensor:
-    """Images in [0, 1] -> integer inputs ``round(scale * x)`` (as float)."""
-    return torch.round(images.double() * scale)
 
 
 @torch.no_grad()

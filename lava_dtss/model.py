@@ -12,8 +12,7 @@ max-pool has no Loihi mapping).
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 

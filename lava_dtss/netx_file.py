@@ -63,10 +63,7 @@ def write_netx(spec: NetSpec, path: str):
         with h5py.File(tmp, 'w') as f:
             meta = f.create_group('meta')
             for k, v in spec.meta.items():
-                if isinstance(v, str):
-                    meta.create_dataset(k, data=v)
-                else:
-                    meta.create_dataset(k, data=v)
+                meta.create_dataset(k, data=v)
             group = f.create_group('layer')
             for i, layer in enumerate(spec.layers):
                 g = group.create_group(str(i))

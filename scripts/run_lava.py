@@ -12,7 +12,6 @@ synaptic operations and neuron updates executed with gating and without, and
 wall time.
 """
 import argparse
-import json
 import os
 import sys
 

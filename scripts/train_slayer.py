@@ -13,6 +13,8 @@ With several processes, the ranks compare SHA-256 hashes of their final model
 state at the end and print 'ranks identical: <hash>' (error if they differ).
 """
 import argparse
+import hashlib
+import json
 import math
 import random
 import os
@@ -27,7 +29,7 @@ from tqdm import tqdm  # noqa: E402
 
 from lava_dtss import data  # noqa: E402
 from lava_dtss.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES  # noqa: E402
-from lava_dtss.model import PRESETS, ViTConfig, SpikingViT, get_config  # noqa: E402
+from lava_dtss.model import PRESETS, SpikingViT, get_config  # noqa: E402
 from lava_dtss.training import (TrainingError, evaluate, init_distributed,  # noqa: E402
                                 load_checkpoint, rng_state, save_checkpoint,
                                 set_rng_state, write_json)
@@ -132,7 +134,6 @@ def main(argv=None):
         raise SystemExit(f'error: preset {preset} expects images {cfg.in_channels}x{cfg.image_size}x'
                          f'{cfg.image_size}, dataset {args.dataset} has {info.image_shape}')
     model = SpikingViT(cfg, dtss=args.fixed_t is None).to(device)
-    scores = [p for n, p in model.named_parameters() if n.endswith('gate.scores')]
     # scores that train: the mask-loss categories (and, with --train-unselected, all)
     trained_scores = [g.scores for g in model.gates()
                       if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
@@ -229,9 +230,9 @@ def main(argv=None):
                     'train_acc': correct / max(1, seen), 'test_acc': ev['accuracy'],
                     'avg_steps': ev['avg_steps'], 'avg_steps_weighted': ev['avg_steps_weighted'],
                     'lr': sched.get_last_lr()[0], 'time_s': round(time.time() - t0, 2)}
-            print(json_line(line), flush=True)
+            print(json.dumps(line), flush=True)
             with open(log_path, 'a') as f:
-                f.write(json_line(line) + '\n')
+                f.write(json.dumps(line) + '\n')
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                             score_optimizer=score_opt.state_dict(),
                             scheduler=sched.state_dict(), epoch=epoch + 1, rng=rng_state(),
@@ -288,14 +289,8 @@ def model_card(m):
     return card
 
 
-def json_line(obj):
-    import json
-    return json.dumps(obj)
-
-
 def state_digest(model):
     """SHA-256 over the names and raw bytes of ``model``'s state-dict tensors."""
-    import hashlib
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
