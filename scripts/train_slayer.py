@@ -257,8 +257,12 @@ def main(argv=None):
             metrics['model'] = net_path
             write_json(os.path.join(args.out, 'model.json'), model_card(metrics))
         write_json(os.path.join(args.out, 'metrics.json'), metrics)
+        print(f'{"layer":22s} {"category":8s} {"steps":>5s} {"firing rate":>11s} {"(active steps)":>14s}')
+        for layer, module in model.gated_layers():
+            print(f'{layer:22s} {module.gate.category:8s} {ev["active_steps"][layer]:5d} '
+                  f'{ev["firing_rate"][layer]:11.4f} {ev["firing_rate_active"][layer]:14.4f}')
         print(f'test accuracy {ev["accuracy"]:.4f}  average time steps {ev["avg_steps"]:.2f} '
-              f'(weighted {ev["avg_steps_weighted"]:.2f})  active steps {ev["active_steps"]}')
+              f'(weighted by synaptic operations {ev["avg_steps_weighted"]:.2f}) of T_max = {cfg.t_max}')
         if 'quantized_test_accuracy' in metrics:
             print(f'exported {metrics["model"]} (quantized accuracy {metrics["quantized_test_accuracy"]:.4f})')
     if world > 1:  # DDP keeps the replicas in step: check that every rank ends with the same model
