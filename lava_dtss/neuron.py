@@ -77,6 +77,7 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
     fired = torch.empty(x_int.shape, dtype=torch.bool, device=x.device)
     u = torch.zeros_like(x_int[0])
     v = torch.zeros_like(x_int[0])
+    zero = torch.zeros((), dtype=dtype, device=x.device)
     for t in range(steps):
         u = torch.mul(u, a_u).trunc_().add_(x_int[t]) if a_u else x_int[t]
         vt = volt[t]
@@ -87,7 +88,7 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
         if bias_int is not None:
             vt.add_(bias_int)
         torch.ge(vt, thr, out=fired[t])
-        v = vt.masked_fill(fired[t], 0)
+        v = torch.where(fired[t], zero, vt)
     spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     spikes.copy_(fired.movedim(0, -1))
     return spikes, volt.movedim(0, -1)
