@@ -141,9 +141,7 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     num_steps = frames.shape[0] * frames.shape[-1]
     first = procs[0]
     t0 = time.perf_counter()
-    started = False
     try:
-        started = True
         first.run(condition=RunSteps(num_steps=num_steps), run_cfg=cfg)
         wall = time.perf_counter() - t0
         # read every Var before stop()
@@ -152,12 +150,12 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
         synops = {n: int(p.synops.get()[0]) for n, p in layer_procs.items()}
         updates = {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()}
     finally:
-        if started:
-            try:
-                first.stop()
-            except Exception:  # the runtime may already be down after an error
-                pass
-    analog = {n: spec.layers[_source(spec, spec.layers[[l.name for l in spec.layers].index(n)].inputs[0])].type == 'input'
-              for n in layer_procs}
+        try:
+            first.stop()
+        except Exception:  # the runtime may already be down after an error
+            pass
+    # layers fed by the direct-encoded input (their operations are MACs, not ACs)
+    analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
+              for layer in spec.layers if layer.name in layer_procs}
     return LavaResult(logits=logits, fingerprints=fps, synops=synops, neuron_updates=updates,
                       wall_s=wall, num_steps=num_steps, processes=len(procs), input_analog=analog)
