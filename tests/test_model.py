@@ -56,3 +56,15 @@ def test_whole_model_spikes_identical_with_stock_slayer_neuron():
     for n in outs['fast']:
         assert torch.equal(outs['fast'][n], outs['stock'][n]), n
     assert torch.equal(outs['fast_logits'], outs['stock_logits'])
+
+
+@pytest.mark.parametrize('preset,size,tokens,classes', [
+    ('spikformer-4-384', 32, (8, 8), 100), ('spikformer-8-768', 224, (14, 14), 1000)])
+def test_spikformer_presets_run_with_spikformer_token_grids(preset, size, tokens, classes):
+    model = build_model(preset, t_max=1, num_classes=classes)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, size, size))
+    assert logits.shape == (1, classes)
+    assert model.rpe.last_shape[1:] == tokens
+    assert len(model.blocks) == model.cfg.depth
