@@ -135,12 +135,7 @@ def deployed_model(spec_or_path) -> SpikingViT:
     return model.double().requires_grad_(False)
 
 
-@torch.no_grad()
 def deployed_accuracy(path: str, loader) -> float:
     """Test accuracy of the exported fixed-point model."""
-    model = deployed_model(path)
-    correct = total = 0
-    for x, y in loader:
-        correct += int((model(x.double()).argmax(1) == y).sum())
-        total += int(y.numel())
-    return correct / max(1, total)
+    from .training import evaluate
+    return evaluate(deployed_model(path), loader)['accuracy']

@@ -5,6 +5,8 @@ Arrays are integers carried as float64 (exact below 2**53) or int64.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 DECAY_SHIFT = 12
@@ -49,21 +51,24 @@ def conv2d(a: np.ndarray, w: np.ndarray, stride: int, padding: int) -> np.ndarra
 
 def conv_fanout(h: int, w: int, k: int, stride: int, padding: int, cout: int) -> np.ndarray:
     """Synaptic fan-out ``[H, W]`` of each input position: output neurons it reaches."""
-    ones = np.ones((1, 1, k, k))
     ho = (h + 2 * padding - k) // stride + 1
     wo = (w + 2 * padding - k) // stride + 1
     # transpose convolution of an all-ones output map
     fan = np.zeros((h + 2 * padding, w + 2 * padding))
     for i in range(ho):
         for j in range(wo):
-            fan[i * stride:i * stride + k, j * stride:j * stride + k] += ones[0, 0]
+            fan[i * stride:i * stride + k, j * stride:j * stride + k] += 1
     fan = fan[padding:padding + h, padding:padding + w]
     return fan * cout
 
 
+@functools.lru_cache(maxsize=64)
 def fingerprint_weights(n: int) -> np.ndarray:
-    """Fixed pseudo-random positive weights (Knuth hash) for spike checksums."""
-    return (np.arange(1, n + 1, dtype=np.int64) * 2654435761) % (1 << 20) + 1
+    """Fixed pseudo-random positive weights (Knuth hash) for spike checksums
+    (cached: every Lava step of every layer uses them; do not modify)."""
+    w = (np.arange(1, n + 1, dtype=np.int64) * 2654435761) % (1 << 20) + 1
+    w.flags.writeable = False
+    return w
 
 
 def fingerprint(spikes: np.ndarray) -> tuple:

@@ -26,7 +26,7 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 64):
     for n, chunks in outs.items():
         s = torch.cat(chunks).to(torch.int64)                 # [S, C, H, W, T]
         s = s.movedim(-1, 1).reshape(s.shape[0] * s.shape[-1], -1)  # [S*T, C*H*W]
-        w = torch.from_numpy(fingerprint_weights(s.shape[1]))
+        w = torch.tensor(fingerprint_weights(s.shape[1]))
         fps[n] = torch.stack([s.sum(1), s @ w], dim=1).numpy()
     return torch.cat(logits).numpy(), fps
 

@@ -30,8 +30,7 @@ class FrameInput(AbstractProcess):
 class _GatedNeurons(AbstractProcess):
     """Common part: CUBA-LIF (Loihi fixed point), DTSS gate, counters."""
 
-    def _common(self, out_shape, num_steps, neuron: dict, t_max: int,
-                active_steps: int, gating: bool):
+    def _common(self, out_shape, num_steps):
         self.s_out = OutPort(shape=out_shape)
         self.u = Var(shape=out_shape, init=0)
         self.v = Var(shape=out_shape, init=0)
@@ -62,7 +61,7 @@ class GatedLayer(_GatedNeurons):
         self.a_in = InPort(shape=in_shape)
         self.weight = Var(shape=weight.shape, init=weight)
         self.bias = Var(shape=bias.shape, init=bias)
-        self._common(out_shape, num_steps, neuron, t_max, active_steps, gating)
+        self._common(out_shape, num_steps)
 
 
 class GatedAttention(_GatedNeurons):
@@ -80,7 +79,7 @@ class GatedAttention(_GatedNeurons):
         self.q_in = InPort(shape=shape)
         self.k_in = InPort(shape=shape)
         self.v_in = InPort(shape=shape)
-        self._common(shape, num_steps, neuron, t_max, active_steps, gating)
+        self._common(shape, num_steps)
 
 
 class Readout(AbstractProcess):
