@@ -36,6 +36,7 @@ __all__ = [
     "dataset_info",
     "load_dataset",
     "make_loader",
+    "holdout_split",
 ]
 
 
@@ -443,6 +444,18 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, split, data_dir)
     return _load_imagenet(split, data_dir)
+
+
+def holdout_split(dataset: Dataset, size: int, seed: int = 0):
+    """``(rest, held_out)``: ``size`` items of ``dataset`` chosen by a fixed random
+    permutation (``seed``), e.g. a validation set carved from the training set."""
+    n = len(dataset)
+    if not 0 < size < n:
+        raise DatasetError(f"validation size must be in 1..{n - 1} for a training set of {n} "
+                           f"images, got {size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return (torch.utils.data.Subset(dataset, sorted(perm[size:])),
+            torch.utils.data.Subset(dataset, sorted(perm[:size])))
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -47,14 +47,18 @@ class DTSSGate(torch.nn.Module):
         self.t_max = int(t_max)
         self.category = category
         self.enabled = bool(enabled)
-        init = max(1, self.t_max // 2) if init_steps is None else int(init_steps)
-        if not 1 <= init <= self.t_max:
-            raise ValueError(f'init_steps must be in 1..{self.t_max}, got {init}')
-        scores = torch.zeros(self.t_max)
-        scores[init - 1] = 1.0
-        self.scores = torch.nn.Parameter(scores, requires_grad=self.enabled)
+        self.scores = torch.nn.Parameter(torch.zeros(self.t_max), requires_grad=self.enabled)
+        self.reset_scores(max(1, self.t_max // 2) if init_steps is None else int(init_steps))
         # set by export/import of deployed models: the hard choice, frozen
         self.register_buffer('frozen_steps', torch.tensor(0, dtype=torch.int64))
+
+    @torch.no_grad()
+    def reset_scores(self, steps: int):
+        """Scores that select ``steps`` active steps: 1 at step ``steps``, 0 elsewhere."""
+        if not 1 <= int(steps) <= self.t_max:
+            raise ValueError(f'initial steps must be in 1..{self.t_max}, got {steps}')
+        self.scores.zero_()
+        self.scores[int(steps) - 1] = 1.0
 
     @property
     def active_steps(self) -> int:

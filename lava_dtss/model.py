@@ -12,6 +12,7 @@ max-pool has no Loihi mapping).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -135,12 +136,14 @@ class SpikingViT(torch.nn.Module):
 
     ``dtss=False`` gives the fixed-T baseline (every layer runs ``t_max`` steps).
     ``neuron_impl`` selects the fused neuron (``'fast'``) or stock SLAYER CUBA
-    (``'stock'``); both give identical spikes.
+    (``'stock'``); both give identical spikes. ``'ann'`` builds the ANN twin: the
+    same architecture with ``AnalogActivation`` in place of every LIF (use it with
+    ``t_max=1`` and ``dtss=False``).
     """
 
     def __init__(self, cfg: ViTConfig, dtss: bool = True, neuron_impl: str = 'fast'):
         super().__init__()
-        self.cfg, self.dtss = cfg, bool(dtss)
+        self.cfg, self.dtss, self.neuron_impl = cfg, bool(dtss), neuron_impl
         neuron = dict(threshold=cfg.threshold, current_decay=1.0,
                       voltage_decay=cfg.voltage_decay, tau_grad=cfg.tau_grad,
                       scale_grad=cfg.scale_grad)
@@ -220,6 +223,7 @@ class SpikingViT(torch.nn.Module):
             total = sum(flops.values())
             report['avg_steps_weighted'] = sum(steps[n] * flops[n] for n in steps) / total
             report['flops_per_step'] = flops
+            report['neurons'] = {n: math.prod(m.last_shape) for n, m in layers}
         return report
 
 

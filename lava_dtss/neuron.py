@@ -145,3 +145,20 @@ class FastCubaNeuron(cuba.Neuron):
         return _CubaFunction.apply(
             x, du, dv, self.threshold,
             self.tau_rho * cuba.TAU_RHO_MULT, self.scale_rho * cuba.SCALE_RHO_MULT)
+
+
+class AnalogActivation(torch.nn.Module):
+    """The ANN twin's activation in place of a LIF layer: ``clamp(x / threshold, 0, 1)``,
+    the firing rate (spikes per step) that an integrate-and-fire neuron with
+    constant input current ``x`` approaches. Same layout as the neuron it replaces
+    (``[N, C, ..., T]``, here ``T = 1``)."""
+
+    def __init__(self, threshold: float = 1.0, **_unused):
+        super().__init__()
+        self.threshold = float(threshold)
+        self.shape = None
+
+    def forward(self, x, bias=None):
+        if bias is not None:
+            raise ValueError('the ANN twin has no fixed-point (exported) form')
+        return torch.clamp(x / self.threshold, 0.0, 1.0)

@@ -11,24 +11,22 @@ from .netx_file import NetSpec
 
 
 @torch.no_grad()
-def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 64):
+def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
     """``(logits [S, K], fingerprints {layer: [S*T, 2]})`` of the deployed model
-    on ``images [S, C, H, W]`` in [0, 1]."""
+    on ``images [S, C, H, W]`` in [0, 1]. Spikes are reduced to fingerprints
+    batch by batch, so memory does not grow with ``S``."""
     model = deployed_model(spec)
-    outs = {n: [] for n, _ in model.gated_layers()}
+    fps = {n: [] for n, _ in model.gated_layers()}
     logits = []
     for start in range(0, images.shape[0], batch_size):
         out, spikes = model.forward_with_spikes(images[start:start + batch_size].double())
         logits.append(out)
         for n, s in spikes.items():
-            outs[n].append(s)
-    fps = {}
-    for n, chunks in outs.items():
-        s = torch.cat(chunks).to(torch.int64)                 # [S, C, H, W, T]
-        s = s.movedim(-1, 1).reshape(s.shape[0] * s.shape[-1], -1)  # [S*T, C*H*W]
-        w = torch.tensor(fingerprint_weights(s.shape[1]))
-        fps[n] = torch.stack([s.sum(1), s @ w], dim=1).numpy()
-    return torch.cat(logits).numpy(), fps
+            s = s.to(torch.int64).movedim(-1, 1)                  # [B, T, C, H, W]
+            s = s.reshape(s.shape[0] * s.shape[1], -1)            # [B*T, C*H*W], sample-major
+            w = torch.from_numpy(np.array(fingerprint_weights(s.shape[1])))
+            fps[n].append(torch.stack([s.sum(1), s @ w], dim=1))
+    return torch.cat(logits).numpy(), {n: torch.cat(c).numpy() for n, c in fps.items()}
 
 
 def direct_frames(images: torch.Tensor, t_max: int, input_scale: float) -> np.ndarray:

@@ -107,6 +107,61 @@ def evaluate(model: SpikingViT, loader, max_batches: int | None = None) -> dict:
             'firing_rate': rates, 'firing_rate_active': rates_active, **report}
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, loader, num_images: int):
+    """Re-estimate every BatchNorm's running mean and variance for the current
+    weights: the exact average over ``num_images`` images of ``loader`` (train-mode
+    forward, batch statistics, cumulative average instead of the exponential one).
+
+    The running averages of training mix statistics of many past weight updates and
+    can be far from those of the final weights, and the export folds exactly these
+    statistics into each layer's integer weights and bias, so they are recomputed
+    before evaluation and export. The result is still one affine map per channel.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs by its count
+    model.train()
+    try:
+        seen = 0
+        for x, _ in loader:
+            if seen >= num_images:
+                break
+            x = x[:num_images - seen]
+            model(x.to(model.head.weight.device, model.head.weight.dtype))
+            seen += x.shape[0]
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        model.train(was_training)
+
+
+def init_weights(model: SpikingViT, path: str):
+    """Copy the weights and BatchNorm statistics of checkpoint ``path`` into
+    ``model`` (same preset; the DTSS scores are skipped: T_max may differ)."""
+    ckpt = load_checkpoint(path)
+    try:
+        state = {k: v for k, v in ckpt['model'].items() if not k.endswith('gate.scores')}
+        cfg = dict(ckpt['config'])
+    except (KeyError, TypeError, AttributeError):
+        raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
+                            '(expected the keys model and config)') from None
+    mine = model.cfg.to_dict()
+    if {k: v for k, v in cfg.items() if k != 't_max'} != {k: v for k, v in mine.items() if k != 't_max'}:
+        raise TrainingError(f'{path} holds a different architecture than preset {model.cfg.name} '
+                            '(only T_max may differ for --init-from)')
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith('gate.scores')]
+    if missing or unexpected:
+        raise TrainingError(f'{path}: state does not match the model (missing {missing[:3]}, '
+                            f'unexpected {unexpected[:3]})')
+
+
 def init_distributed():
     """``(rank, world_size, device)`` from torchrun's environment; initialises
     the process group (nccl on GPU, gloo on CPU) when ``WORLD_SIZE > 1``."""

@@ -32,6 +32,8 @@ def parse_args(argv=None):
                    help='time steps per sample for stock NetX files (ours store T_max)')
     p.add_argument('--no-gating', action='store_true',
                    help='run every layer for all T_max steps (outputs still masked) only')
+    p.add_argument('--gated-only', action='store_true',
+                   help='run only the gated network (default: gated, then ungated for comparison)')
     p.add_argument('--json', default=None, metavar='PATH', help='write the report as JSON')
     p.add_argument('--backend', default='cpu', choices=('cpu', 'loihi2'),
                    help='cpu: Lava CPU simulator; loihi2: Loihi 2 through lava-loihi (INRC)')
@@ -77,7 +79,9 @@ def main(argv=None):
 
     from lava_dtss.reference import direct_frames
     frames = direct_frames(images, t_max, spec.layers[0].params.get('inputScale', 1))
-    gated_modes = [False] if args.no_gating else [True, False]
+    if args.no_gating and args.gated_only:
+        raise ValueError('--no-gating and --gated-only exclude each other')
+    gated_modes = [False] if args.no_gating else [True] if args.gated_only else [True, False]
     results = {}
     for gating in gated_modes:
         label = 'gated' if gating else 'ungated'
@@ -88,7 +92,7 @@ def main(argv=None):
     pred = main_res.predictions
     report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
               'backend': args.backend, 'accuracy': float((pred == labels).mean()),
-              'processes': main_res.processes}
+              'processes': main_res.processes, 'command': ' '.join(['python'] + sys.argv)}
 
     # agreement with training-side fixed-point inference (our files only)
     if 'config' in spec.meta:

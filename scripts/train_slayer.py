@@ -31,8 +31,8 @@ from lava_dtss import data  # noqa: E402
 from lava_dtss.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES  # noqa: E402
 from lava_dtss.model import PRESETS, SpikingViT, get_config  # noqa: E402
 from lava_dtss.training import (TrainingError, evaluate, init_distributed,  # noqa: E402
-                                load_checkpoint, rng_state, save_checkpoint,
-                                set_rng_state, write_json)
+                                init_weights, load_checkpoint, recalibrate_batchnorm,
+                                rng_state, save_checkpoint, set_rng_state, write_json)
 
 # qkv, attn and mlp in the mask loss (the paper's default), qkv with a quarter of the
 # weight: on digits the full weight drove q, k and v to 1 step and cost 5-7% accuracy
@@ -53,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument('--t-max', type=int, default=None, help='maximum time steps T_max (default: preset)')
     p.add_argument('--fixed-t', type=int, default=None, metavar='T',
                    help='fixed-T baseline: DTSS off, every layer runs T steps')
+    p.add_argument('--ann', action='store_true',
+                   help='train the ANN twin instead: the same architecture with a real-valued activation '
+                        '(clamp(x / threshold, 0, 1)) in place of every LIF, one time step, no DTSS and no '
+                        'export (the reference of the sensitivity analysis and the energy comparison)')
     p.add_argument('--lambda-m', type=float, default=2.0, help='mask-loss weight lambda_m (default 2)')
     p.add_argument('--mask-categories', default=DEFAULT_MASK_CATEGORIES,
                    help=f'comma-separated layer categories in the mask loss, from {",".join(CATEGORIES)}; '
@@ -60,18 +64,36 @@ def parse_args(argv=None):
     p.add_argument('--epochs', type=int, default=60)
     p.add_argument('--batch-size', type=int, default=64, help='per process')
     p.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW, cosine schedule)')
+    p.add_argument('--lr-schedule', choices=('epoch', 'step'), default='epoch',
+                   help='cosine steps once per epoch (default: a --resume with more --epochs continues '
+                        'exactly) or once per batch (smooth decay within short runs, e.g. fine-tuning)')
     p.add_argument('--score-lr', type=float, default=0.05,
                    help='learning rate of the DTSS scores (SGD, momentum 0.9: updates follow the size '
                         'of the task and mask-loss gradients, layer by layer)')
     p.add_argument('--mask-warmup', type=float, default=0.25, metavar='FRACTION',
-                   help='keep the DTSS scores at T_max/2 and leave out the mask loss for this fraction '
-                        'of the epochs, while the network learns the task (default 0.25)')
+                   help='keep the DTSS scores at their initial steps and leave out the mask loss for this '
+                        'fraction of the training steps, while the network learns the task (default 0.25)')
     p.add_argument('--train-unselected', action='store_true',
                    help='also train the scores of layers outside --mask-categories (by the task loss '
                         'alone); by default they keep T_max/2 steps')
     p.add_argument('--freeze-scores', type=float, default=0.6, metavar='FRACTION',
-                   help='stop training the DTSS scores after this fraction of the epochs, so the '
+                   help='stop training the DTSS scores after this fraction of the training steps, so the '
                         'weights adapt to the final time steps (default 0.6; 1 = never freeze)')
+    p.add_argument('--init-from', default=None, metavar='CHECKPOINT',
+                   help='start from the weights of a checkpoint of the same preset (any T_max, DTSS or '
+                        'fixed-T; its DTSS scores are not used): fine-tuning from a common start')
+    p.add_argument('--init-steps', type=int, default=None, metavar='K',
+                   help='initial active steps of every DTSS gate (default: T_max/2, or T_max with '
+                        '--init-from, where the weights were trained for every step)')
+    p.add_argument('--val-size', type=int, default=0, metavar='N',
+                   help='hold out N training images (a fixed split, the same for every --seed) as a '
+                        'validation set, reported as val_accuracy: choose models on it, not on the test set')
+    p.add_argument('--batches-per-epoch', type=int, default=None, metavar='N',
+                   help='train on the first N batches of each (shuffled) epoch only')
+    p.add_argument('--bn-calibration', type=int, default=4096, metavar='N',
+                   help='before every evaluation and the export, re-estimate the BatchNorm statistics '
+                        'on N training images with the current weights (0: keep the running averages '
+                        'of training, which lag behind the weights; default 4096)')
     p.add_argument('--weight-decay', type=float, default=0.1, help='AdamW weight decay of the weights')
     p.add_argument('--augment', type=int, default=None, metavar='PIXELS',
                    help='random-shift augmentation of up to PIXELS (default: 4 with horizontal flips '
@@ -98,13 +120,20 @@ def parse_args(argv=None):
             p.error(f'--mask-categories: weight of {name} must be a finite number >= 0')
     args.mask_categories = tuple(weights)
     args.mask_weights = weights
-    for name in ('epochs', 'batch_size'):
-        if getattr(args, name) < 1:
+    for name in ('epochs', 'batch_size', 'batches_per_epoch', 'init_steps'):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.ann and args.fixed_t not in (None, 1):
+        p.error('--ann runs one time step: leave out --fixed-t')
+    if args.ann:
+        args.fixed_t, args.no_export = 1, True
     if args.fixed_t is not None and args.fixed_t < 1:
         p.error('--fixed-t must be >= 1')
     if args.t_max is not None and args.t_max < 1:
         p.error('--t-max must be >= 1')
+    for name in ('val_size', 'bn_calibration'):
+        if getattr(args, name) < 0:
+            p.error(f'--{name.replace("_", "-")} must be >= 0')
     if not math.isfinite(args.lambda_m) or args.lambda_m < 0:
         p.error('--lambda-m must be a finite number >= 0')
     return args
@@ -126,6 +155,9 @@ def main(argv=None):
     info = data.DATASETS[args.dataset]
     train_set = data.load_dataset(args.dataset, 'train', args.data_dir)  # fixed split: the same test set for every --seed
     test_set = data.load_dataset(args.dataset, 'test', args.data_dir)
+    val_set = None
+    if args.val_size:
+        train_set, val_set = data.holdout_split(train_set, args.val_size)
 
     # ---- model ------------------------------------------------------------
     t_max = args.fixed_t or args.t_max
@@ -133,7 +165,12 @@ def main(argv=None):
     if (cfg.in_channels, cfg.image_size, cfg.image_size) != info.image_shape:
         raise SystemExit(f'error: preset {preset} expects images {cfg.in_channels}x{cfg.image_size}x'
                          f'{cfg.image_size}, dataset {args.dataset} has {info.image_shape}')
-    model = SpikingViT(cfg, dtss=args.fixed_t is None).to(device)
+    model = SpikingViT(cfg, dtss=args.fixed_t is None, neuron_impl='ann' if args.ann else 'fast').to(device)
+    if args.init_from and not args.resume:
+        init_weights(model, args.init_from)
+    if args.init_steps is not None or args.init_from:
+        for g in model.gates():
+            g.reset_scores(args.init_steps or cfg.t_max)
     # scores that train: the mask-loss categories (and, with --train-unselected, all)
     trained_scores = [g.scores for g in model.gates()
                       if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
@@ -141,9 +178,18 @@ def main(argv=None):
     opt = torch.optim.AdamW(others, lr=args.lr, weight_decay=args.weight_decay)
     score_opt = torch.optim.SGD(trained_scores or [torch.zeros(1, requires_grad=True)],
                                 lr=args.score_lr, momentum=0.9)
-    def lr_factor(e):  # cosine 1 -> 0 over this run's --epochs, in closed form, so a --resume
-        return 0.5 * (1.0 + math.cos(math.pi * e / args.epochs))  # with more epochs stays exact
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    steps_per_epoch = len(data.make_loader(train_set, args.batch_size, shuffle=False, seed=0))
+    if world > 1:
+        steps_per_epoch = math.ceil(len(train_set) / world / args.batch_size)
+    for limit in (args.batches_per_epoch, args.max_batches):
+        steps_per_epoch = min(steps_per_epoch, limit or steps_per_epoch)
+    total_steps = args.epochs * steps_per_epoch
+
+    def lr_factor(step):  # cosine 1 -> 0 in closed form; per epoch, a --resume with more epochs stays exact
+        if args.lr_schedule == 'epoch':
+            return 0.5 * (1.0 + math.cos(math.pi * (step // steps_per_epoch) / args.epochs))
+        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)  # stepped once per batch
     ddp = model
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
@@ -171,6 +217,21 @@ def main(argv=None):
             print(f'resumed {ckpt_path} at epoch {start_epoch}')
 
     test_loader = data.make_loader(test_set, 256, shuffle=False, seed=args.seed)
+    val_loader = data.make_loader(val_set, 256, shuffle=False, seed=args.seed) if val_set else None
+
+    def recalibrate():
+        """BatchNorm statistics re-estimated for the current weights, always on the same
+        training images (a fresh loader with a fixed seed), on every rank alike."""
+        if args.bn_calibration:
+            calib_loader = data.make_loader(train_set, 256, shuffle=True, seed=12345)
+            recalibrate_batchnorm(model, calib_loader, args.bn_calibration)
+
+    def evaluate_all():
+        """Test (and validation) accuracy and spike statistics."""
+        ev = evaluate(model, test_loader, args.max_batches)
+        if val_loader is not None:
+            ev['val_accuracy'] = evaluate(model, val_loader, args.max_batches)['accuracy']
+        return ev
     shift = (4 if args.dataset.startswith('cifar') else 0) if args.augment is None else args.augment
     flip = args.dataset in ('cifar10', 'cifar100') and shift > 0
     if master:
@@ -186,17 +247,17 @@ def main(argv=None):
             sampler.set_epoch(epoch)
         loader = data.make_loader(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch, sampler=sampler)
         model.train()
-        # DTSS schedule: the scores stay at T_max/2 while the network learns the task,
-        # train with the mask loss in [warm-up, freeze), then stay frozen while the
-        # weights adapt to the chosen time steps. Weights: cosine schedule.
-        train_scores = model.dtss and args.mask_warmup * args.epochs <= epoch < args.freeze_scores * args.epochs
-        opt.param_groups[0]['lr'] = args.lr * lr_factor(epoch)
         seen = correct = 0
         loss_sum = 0.0
         bar = tqdm(loader, desc=f'epoch {epoch + 1}/{args.epochs}', disable=not master, leave=False, mininterval=2.0)
         for i, (x, y) in enumerate(bar):
-            if args.max_batches is not None and i >= args.max_batches:
+            if i >= steps_per_epoch:
                 break
+            # DTSS schedule (by training step): the scores keep their initial steps while the
+            # network learns the task, train with the mask loss in [warm-up, freeze), then stay
+            # frozen while the weights adapt to the chosen time steps. Weights: cosine schedule.
+            step = epoch * steps_per_epoch + i
+            train_scores = model.dtss and args.mask_warmup * total_steps <= step < args.freeze_scores * total_steps
             x = data.random_shift(x, shift, flip=flip)
             x, y = x.to(device), y.to(device)
             logits = ddp(x)
@@ -215,19 +276,21 @@ def main(argv=None):
             opt.step()
             if train_scores:
                 score_opt.step()
+            sched.step()
             seen += int(y.numel())
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss) * int(y.numel())
             bar.set_postfix(loss=f'{loss_sum / seen:.3f}', acc=f'{correct / seen:.3f}', refresh=False,
                             steps=f'{model.time_step_report()["avg_steps"]:.2f}')
-        sched.step()
         if world > 1:  # DDP syncs buffers (BatchNorm statistics) only at the next forward: do it now
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)
+        recalibrate()
         if master:
-            ev = evaluate(model, test_loader, args.max_batches)
+            ev = evaluate_all()
             line = {'epoch': epoch + 1, 'train_loss': loss_sum / max(1, seen),
-                    'train_acc': correct / max(1, seen), 'test_acc': ev['accuracy'],
+                    'train_acc': correct / max(1, seen), 'val_acc': ev.get('val_accuracy'),
+                    'test_acc': ev['accuracy'],
                     'avg_steps': ev['avg_steps'], 'avg_steps_weighted': ev['avg_steps_weighted'],
                     'lr': sched.get_last_lr()[0], 'time_s': round(time.time() - t0, 2)}
             print(json.dumps(line), flush=True)
@@ -240,20 +303,31 @@ def main(argv=None):
 
     # ---- final report and export -----------------------------------------
     if master:
-        ev = evaluate(model, test_loader, args.max_batches)
+        if start_epoch == args.epochs:  # resumed a finished run; otherwise the last epoch's evaluation stands
+            recalibrate()
+            ev = evaluate_all()
         metrics = {'preset': preset, 'dataset': args.dataset, 'dtss': model.dtss, 't_max': cfg.t_max,
+                   'ann': args.ann,
                    'lambda_m': args.lambda_m, 'mask_categories': list(args.mask_categories),
                    'mask_weights': args.mask_weights,
-                   'epochs': args.epochs, 'seed': args.seed, 'test_accuracy': ev['accuracy'],
+                   'epochs': args.epochs, 'seed': args.seed, 'init_from': args.init_from,
+                   'train_images': min(len(train_set), steps_per_epoch * args.batch_size * world),
+                   'val_size': args.val_size, 'val_accuracy': ev.get('val_accuracy'),
+                   'test_accuracy': ev['accuracy'],
                    **{k: ev[k] for k in ('active_steps', 'avg_steps', 'avg_steps_weighted',
-                                         'firing_rate', 'firing_rate_active', 'flops_per_step')}}
+                                         'firing_rate', 'firing_rate_active', 'flops_per_step', 'neurons')}}
         command = ' '.join(['python'] + sys.argv)
         metrics['command'] = command
         if not args.no_export:
-            from lava_dtss.export import export_hdf5, deployed_accuracy
+            from lava_dtss.export import deployed_model, export_hdf5
+            from lava_dtss.operations import OperationCounter
             net_path = os.path.join(args.out, 'model.net')
             export_hdf5(model, net_path, dataset=args.dataset, command=command)
-            metrics['quantized_test_accuracy'] = deployed_accuracy(net_path, test_loader)
+            deployed = deployed_model(net_path)
+            with OperationCounter(deployed, gating=True) as ops:  # what a gated Lava run executes
+                metrics['quantized_test_accuracy'] = evaluate(deployed, test_loader, args.max_batches)['accuracy']
+            metrics['synops_per_sample'] = {n: v / ops.samples for n, v in ops.synops.items()}
+            metrics['neuron_updates_per_sample'] = {n: v / ops.samples for n, v in ops.neuron_updates.items()}
             metrics['model'] = net_path
             write_json(os.path.join(args.out, 'model.json'), model_card(metrics))
         write_json(os.path.join(args.out, 'metrics.json'), metrics)
@@ -285,8 +359,8 @@ def main(argv=None):
 def model_card(m):
     """The small JSON card shipped beside a model file."""
     keys = ('preset', 'dataset', 'dtss', 't_max', 'lambda_m', 'mask_categories', 'mask_weights', 'epochs', 'seed',
-            'test_accuracy', 'quantized_test_accuracy', 'active_steps', 'avg_steps',
-            'avg_steps_weighted', 'command')
+            'val_accuracy', 'test_accuracy', 'quantized_test_accuracy', 'active_steps', 'avg_steps',
+            'avg_steps_weighted', 'synops_per_sample', 'neuron_updates_per_sample', 'command')
     card = {k: m[k] for k in keys}
     card['test_accuracy_note'] = ('test_accuracy: float model; quantized_test_accuracy: the exported '
                                   'fixed-point model (what Lava runs), on the full test split')

@@ -120,3 +120,18 @@ def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
         stock = np.array([fingerprint(out[..., t + d]) for t in range(t_max)])
         assert stock[:, 0].sum() > 0
         assert np.array_equal(stock, ours.fingerprints[name]), name
+
+
+def test_training_side_operation_counts_equal_the_lava_runs(shipped):
+    """OperationCounter (what the study's energy figures use) counts exactly
+    what the gated and the ungated Lava processes executed."""
+    from lava_dtss.operations import OperationCounter
+    spec, images, gated, ungated = shipped
+    model = deployed_model(spec)
+    for gating, res in ((True, gated), (False, ungated)):
+        with OperationCounter(model, gating=gating) as ops:
+            model(images.double())
+        assert ops.samples == images.shape[0]
+        assert ops.synops == res.synops
+        assert ops.neuron_updates == res.neuron_updates
+    assert sum(gated.synops.values()) < sum(ungated.synops.values())

@@ -1,0 +1,216 @@
+#!/usr/bin/env python
+"""The DTSS study: fixed-T baselines, DTSS arms, the ANN twin and the
+sensitivity analysis, under one training protocol, each run's metrics written
+under results/<study>/ as it finishes.
+
+    python scripts/study.py                  # Fashion-MNIST (fmnist preset, T_max 4)
+    python scripts/study.py --quick          # digits, tiny budgets (minutes; what the tests run)
+    python scripts/report.py                 # tables and plots of docs/results.md from results/
+
+Protocol (the same for every arm):
+1. pre-train: fixed T = T_max from scratch (the common start);
+2. fine-tune every arm from that checkpoint with the same budget (same images,
+   learning rate, schedule): fixed-T arms at T = 1..T_max; DTSS arms with every
+   gate starting at T_max, scores trained with the mask loss for the first half
+   of the budget, then frozen while the weights adapt;
+3. the ANN twin: the same architecture with a real-valued activation, trained
+   by the same two stages at one time step.
+BatchNorm statistics are re-estimated on training images before every
+evaluation and export. The validation set (held out of the training set) picks
+the headline DTSS arm and the suggested mask-loss categories; the test set is
+only reported.
+
+A run whose results/<study>/<arm>/metrics.json exists is not run again, so the
+study can be extended across sessions; runs/<study>/ keeps checkpoints and logs.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TRAIN = os.path.join('scripts', 'train_slayer.py')   # relative to ROOT, the working directory of every run
+ANALYZE = os.path.join('scripts', 'analyze.py')
+
+# One protocol per study: data set, preset, budgets. 'finetune' is the budget of every arm.
+STUDIES = {
+    'fashion-mnist': dict(dataset='fashion-mnist', preset='fmnist', t_max=4, val_size=5000,
+                          pretrain=['--epochs', '2', '--lr', '3e-3', '--lr-schedule', 'step'],
+                          finetune=['--epochs', '1', '--batches-per-epoch', '300', '--lr', '1e-3',
+                                    '--lr-schedule', 'step'],
+                          lambdas=(0.5, 2.0, 8.0), seeds=(1, 2), threads=None),
+    'digits-quick': dict(dataset='digits', preset='tiny', t_max=4, val_size=200,
+                         pretrain=['--epochs', '2', '--batches-per-epoch', '6', '--lr', '3e-3',
+                                   '--lr-schedule', 'step'],
+                         finetune=['--epochs', '1', '--batches-per-epoch', '4', '--lr', '1e-3',
+                                   '--lr-schedule', 'step'],
+                         lambdas=(2.0,), seeds=(1,), threads=1),
+}
+DEFAULT_CATEGORIES = 'qkv=0.25,attn,mlp'   # the training CLI's default
+ALL_CATEGORIES = 'sps,qkv,attn,mlp'
+DTSS_FINETUNE = ['--mask-warmup', '0', '--freeze-scores', '0.5']
+ISO_PP = 0.5    # "within 0.5 pp of fixed T_max": the headline criterion (on validation)
+
+
+class StudyError(RuntimeError):
+    pass
+
+
+def short(path):
+    """``path`` relative to the repository when inside it (for commands in the records)."""
+    rel = os.path.relpath(path, ROOT)
+    return path if rel.startswith('..') else rel
+
+
+def run_arm(study, name, args, results, runs):
+    """Train one arm (unless its metrics exist) and copy its small outputs to results."""
+    dest = os.path.join(results, name)
+    if os.path.isfile(os.path.join(dest, 'metrics.json')):
+        print(f'[{name}] done before: {dest}/metrics.json')
+        return load(dest)
+    out = os.path.join(runs, name)
+    if os.path.isdir(out):
+        shutil.rmtree(out)  # an unfinished earlier attempt
+    os.makedirs(out)
+    cmd = [sys.executable, TRAIN, '--dataset', study['dataset'], '--preset', study['preset'],
+           '--val-size', str(study['val_size']), '--out', short(out)] + args
+    if study['threads']:
+        cmd += ['--threads', str(study['threads'])]
+    print(f'[{name}] {" ".join(cmd[1:])}', flush=True)
+    t0 = time.time()
+    with open(os.path.join(out, 'stdout.log'), 'w') as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(os.path.join(out, 'stdout.log')) as f:
+            tail = f.read()[-1500:]
+        raise StudyError(f'arm {name} failed (exit {proc.returncode}); its log {out}/stdout.log ends:\n{tail}')
+    tmp = dest + '.partial'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for f in ('metrics.json', 'log.jsonl', 'model.json'):
+        if os.path.exists(os.path.join(out, f)):
+            shutil.copy(os.path.join(out, f), tmp)
+    with open(os.path.join(tmp, 'metrics.json')) as f:
+        metrics = json.load(f)
+    metrics['wall_s'] = round(time.time() - t0, 1)
+    metrics['arm'] = name
+    with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
+        json.dump(metrics, f, indent=2)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)  # the arm counts as done only with all its files
+    m = metrics
+    print(f'[{name}] val {m.get("val_accuracy") or 0:.4f} test {m["test_accuracy"]:.4f} '
+          f'avg steps {m["avg_steps"]:.2f} ({m["wall_s"]:.0f} s)', flush=True)
+    return metrics
+
+
+def load(dest):
+    with open(os.path.join(dest, 'metrics.json')) as f:
+        return json.load(f)
+
+
+def suggested_categories(sensitivity: dict, t_max: int) -> str:
+    """Mask-loss categories the sensitivity analysis suggests: those whose
+    validation accuracy, cut alone to T_max/2 steps (every other layer at
+    T_max), stays within 1 pp of the uncut model; the least sensitive one if
+    none does."""
+    cut = sensitivity['category_cut']
+    half = str(max(1, t_max // 2))
+    base = sensitivity['uncut']['val_accuracy']
+    drops = {c: base - cut[c][half]['val_accuracy'] for c in cut}
+    chosen = [c for c, d in drops.items() if d <= 0.01] or [min(drops, key=drops.get)]
+    return ','.join(chosen)
+
+
+def headline(arms: dict, t_max: int):
+    """The DTSS arm to headline, chosen on validation: fewest average steps among
+    the seed-0 DTSS arms within ISO_PP of fixed T_max's validation accuracy;
+    the most accurate DTSS arm if none is."""
+    ref = arms[f'fixed-t{t_max}']['val_accuracy']
+    dtss = {n: m for n, m in arms.items() if n.startswith('dtss-') and '-seed' not in n}
+    iso = {n: m for n, m in dtss.items() if m['val_accuracy'] >= ref - ISO_PP / 100}
+    if iso:
+        return min(iso, key=lambda n: (iso[n]['avg_steps'], -iso[n]['val_accuracy']))
+    return max(dtss, key=lambda n: dtss[n]['val_accuracy'])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--quick', action='store_true', help='digits, tiny budgets: the code paths in minutes')
+    p.add_argument('--results', default=None, help='results folder (default results/<study>)')
+    p.add_argument('--runs', default=None, help='checkpoints and logs (default runs/<study>)')
+    p.add_argument('--stage', choices=('all', 'base', 'arms'), default='all',
+                   help='base: pre-training, ANN twin and sensitivity analysis only; arms: also the sweep')
+    args = p.parse_args(argv)
+    name = 'digits-quick' if args.quick else 'fashion-mnist'
+    study = STUDIES[name]
+    results = os.path.abspath(args.results or os.path.join(ROOT, 'results', name))
+    runs = os.path.abspath(args.runs or os.path.join(ROOT, 'runs', 'study', name))
+    os.makedirs(results, exist_ok=True)
+    os.makedirs(runs, exist_ok=True)
+    t_max = study['t_max']
+    t0 = time.time()
+
+    # 1. common start, ANN twin (same two stages), sensitivity analysis
+    run_arm(study, 'pretrain', ['--fixed-t', str(t_max), '--seed', '0', '--no-export'] + study['pretrain'],
+            results, runs)
+    base_ckpt = short(os.path.join(runs, 'pretrain', 'checkpoint.pt'))
+    run_arm(study, 'ann-pretrain', ['--ann', '--seed', '0'] + study['pretrain'], results, runs)
+    run_arm(study, 'ann', ['--ann', '--seed', '0', '--init-from', short(os.path.join(runs, 'ann-pretrain', 'checkpoint.pt'))]
+            + study['finetune'], results, runs)
+    sens_path = os.path.join(results, 'sensitivity.json')
+    if not os.path.isfile(sens_path):
+        cmd = [sys.executable, ANALYZE, '--snn', base_ckpt, '--ann', short(os.path.join(runs, 'ann', 'checkpoint.pt')),
+               '--out', short(sens_path)]
+        if study['threads']:
+            cmd += ['--threads', str(study['threads'])]
+        print('[sensitivity] ' + ' '.join(cmd[1:]), flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            raise StudyError('the sensitivity analysis failed (its error is above)')
+    with open(sens_path) as f:
+        suggested = suggested_categories(json.load(f), t_max)
+    print(f'[sensitivity] suggested mask-loss categories: {suggested}', flush=True)
+    if args.stage == 'base':
+        return 0
+
+    # 2. the sweep: every arm fine-tunes from the common start with the same budget
+    ft = ['--init-from', base_ckpt] + study['finetune']
+    arms = {}
+    for t in range(t_max, 0, -1):
+        arms[f'fixed-t{t}'] = run_arm(study, f'fixed-t{t}', ['--fixed-t', str(t), '--seed', '0'] + ft, results, runs)
+    dtss_arms = {f'dtss-default-l{lam:g}': (lam, DEFAULT_CATEGORIES) for lam in study['lambdas']}
+    dtss_arms['dtss-all-l2'] = (2.0, ALL_CATEGORIES)
+    dtss_arms[f'dtss-suggested-l2'] = (2.0, suggested)
+    dtss_args = {}
+    for arm, (lam, cats) in dtss_arms.items():
+        dtss_args[arm] = ['--t-max', str(t_max), '--lambda-m', str(lam), '--mask-categories', cats] + DTSS_FINETUNE
+        arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs)
+
+    # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
+    best = headline(arms, t_max)
+    print(f'[headline] {best} (fewest average steps within {ISO_PP} pp of fixed T={t_max} on validation)')
+    for seed in study['seeds']:
+        run_arm(study, f'fixed-t{t_max}-seed{seed}', ['--fixed-t', str(t_max), '--seed', str(seed)] + ft,
+                results, runs)
+        run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft, results, runs)
+    with open(os.path.join(results, 'headline.json'), 'w') as f:
+        json.dump({'headline_arm': best, 'rule': headline.__doc__.split('\n\n')[0].replace('\n    ', ' '),
+                   'suggested_categories': suggested, 'study_wall_s_this_call': round(time.time() - t0)}, f, indent=2)
+    print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except StudyError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print('interrupted; finished arms are kept under results/', file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,138 @@
+"""The study pipeline: the fold/BatchNorm path of the blocks, BatchNorm
+re-estimation, the validation split, the ANN twin, the energy model, and the
+quick study (digits) end to end through scripts/study.py and scripts/report.py."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lava_dtss import blocks, data
+from lava_dtss.energy import EnergyModel, ann_energy, snn_energy
+from lava_dtss.model import build_model
+from lava_dtss.training import recalibrate_batchnorm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _stock_current(self, x):
+    """The reference path: slayer.synapse.Conv (Conv3d) then BatchNorm3d."""
+    z = self.synapse(x)
+    return self.norm(z) if self.norm is not None else z
+
+
+def test_folded_convolution_equals_slayer_synapse(monkeypatch):
+    torch.manual_seed(0)
+    fast = build_model('fmnist')
+    ref = copy.deepcopy(fast)
+    x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
+    out_f, spk_f = fast.forward_with_spikes(x)
+    torch.nn.functional.cross_entropy(out_f, y).backward()
+    monkeypatch.setattr(blocks.SpikingConv, 'synaptic_current', _stock_current)
+    out_r, spk_r = ref.forward_with_spikes(x)
+    torch.nn.functional.cross_entropy(out_r, y).backward()
+    assert torch.equal(out_f, out_r)
+    assert all(torch.equal(spk_f[n], spk_r[n]) for n in spk_r)
+    for (n, pf), pr in zip(fast.named_parameters(), ref.parameters()):
+        if pr.grad is not None:
+            assert torch.allclose(pf.grad, pr.grad, rtol=1e-4, atol=1e-6), n
+    for bf, br in zip(fast.buffers(), ref.buffers()):   # BatchNorm statistics of training mode
+        assert torch.allclose(bf.double(), br.double(), rtol=1e-6, atol=1e-7)
+
+
+def test_batchnorm_recalibration_is_the_exact_average_over_the_images():
+    torch.manual_seed(0)
+    model = build_model('tiny')
+    images = torch.rand(40, 1, 8, 8)
+    loader = [(images[i:i + 10], None) for i in range(0, 40, 10)]
+    recalibrate_batchnorm(model, loader, 40)
+    norm = model.sps[0].norm
+    z = torch.nn.functional.conv2d(images, model.sps[0].synapse.weight[..., 0], None, 1, 1)
+    assert torch.allclose(norm.running_mean, z.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert norm.momentum == 0.1 and model.training  # settings restored
+    before = norm.running_mean.clone()
+    recalibrate_batchnorm(model, loader, 40)
+    assert torch.equal(before, norm.running_mean)   # deterministic: no memory of earlier statistics
+
+
+def test_holdout_split_is_fixed_and_disjoint():
+    train = data.load_dataset('digits', 'train')
+    rest, val = data.holdout_split(train, 100)
+    rest2, val2 = data.holdout_split(train, 100)
+    assert len(val) == 100 and len(rest) == len(train) - 100
+    assert val.indices == val2.indices and not set(val.indices) & set(rest.indices)
+    with pytest.raises(data.DatasetError, match='validation size'):
+        data.holdout_split(train, len(train))
+
+
+def test_ann_twin_has_bounded_real_valued_activations():
+    model = build_model('tiny', dtss=False, neuron_impl='ann', t_max=1)
+    _, acts = model.forward_with_spikes(torch.rand(3, 1, 8, 8))
+    values = torch.cat([a.reshape(-1) for a in acts.values()])
+    assert values.min() >= 0 and values.max() <= 1
+    assert ((values > 0) & (values < 1)).any()   # graded, not spikes
+
+
+def test_energy_model_arithmetic():
+    em = EnergyModel(e_mac_pj=4.0, e_ac_pj=1.0, e_sram_64b_pj=64.0, weight_bits=8, state_bits=32,
+                     snn_state_vars=2, ann_state_vars=1)
+    snn = snn_energy({'a': 10, 'b': 100}, {'a': 5, 'b': 2}, first_layer='a', model=em)
+    # a: 10 MACs (40) + 10 weights x 8 pJ + 5 updates x 2 vars x 2 accesses x 32 pJ
+    assert snn['layers']['a'] == {'compute_pj': 40.0, 'memory_pj': 80.0 + 640.0, 'total_pj': 760.0}
+    assert snn['layers']['b']['compute_pj'] == 100.0
+    assert snn['total']['total_pj'] == pytest.approx(760.0 + 100.0 + 800.0 + 256.0)
+    ann = ann_energy({'a': 10}, {'a': 3}, model=em)
+    assert ann['layers']['a'] == {'compute_pj': 40.0, 'memory_pj': 80.0 + 192.0, 'total_pj': 312.0}
+
+
+def _run(args, timeout=900):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_quick_study_and_report_end_to_end(tmp_path):
+    results, runs, doc = tmp_path / 'results', tmp_path / 'runs', tmp_path / 'doc' / 'results.md'
+    proc = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(runs)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    arms = sorted(p.name for p in results.iterdir() if (p / 'metrics.json').is_file())
+    assert {'pretrain', 'ann-pretrain', 'ann', 'fixed-t1', 'fixed-t2', 'fixed-t3', 'fixed-t4',
+            'dtss-default-l2', 'dtss-all-l2', 'dtss-suggested-l2', 'fixed-t4-seed1'} <= set(arms)
+    head = json.loads((results / 'headline.json').read_text())
+    assert f'{head["headline_arm"]}-seed1' in arms
+    sens = json.loads((results / 'sensitivity.json').read_text())
+    assert set(sens['category_cut']) == {'sps', 'qkv', 'attn', 'mlp'}
+    fixed = json.loads((results / 'fixed-t2' / 'metrics.json').read_text())
+    assert fixed['avg_steps'] == 2 and fixed['val_accuracy'] is not None
+    assert sum(fixed['synops_per_sample'].values()) > 0
+    # a second call finds every arm done and trains nothing
+    again = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(runs)], timeout=300)
+    assert again.returncode == 0 and 'done before' in again.stdout and '--out' not in again.stdout
+    rep = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc)], timeout=300)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    text = doc.read_text()
+    for arm in arms:
+        assert f'| {arm} |' in text
+    for png in ('pareto.png', 'active_steps.png', 'sensitivity_hist.png', 'sensitivity_curves.png'):
+        assert (doc.parent / 'figures' / png).stat().st_size > 10_000
+
+
+def test_report_without_results_is_one_clear_error(tmp_path):
+    proc = _run(['scripts/report.py', '--results', str(tmp_path), '--doc', str(tmp_path / 'r.md')], timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith('error: no results under')
+    assert 'Traceback' not in proc.stderr
+
+
+def test_analyze_refuses_a_spiking_checkpoint_as_the_ann_twin(tmp_path):
+    out = tmp_path / 'snn'
+    proc = _run(['scripts/train_slayer.py', '--out', str(out), '--max-batches', '1', '--epochs', '1',
+                 '--no-export', '--val-size', '50', '--t-max', '2', '--threads', '1'], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = str(out / 'checkpoint.pt')
+    bad = _run(['scripts/analyze.py', '--snn', ckpt, '--ann', ckpt, '--out', str(tmp_path / 's.json')], timeout=300)
+    assert bad.returncode == 1 and 'is not an ANN twin' in bad.stderr and 'Traceback' not in bad.stderr
+    assert not (tmp_path / 's.json').exists()
