@@ -344,7 +344,7 @@ def main(argv=None):
     lava = {os.path.basename(pth)[5:-5]: read_json(pth)
             for pth in sorted(glob.glob(os.path.join(args.results, 'lava-*.json')))}
     if lava:
-        L += ['## The shipped models in Lava, whole test split', '',
+        L += ['## The shipped models in Lava (gated), on the test split', '',
               '| model | samples | Lava accuracy % | predictions agree % | spikes of every layer identical '
               '| synaptic ops gated / ungated | neuron updates gated / ungated | command |',
               '|---|---|---|---|---|---|---|---|']

@@ -5,6 +5,7 @@ under results/<study>/ as it finishes.
 
     python scripts/study.py                  # Fashion-MNIST (fmnist preset, T_max 4)
     python scripts/study.py --quick          # digits, tiny budgets (minutes; what the tests run)
+    python scripts/study.py --demo           # the default digits demo's recipe: DTSS vs fixed T 1, 2, 4, 8
     python scripts/report.py                 # tables and plots of docs/results.md from results/
 
 Protocol (the same for every arm):
@@ -36,6 +37,7 @@ sys.path.insert(0, ROOT)
 
 TRAIN = os.path.join('scripts', 'train_slayer.py')   # relative to ROOT, the working directory of every run
 ANALYZE = os.path.join('scripts', 'analyze.py')
+RUN_LAVA = os.path.join('scripts', 'run_lava.py')
 
 # One protocol per study: data set, preset, budgets. 'finetune' is the budget of every arm.
 STUDIES = {
@@ -142,11 +144,20 @@ def headline(arms: dict, t_max: int):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true', help='digits, tiny budgets: the code paths in minutes')
+    p.add_argument('--demo', action='store_true',
+                   help='the README demo in context: `python scripts/train_slayer.py` (DTSS, digits) beside the '
+                        'same recipe at fixed T = 1, 2, 4 and 8, each from scratch (results/digits-demo)')
     p.add_argument('--results', default=None, help='results folder (default results/<study>)')
     p.add_argument('--runs', default=None, help='checkpoints and logs (default runs/<study>)')
     p.add_argument('--stage', choices=('all', 'base', 'arms'), default='all',
-                   help='base: pre-training, ANN twin and sensitivity analysis only; arms: also the sweep')
+                   help='base: pre-training, ANN twin and sensitivity analysis only; arms: also the sweep; '
+                        'all: then the headline DTSS and fixed T_max models in Lava on the whole test split, '
+                        'shipped to netx_models/ with their cards')
+    p.add_argument('--lava-samples', type=int, default=None,
+                   help='test images for the Lava runs (default: the whole test split)')
     args = p.parse_args(argv)
+    if args.demo:
+        return demo_comparison(args)
     name = 'digits-quick' if args.quick else 'fashion-mnist'
     study = STUDIES[name]
     results = os.path.abspath(args.results or os.path.join(ROOT, 'results', name))
@@ -201,8 +212,69 @@ def main(argv=None):
     with open(os.path.join(results, 'headline.json'), 'w') as f:
         json.dump({'headline_arm': best, 'rule': headline.__doc__.split('\n\n')[0].replace('\n    ', ' '),
                    'suggested_categories': suggested, 'study_wall_s_this_call': round(time.time() - t0)}, f, indent=2)
+    if args.stage == 'arms':
+        return 0
+
+    # 4. the two models to ship, run in Lava (gated) on the test split, with their cards
+    for arm in (best, f'fixed-t{t_max}'):
+        ship(study, arm, results, runs, args.lava_samples, quick=args.quick)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
     return 0
+
+
+def demo_comparison(args):
+    """The default digits run (the README demo) beside fixed-T runs of the same recipe."""
+    study = dict(dataset='digits', preset='tiny', val_size=0, threads=None)
+    results = os.path.abspath(args.results or os.path.join(ROOT, 'results', 'digits-demo'))
+    runs = os.path.abspath(args.runs or os.path.join(ROOT, 'runs', 'study', 'digits-demo'))
+    for seed in (0, 1, 2):
+        tag = '' if seed == 0 else f'-seed{seed}'
+        run_arm(study, f'dtss-default{tag}', ['--seed', str(seed)], results, runs)
+        for t in ((1, 2, 4, 8) if seed == 0 else (1, 8)):
+            run_arm(study, f'fixed-t{t}{tag}', ['--fixed-t', str(t), '--seed', str(seed)],
+                    results, runs)
+    return 0
+
+
+def ship(study, arm, results, runs, samples, quick):
+    """Run ``arm``'s exported model in Lava (gated) with agreement checked against
+    training-side inference; ship it to netx_models/ with a card (or to the
+    results folder in quick mode)."""
+    from lava_dtss.training import atomic_write, write_json
+    net = os.path.join(runs, arm, 'model.net')
+    report = os.path.join(results, f'lava-{arm}.json')
+    if not os.path.isfile(report):
+        cmd = [sys.executable, RUN_LAVA, '--model', short(net), '--dataset', study['dataset'], '--gated-only',
+               '--json', short(report)]
+        if samples:
+            cmd += ['--num-samples', str(samples)]
+        elif study['dataset'] == 'fashion-mnist':
+            cmd += ['--num-samples', '10000']
+        print('[lava] ' + ' '.join(cmd[1:]), flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            raise StudyError(f'the Lava run of {arm} failed or differed from training-side inference (above)')
+    lava = load_json(report)
+    card = load_json(os.path.join(results, arm, 'model.json'))
+    card['lava'] = {k: lava.get(k) for k in ('num_samples', 'accuracy', 'agreement', 'synops_gated',
+                                             'neuron_updates_gated', 'wall_s_gated', 'samples_per_s_gated',
+                                             'processes', 'command')}
+    card['lava']['per_layer'] = {n: {k: e[k] for k in ('active_steps', 'spikes', 'synops_gated',
+                                                        'neuron_updates_gated')}
+                                 for n, e in lava['layers'].items()}
+    dest = results if quick else os.path.join(ROOT, 'netx_models')
+    stem = f'{study["preset"]}_{arm}'
+    card['model'] = short(os.path.join(dest, stem + '.net'))
+    with open(net, 'rb') as f:
+        blob = f.read()
+    atomic_write(os.path.join(dest, stem + '.net'), lambda f: f.write(blob))
+    write_json(os.path.join(dest, stem + '.json'), card)
+    print(f'[ship] {card["model"]}: Lava accuracy {lava["accuracy"]:.4f} on {lava["num_samples"]} images, '
+          f'predictions agree {100 * lava["agreement"]["predictions"]:.1f}%', flush=True)
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 if __name__ == '__main__':

@@ -108,6 +108,11 @@ def test_quick_study_and_report_end_to_end(tmp_path):
     fixed = json.loads((results / 'fixed-t2' / 'metrics.json').read_text())
     assert fixed['avg_steps'] == 2 and fixed['val_accuracy'] is not None
     assert sum(fixed['synops_per_sample'].values()) > 0
+    for arm in (head['headline_arm'], 'fixed-t4'):   # both models in Lava, spike for spike
+        lava = json.loads((results / f'lava-{arm}.json').read_text())
+        assert lava['agreement']['spikes_equal_all_layers'] and lava['agreement']['predictions'] == 1.0
+        card = json.loads((results / f'tiny_{arm}.json').read_text())
+        assert card['lava']['synops_gated'] == lava['synops_gated'] > 0
     # a second call finds every arm done and trains nothing
     again = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(runs)], timeout=300)
     assert again.returncode == 0 and 'done before' in again.stdout and '--out' not in again.stdout
