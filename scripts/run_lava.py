@@ -39,7 +39,27 @@ def parse_args(argv=None):
                    help='cpu: Lava CPU simulator; loihi2: Loihi 2 through lava-loihi (INRC)')
     p.add_argument('--check-loihi', action='store_true',
                    help='static check against Loihi 2 limits; exit 1 on a violation')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from lava_dtss.netx_file import MAX_T
+    if args.t_max is not None and not 1 <= args.t_max <= MAX_T:
+        raise ValueError(f'--t-max must be in 1..{MAX_T} time steps, got {args.t_max}')
+    if args.json:
+        problem = _unwritable(args.json)
+        if problem:
+            raise ValueError(f'--json {args.json}: {problem}')
+    return args
+
+
+def _unwritable(path):
+    """Why ``path`` cannot receive the report (checked before the run), or None."""
+    if os.path.isdir(path):
+        return 'is a folder; expected a file name'
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f'folder {folder} does not exist'
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return 'is not writable'
+    return None
 
 
 def main(argv=None):

@@ -27,6 +27,7 @@ study can be extended across sessions; runs/<study>/ keeps checkpoints and logs.
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,7 @@ DEFAULT_CATEGORIES = 'qkv=0.25,attn,mlp'   # the training CLI's default
 ALL_CATEGORIES = 'sps,qkv,attn,mlp'
 DTSS_FINETUNE = ['--mask-warmup', '0', '--freeze-scores', '0.5']
 ISO_PP = 0.5    # "within 0.5 pp of fixed T_max": the headline criterion (on validation)
+CALIBRATION_MODE = 'eval-sequential'   # recorded by train_slayer.py in every metrics.json
 
 
 class StudyError(RuntimeError):
@@ -153,6 +155,10 @@ def main(argv=None):
                    help='base: pre-training, ANN twin and sensitivity analysis only; arms: also the sweep; '
                         'all: then the headline DTSS and fixed T_max models in Lava on the whole test split, '
                         'shipped to netx_models/ with their cards')
+    p.add_argument('--reevaluate', action='store_true',
+                   help='re-run only the evaluation and export of every finished arm (its command with '
+                        '--resume: BatchNorm re-estimation, validation and test accuracy, fixed-point export '
+                        'and counts) with the present code, keeping its training; then the headline')
     p.add_argument('--lava-samples', type=int, default=None,
                    help='test images for the Lava runs (default: the whole test split)')
     args = p.parse_args(argv)
@@ -166,6 +172,8 @@ def main(argv=None):
     os.makedirs(runs, exist_ok=True)
     t_max = study['t_max']
     t0 = time.time()
+    if args.reevaluate:
+        return reevaluate(results, t_max)
 
     # 1. common start, ANN twin (same two stages), sensitivity analysis
     run_arm(study, 'pretrain', ['--fixed-t', str(t_max), '--seed', '0', '--no-export'] + study['pretrain'],
@@ -219,6 +227,60 @@ def main(argv=None):
     for arm in (best, f'fixed-t{t_max}'):
         ship(study, arm, results, runs, args.lava_samples, quick=args.quick)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
+    return 0
+
+
+REEVALUATION_ORDER = ('fixed-t', 'dtss-', 'ann', 'pretrain')
+
+
+def reevaluate(results, t_max):
+    """Evaluation and export of every finished arm again (``--resume`` of a finished
+    run), most important arms first; an arm already evaluated this way is skipped."""
+    names = sorted((n for n in os.listdir(results) if os.path.isfile(os.path.join(results, n, 'metrics.json'))),
+                   key=lambda n: ([i for i, p in enumerate(REEVALUATION_ORDER) if n.startswith(p)] or [9])[0])
+    for name in names:
+        dest = os.path.join(results, name)
+        old = load(dest)
+        if old.get('bn_calibration_mode') == CALIBRATION_MODE:
+            print(f'[{name}] evaluated with the present calibration before')
+            continue
+        cmd = shlex.split(old['command'])
+        if cmd[:2] != ['python', TRAIN]:
+            raise StudyError(f'{dest}/metrics.json: unexpected command {old["command"]!r}')
+        cmd = [sys.executable] + cmd[1:] + ['--resume']
+        out = cmd[cmd.index('--out') + 1]
+        print(f'[{name}] re-evaluating: {" ".join(cmd[1:])}', flush=True)
+        with open(os.path.join(ROOT, out, 'reevaluate.log'), 'w') as log:
+            if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                raise StudyError(f're-evaluating {name} failed: see {out}/reevaluate.log')
+        tmp = dest + '.partial'
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(dest, tmp)
+        for f in ('metrics.json', 'model.json'):
+            if os.path.exists(os.path.join(ROOT, out, f)):
+                shutil.copy(os.path.join(ROOT, out, f), tmp)
+        new = load(tmp)
+        new.update(arm=name, wall_s=old.get('wall_s'), reevaluated=True,
+                   before_reevaluation={k: old.get(k) for k in ('val_accuracy', 'test_accuracy',
+                                                                 'quantized_test_accuracy', 'avg_steps')})
+        with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
+            json.dump(new, f, indent=2)
+        shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        print(f'[{name}] val {old.get("val_accuracy") or 0:.4f} -> {new.get("val_accuracy") or 0:.4f}, '
+              f'test {old["test_accuracy"]:.4f} -> {new["test_accuracy"]:.4f}', flush=True)
+    arms = {n: load(os.path.join(results, n)) for n in names}
+    if f'fixed-t{t_max}' in arms and any(n.startswith('dtss-') for n in arms):
+        best = headline(arms, t_max)
+        path = os.path.join(results, 'headline.json')
+        info = load_json(path) if os.path.isfile(path) else {}
+        sens = os.path.join(results, 'sensitivity.json')
+        if os.path.isfile(sens):
+            info['suggested_categories'] = suggested_categories(load_json(sens), t_max)
+        info.update(headline_arm=best, rule=headline.__doc__.split('\n\n')[0].replace('\n    ', ' '))
+        with open(os.path.join(results, 'headline.json'), 'w') as f:
+            json.dump(info, f, indent=2)
+        print(f'[headline] {best}')
     return 0
 
 

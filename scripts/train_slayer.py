@@ -31,13 +31,15 @@ from lava_dtss import data  # noqa: E402
 from lava_dtss.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES  # noqa: E402
 from lava_dtss.model import PRESETS, SpikingViT, get_config  # noqa: E402
 from lava_dtss.training import (TrainingError, evaluate, init_distributed,  # noqa: E402
-                                init_weights, load_checkpoint, recalibrate_batchnorm,
+                                atomic_write, init_weights, load_checkpoint, recalibrate_batchnorm,
                                 rng_state, save_checkpoint, set_rng_state, write_json)
 
 # qkv, attn and mlp in the mask loss (the paper's default), qkv with a quarter of the
 # weight: on digits the full weight drove q, k and v to 1 step and cost 5-7% accuracy
 # (seeds 1, 2: 90.6%, 91.1%), a quarter keeps 98% at 3.4 average steps.
 DEFAULT_MASK_CATEGORIES = 'qkv=0.25,' + ','.join(c for c in DEFAULT_LOSS_CATEGORIES if c != 'qkv')
+MAX_T = 256        # time steps a run may ask for (memory grows linearly with T)
+MAX_SHIFT = 32     # largest augmentation shift, pixels
 DEFAULT_PRESET = {'digits': 'tiny', 'fashion-mnist': 'fmnist', 'cifar10': 'spikformer-4-384',
                   'cifar100': 'spikformer-4-384', 'imagenet': 'spikformer-8-768'}
 
@@ -90,10 +92,11 @@ def parse_args(argv=None):
                         'validation set, reported as val_accuracy: choose models on it, not on the test set')
     p.add_argument('--batches-per-epoch', type=int, default=None, metavar='N',
                    help='train on the first N batches of each (shuffled) epoch only')
-    p.add_argument('--bn-calibration', type=int, default=4096, metavar='N',
+    p.add_argument('--bn-calibration', type=int, default=2048, metavar='N',
                    help='before every evaluation and the export, re-estimate the BatchNorm statistics '
-                        'on N training images with the current weights (0: keep the running averages '
-                        'of training, which lag behind the weights; default 4096)')
+                        'on N training images with the current weights, layer by layer as the deployed '
+                        '(eval-mode) network sees them (0: keep the running averages of training, which '
+                        'lag behind the weights; default 2048)')
     p.add_argument('--weight-decay', type=float, default=0.1, help='AdamW weight decay of the weights')
     p.add_argument('--augment', type=int, default=None, metavar='PIXELS',
                    help='random-shift augmentation of up to PIXELS (default: 4 with horizontal flips '
@@ -104,6 +107,9 @@ def parse_args(argv=None):
                         'more and so gives the same result on any machine; torch\'s default otherwise)')
     p.add_argument('--out', default='runs/default', help='output folder')
     p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.pt')
+    p.add_argument('--overwrite', action='store_true',
+                   help='start afresh in an --out folder that holds an earlier run, replacing it '
+                        '(without this flag, or --resume, such a folder is refused)')
     p.add_argument('--no-export', action='store_true', help='skip the NetX HDF5 export')
     p.add_argument('--max-batches', type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -127,10 +133,30 @@ def parse_args(argv=None):
         p.error('--ann runs one time step: leave out --fixed-t')
     if args.ann:
         args.fixed_t, args.no_export = 1, True
-    if args.fixed_t is not None and args.fixed_t < 1:
-        p.error('--fixed-t must be >= 1')
-    if args.t_max is not None and args.t_max < 1:
-        p.error('--t-max must be >= 1')
+    for name in ('fixed_t', 't_max'):
+        v = getattr(args, name)
+        if v is not None and not 1 <= v <= MAX_T:
+            p.error(f'--{name.replace("_", "-")} must be in 1..{MAX_T} time steps, got {v}')
+    if args.fixed_t is not None and args.t_max is not None and args.t_max != args.fixed_t and not args.ann:
+        p.error(f'--fixed-t {args.fixed_t} sets T_max = {args.fixed_t}; leave out --t-max {args.t_max}')
+    if args.threads is not None and args.threads < 1:
+        p.error('--threads must be >= 1')
+    if args.augment is not None and not 0 <= args.augment <= MAX_SHIFT:
+        p.error(f'--augment must be in 0..{MAX_SHIFT} pixels, got {args.augment}')
+    for name in ('mask_warmup', 'freeze_scores'):
+        v = getattr(args, name)
+        if not (math.isfinite(v) and 0 <= v <= 1):
+            p.error(f'--{name.replace("_", "-")} is a fraction of the training steps: 0..1, got {v}')
+    if args.mask_warmup > args.freeze_scores:
+        p.error(f'--mask-warmup {args.mask_warmup} is after --freeze-scores {args.freeze_scores}: '
+                'the scores would never train')
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f'--lr must be a finite number > 0, got {args.lr}')
+    for name in ('score_lr', 'weight_decay'):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            p.error(f'--{name.replace("_", "-")} must be a finite number >= 0')
+    if args.resume and args.overwrite:
+        p.error('--resume and --overwrite exclude each other')
     for name in ('val_size', 'bn_calibration'):
         if getattr(args, name) < 0:
             p.error(f'--{name.replace("_", "-")} must be >= 0')
@@ -158,6 +184,8 @@ def main(argv=None):
     val_set = None
     if args.val_size:
         train_set, val_set = data.holdout_split(train_set, args.val_size)
+    if master:
+        prepare_out(args)
 
     # ---- model ------------------------------------------------------------
     t_max = args.fixed_t or args.t_max
@@ -197,23 +225,26 @@ def main(argv=None):
     ckpt_path = os.path.join(args.out, 'checkpoint.pt')
     log_path = os.path.join(args.out, 'log.jsonl')
     start_epoch = 0
-    if master:
-        os.makedirs(args.out, exist_ok=True)
-        if not args.resume and os.path.exists(log_path):
-            os.unlink(log_path)
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
-        if ckpt['config'] != cfg.to_dict():
-            raise TrainingError(f'{ckpt_path} was trained with a different model configuration')
-        model.load_state_dict(ckpt['model'])
-        opt.load_state_dict(ckpt['optimizer'])
-        score_opt.load_state_dict(ckpt['score_optimizer'])
-        sched.load_state_dict({'lr_lambdas': [None] * len(opt.param_groups), **ckpt['scheduler']})
+        try:
+            if ckpt['config'] != cfg.to_dict():
+                raise TrainingError(f'{ckpt_path} was trained with a different model configuration')
+            model.load_state_dict(ckpt['model'])
+            opt.load_state_dict(ckpt['optimizer'])
+            score_opt.load_state_dict(ckpt['score_optimizer'])
+            sched.load_state_dict({'lr_lambdas': [None] * len(opt.param_groups), **ckpt['scheduler']})
+            start_epoch = int(ckpt['epoch'])
+            set_rng_state(ckpt['rng'])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise TrainingError(f'cannot resume from {ckpt_path}: its content does not fit this run '
+                                f'({type(e).__name__}: {first}); expected a checkpoint of the same '
+                                'configuration written by this script') from None
         for g, base in zip(opt.param_groups, sched.base_lrs):  # schedule of this run's --epochs
             g['lr'] = base * lr_factor(sched.last_epoch)
-        start_epoch = ckpt['epoch']
-        set_rng_state(ckpt['rng'])
         if master:
+            keep_log_until(log_path, start_epoch)
             print(f'resumed {ckpt_path} at epoch {start_epoch}')
 
     test_loader = data.make_loader(test_set, 256, shuffle=False, seed=args.seed)
@@ -313,6 +344,8 @@ def main(argv=None):
                    'epochs': args.epochs, 'seed': args.seed, 'init_from': args.init_from,
                    'train_images': min(len(train_set), steps_per_epoch * args.batch_size * world),
                    'val_size': args.val_size, 'val_accuracy': ev.get('val_accuracy'),
+                   'bn_calibration': args.bn_calibration,
+                   'bn_calibration_mode': 'eval-sequential' if args.bn_calibration else 'running-average',
                    'test_accuracy': ev['accuracy'],
                    **{k: ev[k] for k in ('active_steps', 'avg_steps', 'avg_steps_weighted',
                                          'firing_rate', 'firing_rate_active', 'flops_per_step', 'neurons')}}
@@ -323,13 +356,17 @@ def main(argv=None):
             from lava_dtss.operations import OperationCounter
             net_path = os.path.join(args.out, 'model.net')
             export_hdf5(model, net_path, dataset=args.dataset, command=command)
-            deployed = deployed_model(net_path)
-            with OperationCounter(deployed, gating=True) as ops:  # what a gated Lava run executes
-                metrics['quantized_test_accuracy'] = evaluate(deployed, test_loader, args.max_batches)['accuracy']
-            metrics['synops_per_sample'] = {n: v / ops.samples for n, v in ops.synops.items()}
-            metrics['neuron_updates_per_sample'] = {n: v / ops.samples for n, v in ops.neuron_updates.items()}
-            metrics['model'] = net_path
-            write_json(os.path.join(args.out, 'model.json'), model_card(metrics))
+            try:
+                deployed = deployed_model(net_path)
+                with OperationCounter(deployed, gating=True) as ops:  # what a gated Lava run executes
+                    metrics['quantized_test_accuracy'] = evaluate(deployed, test_loader, args.max_batches)['accuracy']
+                metrics['synops_per_sample'] = {n: v / ops.samples for n, v in ops.synops.items()}
+                metrics['neuron_updates_per_sample'] = {n: v / ops.samples for n, v in ops.neuron_updates.items()}
+                metrics['model'] = net_path
+                write_json(os.path.join(args.out, 'model.json'), model_card(metrics))
+            except BaseException:  # a model file never stays without its card
+                os.unlink(net_path)
+                raise
         write_json(os.path.join(args.out, 'metrics.json'), metrics)
         print(f'{"layer":22s} {"category":8s} {"steps":>5s} {"firing rate":>11s} {"(active steps)":>14s}')
         for layer, module in model.gated_layers():
@@ -354,6 +391,50 @@ def main(argv=None):
         del ddp
         torch.distributed.destroy_process_group()
         del mine, hashes
+
+
+RUN_FILES = ('checkpoint.pt', 'log.jsonl', 'metrics.json', 'model.net', 'model.json')
+
+
+def prepare_out(args):
+    """Check the --out folder before any work: a folder we can write, holding no
+    earlier run unless --resume (continue it) or --overwrite (replace it); stale
+    temporary files of a killed run are removed."""
+    out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TrainingError(f'--out {out} is a file; expected a folder for the run')
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f'.write-test-{os.getpid()}')
+        with open(probe, 'w') as f:
+            f.write('ok')
+        os.unlink(probe)
+    except OSError as e:
+        raise TrainingError(f'cannot write to --out {out}: {e.strerror or e}') from None
+    earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if args.resume and 'checkpoint.pt' not in earlier:
+        raise TrainingError(f'--resume: {out} holds no checkpoint.pt to continue')
+    if earlier and not args.resume:
+        if not args.overwrite:
+            raise TrainingError(f'{out} holds an earlier run ({", ".join(earlier)}); pass --resume to '
+                                'continue it, --overwrite to replace it, or another --out')
+        for f in earlier:
+            os.unlink(os.path.join(out, f))
+    for f in os.listdir(out):  # temporary files of atomic writes interrupted by a kill
+        if any(f.startswith('.' + name + '.') for name in RUN_FILES):
+            os.unlink(os.path.join(out, f))
+
+
+def keep_log_until(log_path, epoch):
+    """Drop log lines of epochs after ``epoch`` (written before a kill prevented their
+    checkpoint), so a resumed log has one line per epoch."""
+    if not os.path.exists(log_path):
+        return
+    with open(log_path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line).get('epoch', 0) <= epoch]
+    if len(kept) != len(lines):
+        atomic_write(log_path, lambda f: f.writelines(kept), mode='w')
 
 
 def model_card(m):
@@ -385,6 +466,11 @@ if __name__ == '__main__':
         main()
     except (TrainingError, data.DatasetError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:  # e.g. a full disk while writing a checkpoint or the export
+        where = f' ({e.filename})' if getattr(e, 'filename', None) else ''
+        print(f'error: cannot write the run\'s files{where}: {e.strerror or e}; '
+              'the last complete checkpoint is intact', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print('interrupted; the last checkpoint is intact', file=sys.stderr)

@@ -84,7 +84,83 @@ def _huge_threshold(f):
     f['layer/3/neuron/vThMant'][()] = 300000   # > 17 bits: a Loihi 2 violation only
 
 
+def _heads(value):
+    def mutate(f):
+        f['layer/7/heads'][()] = value
+    return mutate
+
+
+def _stride_zero(f):
+    _replace(f, 'layer/2/stride', np.array([0, 0]))
+
+
+def _scalar_layer(f):
+    del f['layer/5']
+    f['layer/5'] = 3
+
+
+def _dangling_link(f):
+    del f['layer/1/weight']
+    f['layer/1/weight'] = h5py.ExternalLink('/nonexistent/file.h5', '/w')
+
+
+def _link_loop(f):
+    del f['layer/1/bias']
+    f['layer/1/bias'] = h5py.SoftLink('/layer/1/bias')
+
+
+def _meta(key, value):
+    def mutate(f):
+        del f[f'meta/{key}']
+        f[f'meta/{key}'] = value
+    return mutate
+
+
+def _meta_dataset(f):
+    del f['meta']
+    f['meta'] = np.arange(3)
+
+
+def _config_extra_key(f):
+    cfg = json.loads(f['meta/config'][()])
+    cfg['surprise'] = 1
+    _replace(f, 'meta/config', json.dumps(cfg))
+
+
+def _uint64_weight(f):
+    w = f['layer/1/weight'][()]
+    _replace(f, 'layer/1/weight', (w.astype(np.int64) % 7).astype(np.uint64) + np.uint64(2 ** 63 + 5))
+
+
+def _big_weight(f):
+    w = f['layer/1/weight'][()]
+    w.reshape(-1)[0] = 1000
+    _replace(f, 'layer/1/weight', w)
+
+
+def _nonascii_type(f):
+    _replace(f, 'layer/2/type', np.array(['pööl'.encode('utf-8')]))
+
+
 MUTATIONS = {
+    'heads_0': _heads(0),
+    'heads_-2': _heads(-2),
+    'stride_0': _stride_zero,
+    'scalar_layer': _scalar_layer,
+    'dangling_link': _dangling_link,
+    'link_loop': _link_loop,
+    't_max_array': _meta('t_max', np.array([8, 8])),
+    't_max_8.5': _meta('t_max', 8.5),
+    't_max_abc': _meta('t_max', 'abc'),
+    'meta_dataset': _meta_dataset,
+    'config_extra_key': _config_extra_key,
+    'config_int': _meta('config', '5'),
+    'config_list': _meta('config', '[1, 2]'),
+    'config_malformed': _meta('config', '{"name": '),
+    'dtss_no': _meta('dtss', 'no'),
+    'uint64_weight': _uint64_weight,
+    'big_weight': _big_weight,
+    'nonascii_type': _nonascii_type,
     'missing_key': _missing_key,
     'weight_shape': _wrong_weight_shape,
     'float_weight': _float_weight,
@@ -110,6 +186,24 @@ EXPECTED = {
     'later_input': (3, ['dtss/inputs', '[5]', 'earlier layers (0..2)']),
     'active_steps_0': (3, ['dtss/activeSteps = 0', 'out of range 1..8']),
     'active_steps_9': (3, ['dtss/activeSteps = 9', 'out of range 1..8']),
+    'heads_0': (7, ['heads = 0', 'must be >= 1']),
+    'heads_-2': (7, ['heads = -2', 'must be >= 1']),
+    'stride_0': (2, ['stride [0, 0]', 'must be >= 1']),
+    'scalar_layer': (None, ['layer/5 should be a group']),
+    'dangling_link': (1, ["'weight'"]),
+    'link_loop': (None, []),
+    't_max_array': (None, ['meta/t_max', 'whole number']),
+    't_max_8.5': (None, ['meta/t_max = 8.5', 'whole number']),
+    't_max_abc': (None, ["meta/t_max = 'abc'"]),
+    'meta_dataset': (None, ['meta should be a group']),
+    'config_extra_key': (None, ['meta/config', 'surprise']),
+    'config_int': (None, ['meta/config', 'not an object']),
+    'config_list': (None, ['meta/config', 'not an object']),
+    'config_malformed': (None, ['meta/config', 'lava_dtss model configuration']),
+    'dtss_no': (None, ["meta/dtss = 'no'", 'expected 0 or 1']),
+    'uint64_weight': (1, ["'weight'", 'unsigned values beyond the int64 range']),
+    'big_weight': (1, ['weight values', '1000', 'exceed the range -128..127']),
+    'nonascii_type': (2, ['pööl', 'layer type']),
 }
 
 
@@ -193,6 +287,9 @@ def _cli_cases(files):
         'loihi2_backend': ['--model', g, '--backend', 'loihi2', '--num-samples', '2'],
         'check_loihi_good': ['--model', g, '--check-loihi'],
         'check_loihi_bad': ['--model', files['huge_threshold'], '--check-loihi'],
+        't_max_0': ['--model', g, '--t-max', '0'],
+        'json_folder': ['--model', g, '--json', os.path.dirname(g)],
+        'json_no_folder': ['--model', g, '--json', os.path.join(os.path.dirname(g), 'nope', 'r.json')],
     })
     return cases
 
@@ -350,7 +447,7 @@ def test_ctrl_c_stops_lava_cleanly(files):
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
     reader.start()
     try:
-        deadline, out = time.monotonic() + 60, []
+        deadline, out = time.monotonic() + 150, []
         while not any('running' in x for x in out):
             line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             assert line is not None, f'exited early: {"".join(out)}'
@@ -380,3 +477,48 @@ def test_ctrl_c_stops_lava_cleanly(files):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_ctrl_c_to_the_process_group_ends_the_run_cleanly(files):
+    """What a terminal does: SIGINT to the whole process group (Lava's children
+    included). One Ctrl-C must end the run with exit 130 within seconds, no
+    traceback, no process and no shared-memory segment left behind."""
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    shm_before = set(os.listdir('/dev/shm'))
+    proc = subprocess.Popen([sys.executable, RUN_LAVA, '--model', files['good'], '--num-samples', '300'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(_marked_pids(marker)) < 4 and time.monotonic() < deadline:   # Lava's processes are up
+            time.sleep(0.5)
+        time.sleep(2)
+        assert proc.poll() is None, 'finished before Ctrl-C: the test needs a longer run'
+        assert len(_marked_pids(marker)) > 3, 'Lava started no child processes'
+        os.killpg(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 20
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert 'Traceback' not in stderr and 'KeyboardInterrupt' not in stderr, stderr[-3000:]
+    time.sleep(1)
+    assert _marked_pids(marker) == []
+    assert not {s for s in set(os.listdir('/dev/shm')) - shm_before if s.startswith('psm_')}
+
+
+@pytest.mark.parametrize('name, words', [
+    ('t_max_0', ['--t-max must be in 1..', 'got 0']),
+    ('json_folder', ['--json', 'is a folder']),
+    ('json_no_folder', ['--json', 'does not exist']),
+])
+def test_cli_bad_options_fail_before_any_run(cli, name, words):
+    res = cli[name]
+    assert res.returncode == 2 and 'running' not in res.stdout
+    line = _one_error(res)
+    for w in words:
+        assert w in line, line

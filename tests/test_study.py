@@ -43,19 +43,34 @@ def test_folded_convolution_equals_slayer_synapse(monkeypatch):
         assert torch.allclose(bf.double(), br.double(), rtol=1e-6, atol=1e-7)
 
 
-def test_batchnorm_recalibration_is_the_exact_average_over_the_images():
+def test_batchnorm_recalibration_matches_the_eval_mode_inputs_of_every_layer():
+    """After re-estimation, every BatchNorm's statistics are the mean and variance of
+    the input it receives in eval mode (the deployed network), over the images."""
     torch.manual_seed(0)
     model = build_model('tiny')
     images = torch.rand(40, 1, 8, 8)
     loader = [(images[i:i + 10], None) for i in range(0, 40, 10)]
     recalibrate_batchnorm(model, loader, 40)
-    norm = model.sps[0].norm
-    z = torch.nn.functional.conv2d(images, model.sps[0].synapse.weight[..., 0], None, 1, 1)
-    assert torch.allclose(norm.running_mean, z.mean(dim=(0, 2, 3)), atol=1e-5)
-    assert norm.momentum == 0.1 and model.training  # settings restored
-    before = norm.running_mean.clone()
+    assert model.training and all(b.momentum == 0.1 for b in model.modules()
+                                  if isinstance(b, torch.nn.BatchNorm3d))   # settings restored
+    seen = {}
+    norms = {b: n for n, b in model.named_modules() if isinstance(b, torch.nn.BatchNorm3d)}
+    hooks = [b.register_forward_hook(lambda mod, i, o: seen.setdefault(mod, []).append(i[0])) for b in norms]
+    model.eval()
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x)
+    for h in hooks:
+        h.remove()
+    for norm, name in norms.items():   # equal batches: the mean of batch means and batch variances
+        dims = [d for d in range(seen[norm][0].dim()) if d != 1]
+        mean = torch.stack([z.mean(dims) for z in seen[norm]]).mean(0)
+        var = torch.stack([z.var(dims) for z in seen[norm]]).mean(0)
+        assert torch.allclose(norm.running_mean, mean, atol=1e-5), name
+        assert torch.allclose(norm.running_var, var, rtol=1e-4, atol=1e-6), name
+    before = [b.running_mean.clone() for b in norms]
     recalibrate_batchnorm(model, loader, 40)
-    assert torch.equal(before, norm.running_mean)   # deterministic: no memory of earlier statistics
+    assert all(torch.equal(a, b.running_mean) for a, b in zip(before, norms))   # no memory of earlier stats
 
 
 def test_holdout_split_is_fixed_and_disjoint():

@@ -318,3 +318,77 @@ def test_torchrun_two_ranks_stay_identical(tmp_path):
         h.update(name.encode())
         h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     assert digests[0] == h.hexdigest()
+
+
+# ---------------------------------------------------------------- 8. outputs and options (issue 8)
+
+def test_existing_run_is_never_overwritten_silently(run_a, tmp_path):
+    out = str(tmp_path / 'again')
+    shutil.copytree(run_a[0], out)
+    before = open(os.path.join(out, 'checkpoint.pt'), 'rb').read()
+    proc = _run(['--out', out, *FAST, '--epochs', '1'])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and 'holds an earlier run' in errors[0] and '--overwrite' in errors[0]
+    assert open(os.path.join(out, 'checkpoint.pt'), 'rb').read() == before
+    proc = _run(['--out', out, *FAST, '--epochs', '1', '--overwrite'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line['epoch'] for line in _read_log(out)] == [1]
+
+
+def test_out_that_is_a_file_or_under_a_file(tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    for out, words in ((blocker, 'is a file'), (blocker / 'sub', 'cannot write to --out')):
+        proc = _run(['--out', str(out), *FAST, '--epochs', '1'])
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        errors = _error_lines(proc.stderr)
+        assert len(errors) == 1 and words in errors[0] and str(out) in errors[0]
+
+
+def test_resume_trims_log_lines_newer_than_the_checkpoint_and_stale_temp_files(run_a, tmp_path):
+    out = str(tmp_path / 'killed')
+    shutil.copytree(run_a[0], out)
+    ckpt = _load(os.path.join(out, 'checkpoint.pt'))
+    # a kill after epoch 3's log line but before its checkpoint, and during a checkpoint write
+    with open(os.path.join(out, 'log.jsonl'), 'a') as f:
+        f.write(json.dumps({'epoch': ckpt['epoch'] + 1, 'train_loss': 1.0}) + '\n')
+    open(os.path.join(out, '.checkpoint.pt.abc123'), 'wb').write(b'partial')
+    proc = _run(['--out', out, *FAST, '--epochs', str(ckpt['epoch'] + 1), '--resume'])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line['epoch'] for line in _read_log(out)] == list(range(1, ckpt['epoch'] + 2))
+    assert not [f for f in os.listdir(out) if f.startswith('.')]
+
+
+def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
+    out = str(tmp_path / 'wrong')
+    shutil.copytree(run_a[0], out)
+    path = os.path.join(out, 'checkpoint.pt')
+    ckpt = _load(path)
+    ckpt['model'] = {k: v[:1] if v.dim() else v for k, v in ckpt['model'].items()}   # wrong shapes
+    del ckpt['score_optimizer']
+    torch.save(ckpt, path)
+    proc = _run(['--out', out, *FAST, '--epochs', '3', '--resume'])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and 'cannot resume from' in errors[0] and path in errors[0]
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['--threads', '-1'], '--threads'),
+    (['--augment', '1000000'], '--augment'),
+    (['--augment', '-3'], '--augment'),
+    (['--t-max', '100000000'], '--t-max must be in 1..256'),
+    (['--t-max', '4', '--fixed-t', '16'], '--fixed-t 16 sets T_max'),
+    (['--mask-warmup', '5'], '--mask-warmup'),
+    (['--freeze-scores', '-1'], '--freeze-scores'),
+    (['--mask-warmup', '0.7', '--freeze-scores', '0.5'], 'never train'),
+    (['--lr', 'nan'], '--lr'),
+    (['--resume', '--overwrite'], 'exclude each other'),
+])
+def test_out_of_range_options_exit_2(script, capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        script.parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and 'error:' in err
