@@ -131,6 +131,18 @@ def test_quick_study_and_report_end_to_end(tmp_path):
     # a second call finds every arm done and trains nothing
     again = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(runs)], timeout=300)
     assert again.returncode == 0 and 'done before' in again.stdout and '--out' not in again.stdout
+    # --reevaluate re-runs evaluation and export of an arm evaluated otherwise, keeping its training
+    metrics_path = results / 'fixed-t2' / 'metrics.json'
+    old = json.loads(metrics_path.read_text())
+    old['bn_calibration_mode'] = 'running-average'
+    metrics_path.write_text(json.dumps(old))
+    ree = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(runs), '--reevaluate'],
+               timeout=300)
+    assert ree.returncode == 0, ree.stdout[-2000:] + ree.stderr[-2000:]
+    assert ree.stdout.count('re-evaluating') == 1 and '[fixed-t2] re-evaluating' in ree.stdout
+    new = json.loads(metrics_path.read_text())
+    assert new['reevaluated'] and new['bn_calibration_mode'] == 'eval-sequential'
+    assert new['before_reevaluation']['test_accuracy'] == old['test_accuracy'] and new['wall_s'] == old['wall_s']
     rep = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc)], timeout=300)
     assert rep.returncode == 0, rep.stderr[-3000:]
     text = doc.read_text()
