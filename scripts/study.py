@@ -230,7 +230,7 @@ def main(argv=None):
     return 0
 
 
-REEVALUATION_ORDER = ('fixed-t', 'dtss-', 'ann', 'pretrain')
+REEVALUATION_ORDER = ('fixed-t4', 'dtss-', 'fixed-t', 'ann', 'pretrain')   # the reference and DTSS arms first
 
 
 def reevaluate(results, t_max):
