@@ -241,7 +241,7 @@ def main(argv=None):
         warn = (f'**Warning: the fixed-T and DTSS arms were evaluated with different BatchNorm statistics '
                 f'({", ".join(sorted(modes))}); the comparisons below mix them.**')
         L += [warn, '']
-        summary.append(warn)
+        summary += [warn, '']
 
     # ---- protocol
     pre = arms.get('pretrain')
@@ -293,6 +293,9 @@ def main(argv=None):
                 L.append(f'| {n} | {a["avg_steps"]:.2f} | {pct(b.get("val_accuracy"))} | {pct(a.get("val_accuracy"))} '
                          f'| {pct(b.get("test_accuracy"))} | {pct(a["test_accuracy"])} '
                          f'| {pct(b.get("quantized_test_accuracy"))} | {pct(a.get("quantized_test_accuracy"))} |')
+        summary += ['The same trained weights, with BatchNorm statistics estimated in one train-mode pass and '
+                    're-estimated layer by layer in eval mode (`python scripts/study.py --reevaluate`):', '']
+        summary += L[-(len(redone) + 2):] + ['']
         L.append('')
 
     # ---- headline
@@ -329,6 +332,9 @@ def main(argv=None):
               f'{100 * curve:.2f}%; the headline DTSS arm {100 * acc_m:.2f}% ({100 * (acc_m - curve):+.2f} pp).',
               '']
         summary += L[-6:-1]
+    elif not best:
+        L += ['## Headline', '', 'Not chosen yet: `scripts/study.py` writes `headline.json` when every DTSS arm '
+              'is evaluated with one BatchNorm mode.', '']
     L += [f'![Pareto]({rel}/pareto.png)', '',
           'Command: `python scripts/report.py` (data: `python scripts/study.py`).', '']
     plot_pareto(arms, fixed, t_max, os.path.join(fig_dir, 'pareto.png'))

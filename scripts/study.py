@@ -114,8 +114,8 @@ def run_arm(study, name, args, results, runs):
 
 
 def load(dest):
-    with open(os.path.join(dest, 'metrics.json')) as f:
-        return json.load(f)
+    """The metrics of the arm folder ``dest``."""
+    return load_json(os.path.join(dest, 'metrics.json'))
 
 
 def suggested_categories(sensitivity: dict, t_max: int) -> str:
