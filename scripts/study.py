@@ -236,8 +236,9 @@ REEVALUATION_ORDER = ('fixed-t4', 'dtss-', 'fixed-t', 'ann', 'pretrain')   # the
 def reevaluate(results, t_max):
     """Evaluation and export of every finished arm again (``--resume`` of a finished
     run), most important arms first; an arm already evaluated this way is skipped."""
-    names = sorted((n for n in os.listdir(results) if os.path.isfile(os.path.join(results, n, 'metrics.json'))),
-                   key=lambda n: ([i for i, p in enumerate(REEVALUATION_ORDER) if n.startswith(p)] or [9])[0])
+    names = [n for n in os.listdir(results) if os.path.isfile(os.path.join(results, n, 'metrics.json'))]
+    names.sort(key=lambda n: (([i for i, p in enumerate(REEVALUATION_ORDER) if n.startswith(p)] or [9])[0],
+                              load(os.path.join(results, n))['avg_steps'], n))   # fewest steps first
     for name in names:
         dest = os.path.join(results, name)
         old = load(dest)
