@@ -254,9 +254,10 @@ def main(argv=None):
               f'(`{pre["command"]}`), validation {pct(pre.get("val_accuracy"))}%, test '
               f'{pct(pre["test_accuracy"])}%.',
               f'- Every arm: fine-tuned from that start on {ft.get("train_images")} training images '
-              f'({ft["epochs"]} epoch(s)), same learning rate and schedule; DTSS gates start at T_max and '
+              f'({ft["epochs"]} epoch(s)), same learning rate and schedule; DTSS gates start at T_max (the '
+              '`-init2` arms: at T_max / 2, the paper\'s initialisation, with every score trained) and '
               'train with the mask loss for the first half, then freeze. BatchNorm statistics are '
-              're-estimated on 4,096 training images before evaluation and export.',
+              f're-estimated on {ft.get("bn_calibration") or 0:,} training images before evaluation and export.',
               '- Accuracy: "float" is the trained model, "fixed point" the exported NetX model (8-bit weights, '
               'integer neurons), what Lava and Loihi run; "gap" = fixed point - float.', '']
 

@@ -12,7 +12,8 @@ Protocol (the same for every arm):
 1. pre-train: fixed T = T_max from scratch (the common start);
 2. fine-tune every arm from that checkpoint with the same budget (same images,
    learning rate, schedule): fixed-T arms at T = 1..T_max; DTSS arms with every
-   gate starting at T_max, scores trained with the mask loss for the first half
+   gate starting at T_max (the '-init2' variants: at T_max / 2, the paper's
+   initialisation), scores trained with the mask loss for the first half
    of the budget, then frozen while the weights adapt;
 3. the ANN twin: the same architecture with a real-valued activation, trained
    by the same two stages at one time step.
@@ -40,22 +41,32 @@ TRAIN = os.path.join('scripts', 'train_slayer.py')   # relative to ROOT, the wor
 ANALYZE = os.path.join('scripts', 'analyze.py')
 RUN_LAVA = os.path.join('scripts', 'run_lava.py')
 
+DEFAULT_CATEGORIES = 'qkv=0.25,attn,mlp'   # the training CLI's default
+ALL_CATEGORIES = 'sps,qkv,attn,mlp'
+# the paper's initialisation: every gate at T_max / 2 (T_max 4 in both studies), every score trained (those
+# outside the mask-loss categories by the task loss alone, so the stem can win its steps back)
+INIT_HALF = ('--init-steps', '2', '--train-unselected')
+
 # One protocol per study: data set, preset, budgets. 'finetune' is the budget of every arm.
 STUDIES = {
     'fashion-mnist': dict(dataset='fashion-mnist', preset='fmnist', t_max=4, val_size=5000,
                           pretrain=['--epochs', '2', '--lr', '3e-3', '--lr-schedule', 'step'],
                           finetune=['--epochs', '1', '--batches-per-epoch', '300', '--lr', '1e-3',
                                     '--lr-schedule', 'step'],
-                          lambdas=(0.5, 2.0, 8.0), seeds=(1, 2), threads=None),
+                          lambdas=(0.5, 2.0, 8.0), seeds=(1, 2), threads=None,
+                          # after the first sweep: the paper's initialisation (k = T_max / 2) and a lambda
+                          # between the two that moved nothing (0.5) and cut to 1 step (2)
+                          variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),
+                                    ('dtss-default-l0.5-init2', 0.5, DEFAULT_CATEGORIES, INIT_HALF),
+                                    ('dtss-default-l1', 1.0, DEFAULT_CATEGORIES, ()))),
     'digits-quick': dict(dataset='digits', preset='tiny', t_max=4, val_size=200,
                          pretrain=['--epochs', '2', '--batches-per-epoch', '6', '--lr', '3e-3',
                                    '--lr-schedule', 'step'],
                          finetune=['--epochs', '1', '--batches-per-epoch', '4', '--lr', '1e-3',
                                    '--lr-schedule', 'step'],
-                         lambdas=(2.0,), seeds=(1,), threads=1),
+                         lambdas=(2.0,), seeds=(1,), threads=1,
+                         variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),)),
 }
-DEFAULT_CATEGORIES = 'qkv=0.25,attn,mlp'   # the training CLI's default
-ALL_CATEGORIES = 'sps,qkv,attn,mlp'
 DTSS_FINETUNE = ['--mask-warmup', '0', '--freeze-scores', '0.5']
 ISO_PP = 0.5    # "within 0.5 pp of fixed T_max": the headline criterion (on validation)
 CALIBRATION_MODE = 'eval-sequential'   # recorded by train_slayer.py in every metrics.json
@@ -202,12 +213,14 @@ def main(argv=None):
     arms = {}
     for t in range(t_max, 0, -1):
         arms[f'fixed-t{t}'] = run_arm(study, f'fixed-t{t}', ['--fixed-t', str(t), '--seed', '0'] + ft, results, runs)
-    dtss_arms = {f'dtss-default-l{lam:g}': (lam, DEFAULT_CATEGORIES) for lam in study['lambdas']}
-    dtss_arms['dtss-all-l2'] = (2.0, ALL_CATEGORIES)
-    dtss_arms[f'dtss-suggested-l2'] = (2.0, suggested)
+    dtss_arms = {f'dtss-default-l{lam:g}': (lam, DEFAULT_CATEGORIES, ()) for lam in study['lambdas']}
+    dtss_arms['dtss-all-l2'] = (2.0, ALL_CATEGORIES, ())
+    dtss_arms[f'dtss-suggested-l2'] = (2.0, suggested, ())
+    dtss_arms.update({name: (lam, cats, extra) for name, lam, cats, extra in study['variants']})
     dtss_args = {}
-    for arm, (lam, cats) in dtss_arms.items():
-        dtss_args[arm] = ['--t-max', str(t_max), '--lambda-m', str(lam), '--mask-categories', cats] + DTSS_FINETUNE
+    for arm, (lam, cats, extra) in dtss_arms.items():
+        dtss_args[arm] = (['--t-max', str(t_max), '--lambda-m', str(lam), '--mask-categories', cats]
+                          + DTSS_FINETUNE + list(extra))
         arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs)
 
     # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
