@@ -84,9 +84,10 @@ def parse_args(argv=None):
     p.add_argument('--init-from', default=None, metavar='CHECKPOINT',
                    help='start from the weights of a checkpoint of the same preset (any T_max, DTSS or '
                         'fixed-T; its DTSS scores are not used): fine-tuning from a common start')
-    p.add_argument('--init-steps', type=int, default=None, metavar='K',
-                   help='initial active steps of every DTSS gate (default: T_max/2, or T_max with '
-                        '--init-from, where the weights were trained for every step)')
+    p.add_argument('--init-steps', default=None, metavar='K|CAT=K,...',
+                   help='initial active steps of every DTSS gate (K), or per category (e.g. qkv=2,attn=2,mlp=2; '
+                        'categories not named keep the default: T_max/2, or T_max with --init-from, where the '
+                        'weights were trained for every step)')
     p.add_argument('--val-size', type=int, default=0, metavar='N',
                    help='hold out N training images (a fixed split, the same for every --seed) as a '
                         'validation set, reported as val_accuracy: choose models on it, not on the test set')
@@ -126,7 +127,16 @@ def parse_args(argv=None):
             p.error(f'--mask-categories: weight of {name} must be a finite number >= 0')
     args.mask_categories = tuple(weights)
     args.mask_weights = weights
-    for name in ('epochs', 'batch_size', 'batches_per_epoch', 'init_steps'):
+    init = {}
+    for item in (args.init_steps.split(',') if args.init_steps is not None else ()):
+        name, _, k = item.rpartition('=')
+        if name and name not in CATEGORIES:
+            p.error(f'--init-steps: unknown category {name!r}; choose from {",".join(CATEGORIES)}')
+        if not k.strip().isdigit() or int(k) < 1:
+            p.error(f'--init-steps: expected K or CAT=K,... with whole numbers K >= 1, got {args.init_steps!r}')
+        init[name or '*'] = int(k)
+    args.init_steps = init or None
+    for name in ('epochs', 'batch_size', 'batches_per_epoch'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.ann and args.fixed_t not in (None, 1):
@@ -196,9 +206,13 @@ def main(argv=None):
     model = SpikingViT(cfg, dtss=args.fixed_t is None, neuron_impl='ann' if args.ann else 'fast').to(device)
     if args.init_from and not args.resume:
         init_weights(model, args.init_from)
-    if args.init_steps is not None or args.init_from:
+    if args.init_steps or args.init_from:
+        default = cfg.t_max if args.init_from else max(1, cfg.t_max // 2)
         for g in model.gates():
-            g.reset_scores(args.init_steps or cfg.t_max)
+            k = (args.init_steps or {}).get(g.category, (args.init_steps or {}).get('*', default))
+            if k > cfg.t_max:
+                raise SystemExit(f'error: --init-steps {k} exceeds T_max = {cfg.t_max}')
+            g.reset_scores(k)
     # scores that train: the mask-loss categories (and, with --train-unselected, all)
     trained_scores = [g.scores for g in model.gates()
                       if g.enabled and (args.train_unselected or g.category in args.mask_categories)]

@@ -385,6 +385,9 @@ def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
     (['--mask-warmup', '0.7', '--freeze-scores', '0.5'], 'never train'),
     (['--lr', 'nan'], '--lr'),
     (['--resume', '--overwrite'], 'exclude each other'),
+    (['--init-steps', 'stem=2'], "unknown category 'stem'"),
+    (['--init-steps', 'qkv=0'], 'whole numbers K >= 1'),
+    (['--init-steps', '2.5'], 'whole numbers K >= 1'),
 ])
 def test_out_of_range_options_exit_2(script, capsys, argv, words):
     with pytest.raises(SystemExit) as e:
@@ -392,3 +395,10 @@ def test_out_of_range_options_exit_2(script, capsys, argv, words):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert words in err and 'error:' in err
+
+
+def test_init_steps_per_category(script):
+    """``--init-steps K`` sets every gate, ``CAT=K,...`` only the named categories."""
+    assert script.parse_args(['--init-steps', '3']).init_steps == {'*': 3}
+    assert script.parse_args(['--init-steps', 'qkv=2,mlp=1']).init_steps == {'qkv': 2, 'mlp': 1}
+    assert script.parse_args([]).init_steps is None
