@@ -336,6 +336,20 @@ def main(argv=None):
     elif not best:
         L += ['## Headline', '', 'Not chosen yet: `scripts/study.py` writes `headline.json` when every DTSS arm '
               'is evaluated with one BatchNorm mode.', '']
+    dtss0 = [n for n in sorted(arms, key=lambda n: arms[n]['avg_steps']) if n.startswith('dtss-') and '-seed' not in n]
+    if dtss0 and len(fixed) >= 2:
+        L += ['### Every DTSS arm against the fixed-T curve at its average steps (seed 0)', '',
+              'Fixed-T accuracy interpolated linearly between integer T at the arm\'s average steps; '
+              'positive = DTSS above the curve.', '',
+              '| arm | avg steps | val % | fixed-T val % there | val pp | test % | fixed-T test % there | test pp |',
+              '|---|---|---|---|---|---|---|---|']
+        for n in dtss0:
+            a = arms[n]
+            cv, ct = interp_fixed(fixed, a['avg_steps'], 'val_accuracy'), interp_fixed(fixed, a['avg_steps'])
+            L.append(f'| {n} | {a["avg_steps"]:.2f} | {pct(a.get("val_accuracy"))} | {pct(cv)} '
+                     f'| {100 * ((a.get("val_accuracy") or 0) - cv):+.2f} | {pct(a["test_accuracy"])} | {pct(ct)} '
+                     f'| {100 * (a["test_accuracy"] - ct):+.2f} |')
+        L.append('')
     L += [f'![Pareto]({rel}/pareto.png)', '',
           'Command: `python scripts/report.py` (data: `python scripts/study.py`).', '']
     plot_pareto(arms, fixed, t_max, os.path.join(fig_dir, 'pareto.png'))

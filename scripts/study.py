@@ -144,7 +144,7 @@ def suggested_categories(sensitivity: dict, t_max: int) -> str:
 
 def headline(arms: dict, t_max: int):
     """The DTSS arm to headline, chosen on validation: fewest average steps among
-    the seed-0 DTSS arms within ISO_PP of fixed T_max's validation accuracy;
+    the seed-0 DTSS arms within 0.5 pp (ISO_PP) of fixed T_max's validation accuracy;
     the most accurate DTSS arm if none is."""
     ref = arms[f'fixed-t{t_max}']['val_accuracy']
     dtss = {n: m for n, m in arms.items() if n.startswith('dtss-') and '-seed' not in n}
