@@ -135,3 +135,48 @@ def test_training_side_operation_counts_equal_the_lava_runs(shipped):
         assert ops.synops == res.synops
         assert ops.neuron_updates == res.neuron_updates
     assert sum(gated.synops.values()) < sum(ungated.synops.values())
+
+
+def _lif_step_plain(u, v, a_in, bias, du, dv, vth):
+    """Lava's PyLifModelBitAcc written out plainly (what lif_step must equal)."""
+    def decay(x, d):
+        y = x * (4096 - d)
+        return np.sign(y) * (np.abs(y) >> 12)
+    m = 1 << 23
+    u = decay(u, du) + (a_in.astype(np.int64) << 6)
+    u = np.where(u > m, u - 2 * m, u)
+    u = np.where(u <= -m, u + 2 * m, u)
+    v = np.clip(decay(v, dv) + u + (bias << 6), -m + 1, m - 1)
+    s = v > (vth << 6)
+    return u, np.where(s, 0, v), s
+
+
+@pytest.mark.parametrize('du,dv', [(4096, 2048), (0, 0), (1234, 4000), (100, 4096)])
+def test_in_place_lif_step_is_bit_exact(du, dv):
+    from lava_dtss.fixed_point import lif_step
+    rng = np.random.default_rng(du + dv)
+    shape, m = (3, 4, 5, 6), 1 << 23
+    u, v = rng.integers(-m + 1, m, shape), rng.integers(-m + 1, m, shape)
+    bias = rng.integers(-3000, 3000, (4, 1, 1))
+    for scale in (10, 3000, 300000):          # the last wraps u around
+        a = np.round(rng.normal(0, scale, shape))
+        ru, rv, rs = _lif_step_plain(u[:2], v[:2], a[:2], bias, du, dv, 700)
+        s = lif_step(u[:2], v[:2], a[:2].astype(np.float32 if scale < 1e4 else float), bias,
+                     du, dv, 700)   # in place, on the first rows of a batch
+        assert np.array_equal(s, rs) and np.array_equal(u[:2], ru) and np.array_equal(v[:2], rv)
+
+
+def test_batched_conv_and_fingerprints_match_torch_and_per_sample():
+    from lava_dtss.fixed_point import conv2d, fingerprint_rows
+    rng = np.random.default_rng(3)
+    for b, ci, h, co, k, stride, pad in [(3, 4, 9, 5, 3, 1, 1), (3, 4, 9, 5, 3, 2, 1),
+                                         (2, 6, 7, 8, 1, 1, 0), (2, 1, 28, 16, 3, 1, 1)]:
+        a = rng.integers(0, 256, (b, ci, h, h)).astype(float)
+        w = rng.integers(-127, 128, (co, ci, k, k)).astype(float)
+        ref = torch.nn.functional.conv2d(torch.tensor(a), torch.tensor(w), stride=stride,
+                                         padding=pad).numpy()
+        for dtype in (np.float64, np.float32):   # float32: partial sums below 2**24 here
+            assert np.array_equal(conv2d(a, w, stride, pad, dtype), ref)
+        assert np.array_equal(conv2d(a[0], w, stride, pad), ref[0])
+    spikes = rng.random((4, 3, 5, 5)) < 0.3
+    assert [tuple(r) for r in fingerprint_rows(spikes)] == [fingerprint(x) for x in spikes]
