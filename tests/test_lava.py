@@ -180,3 +180,60 @@ def test_batched_conv_and_fingerprints_match_torch_and_per_sample():
         assert np.array_equal(conv2d(a[0], w, stride, pad), ref[0])
     spikes = rng.random((4, 3, 5, 5)) < 0.3
     assert [tuple(r) for r in fingerprint_rows(spikes)] == [fingerprint(x) for x in spikes]
+
+
+@pytest.fixture(scope='module')
+def batched():
+    """The shipped model on 7 samples: one per window, and 3 side by side (3
+    windows, the last padded with 2 empty rows), gated and ungated."""
+    spec = read_netx(SHIPPED)
+    images = data.load_dataset('digits', 'test').tensors[0][6:13]
+    frames = direct_frames(images, spec.t_max, spec.layers[0].params['inputScale'])
+    runs = {}
+    for gating in (True, False):
+        runs[1, gating] = lava_runtime.run(spec, frames, gating=gating, batch=1)
+        # frames without a time axis: the direct encoding shows each for T_max steps
+        runs[3, gating] = lava_runtime.run(spec, frames[..., 0], gating=gating, batch=3)
+    return spec, images, runs
+
+
+@pytest.mark.parametrize('gating', [True, False])
+def test_batched_run_equals_one_sample_per_window_and_reference(batched, gating):
+    spec, images, runs = batched
+    one, three = runs[1, gating], runs[3, gating]
+    assert (one.batch, three.batch) == (1, 3)
+    assert (one.num_steps, three.num_steps) == (7 * spec.t_max, 3 * spec.t_max)
+    ref_logits, ref_fps = reference_run(spec, images)
+    for res in (one, three):
+        assert np.array_equal(res.logits, ref_logits)
+        assert set(res.fingerprints) == set(ref_fps)
+        for name, fp in ref_fps.items():
+            assert fp.shape == (7 * spec.t_max, 2)
+            assert np.array_equal(res.fingerprints[name], fp), name
+    # counted operations: padded rows are neither computed nor counted
+    assert three.synops == one.synops and three.neuron_updates == one.neuron_updates
+    assert sum(one.synops.values()) > 0
+    for layer in spec.layers:
+        if layer.name in one.neuron_updates:
+            steps = layer.active_steps if gating else spec.t_max
+            assert three.neuron_updates[layer.name] == 7 * steps * int(np.prod(layer.shape))
+    assert three.memory['total'] > 0 and three.memory['states'] == 3 * one.memory['states']
+
+
+def test_batched_gating_saves_the_same_operations(batched):
+    _, _, runs = batched
+    for b in (1, 3):
+        gated, ungated = runs[b, True], runs[b, False]
+        assert all(np.array_equal(gated.fingerprints[n], ungated.fingerprints[n])
+                   for n in gated.fingerprints)
+        assert sum(gated.neuron_updates.values()) < sum(ungated.neuron_updates.values())
+
+
+def test_bad_batch_or_frames_are_refused():
+    spec = read_netx(SHIPPED)
+    frames = np.zeros((2, 1, 8, 8))
+    for batch in (0, -1):
+        with pytest.raises(ValueError, match='batch must be >= 1'):
+            lava_runtime.build(spec, frames, batch=batch)
+    with pytest.raises(ValueError, match='expected'):
+        lava_runtime.build(spec, np.zeros((2, 8, 8)))
