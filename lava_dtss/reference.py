@@ -29,7 +29,14 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
     return torch.cat(logits).numpy(), {n: torch.cat(c).numpy() for n, c in fps.items()}
 
 
+def direct_images(images: torch.Tensor, input_scale: float) -> np.ndarray:
+    """Integer input frames ``[S, C, H, W]`` (direct encoding: the Lava input
+    process shows each for all ``T_max`` steps)."""
+    x = torch.round(images.double() * input_scale) if input_scale != 1 else images.double()
+    return x.numpy().copy()
+
+
 def direct_frames(images: torch.Tensor, t_max: int, input_scale: float) -> np.ndarray:
     """Integer input frames ``[S, C, H, W, T]`` for the Lava input process."""
-    x = torch.round(images.double() * input_scale) if input_scale != 1 else images.double()
+    x = torch.from_numpy(direct_images(images, input_scale))
     return x.unsqueeze(-1).expand(*x.shape, t_max).numpy().copy()
