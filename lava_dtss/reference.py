@@ -22,10 +22,11 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
         out, spikes = model.forward_with_spikes(images[start:start + batch_size].double())
         logits.append(out)
         for n, s in spikes.items():
-            s = s.to(torch.int64).movedim(-1, 1)                  # [B, T, C, H, W]
-            s = s.reshape(s.shape[0] * s.shape[1], -1)            # [B*T, C*H*W], sample-major
-            w = torch.from_numpy(np.array(fingerprint_weights(s.shape[1])))
-            fps[n].append(torch.stack([s.sum(1), s @ w], dim=1))
+            s = s.double().reshape(s.shape[0], -1, s.shape[-1])   # [B, C*H*W, T], no copy
+            w = torch.from_numpy(fingerprint_weights(s.shape[1]).astype(np.float64))
+            # float64 sums of 0/1 spikes times weights < 2**21: exact integers
+            fp = torch.stack([s.sum(1), torch.matmul(w, s)], dim=-1)   # [B, T, 2]
+            fps[n].append(fp.reshape(-1, 2).to(torch.int64))          # [B*T, 2], sample-major
     return torch.cat(logits).numpy(), {n: torch.cat(c).numpy() for n, c in fps.items()}
 
 
