@@ -1,6 +1,6 @@
 """Build Lava processes from a network file (ours or stock NetX) and run them
-on the Lava CPU simulator (``Loihi2SimCfg(select_tag='fixed_pt')``), one
-sample per window of ``t_max`` steps, back to back.
+on the Lava CPU simulator (``Loihi2SimCfg(select_tag='fixed_pt')``): ``batch``
+samples side by side per window of ``t_max`` steps, windows back to back.
 
 Every run is stopped on every path (errors and Ctrl-C included).
 """
@@ -23,6 +23,12 @@ INRC_MESSAGE = (
     'Lava CPU simulator')
 
 
+# Slots per Lava channel. Under LoihiProtocol a data channel holds at most one
+# message per step, and Lava's default (64) keeps 64 messages' worth of shared
+# memory per connection (640 MB for a batch of 100 of a 16x28x28 layer).
+CHANNEL_SLOTS = 4
+
+
 class BackendUnavailable(RuntimeError):
     """The requested Lava backend cannot run on this machine."""
 
@@ -30,8 +36,10 @@ class BackendUnavailable(RuntimeError):
 @dataclass
 class LavaResult:
     """Outcome of a Lava run. ``fingerprints[name]``: ``[S*T, 2]`` (spike
-    count, checksum) per layer and step; ``synops``/``neuron_updates``: counts
-    of operations actually executed per layer."""
+    count, checksum) per layer, row ``s * T + t`` for sample ``s`` at step ``t``;
+    ``synops``/``neuron_updates``: counts of operations actually executed per
+    layer; ``wall_s``: compile, start-up and steps; ``startup_s``: compile and
+    start-up only; ``memory``: :func:`estimate_memory` of the run (bytes)."""
     logits: np.ndarray
     fingerprints: dict
     synops: dict
@@ -40,6 +48,9 @@ class LavaResult:
     num_steps: int
     processes: int
     input_analog: dict = field(default_factory=dict)
+    batch: int = 1
+    memory: dict = field(default_factory=dict)
+    startup_s: float = 0.0
 
     @property
     def predictions(self):
@@ -68,22 +79,79 @@ def _source(spec: NetSpec, i: int) -> int:
     return i
 
 
-def build(spec: NetSpec, frames: np.ndarray, gating: bool = True):
-    """Processes for ``spec`` fed with ``frames [S, C, H, W, T]`` (integers).
+def _frame_layout(spec: NetSpec, frames: np.ndarray, t_max):
+    """``t_max`` of ``frames``: ``[S, C, H, W, T]`` (a frame per step) or
+    ``[S, C, H, W]`` (direct encoding, the same frame for ``t_max`` steps)."""
+    in_ndim = len(spec.layers[0].shape)
+    if frames.ndim == in_ndim + 2:
+        if t_max is not None and t_max != frames.shape[-1]:
+            raise ValueError(f't_max {t_max} differs from the frames\' {frames.shape[-1]} steps')
+        return int(frames.shape[-1])
+    if frames.ndim != in_ndim + 1:
+        raise ValueError(f'frames of shape {frames.shape} for input {tuple(spec.layers[0].shape)}: '
+                         'expected [S, *input] or [S, *input, T]')
+    t_max = t_max or spec.t_max
+    if not t_max:
+        raise ValueError('frames without a time axis need t_max (the file stores none)')
+    return int(t_max)
+
+
+def windows(num_samples: int, batch: int) -> int:
+    """Windows of ``batch`` samples needed for ``num_samples`` (last one padded)."""
+    return -(-num_samples // batch)
+
+
+def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
+                    frame_steps: int = 1) -> dict:
+    """Estimated bytes of a run's data, by part: ``frames`` (float64, ``frame_steps``
+    per sample, held here and in the input process), ``states`` (per neuron of
+    ``batch`` samples: u, v, scratch and the output message), ``channels``
+    (shared-memory slots of every connection), ``records`` (fingerprints
+    ``[S*T, 2]`` and logits: Var, pipe and the copy here), ``workspace``
+    (largest im2col matrix); ``total``. Excludes the Python interpreters
+    themselves (one per process)."""
+    layers = [l for l in spec.layers if l.type not in ('input', 'flatten', 'readout')]
+    sizes = {i: int(np.prod(l.shape)) for i, l in enumerate(spec.layers) if l.type != 'flatten'}
+    frames = 2 * 8 * num_samples * sizes[0] * frame_steps
+    states = sum(33 * batch * int(np.prod(l.shape)) for l in layers)
+    channels = sum(8 * batch * sizes[_source(spec, j)] * CHANNEL_SLOTS
+                   for l in spec.layers[1:] if l.type != 'flatten' for j in l.inputs)
+    classes = spec.layers[-1].shape[0] if spec.layers[-1].type == 'readout' else 0
+    records = 3 * 8 * (len(layers) * num_samples * t_max * 2 + num_samples * max(classes, 1))
+    workspace = 0   # the largest im2col matrix of a conv layer, per process
+    for l in layers:
+        if l.type == 'conv':
+            co, ci, k, _ = l.params['weight'].shape
+            workspace = max(workspace, 8 * batch * ci * k * k * int(np.prod(l.shape[1:])))
+    mem = {'frames': frames, 'states': states, 'channels': channels, 'records': records,
+           'workspace': workspace}
+    mem['total'] = sum(mem.values())
+    return mem
+
+
+def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1,
+          t_max: int = None):
+    """Processes for ``spec`` fed with ``frames`` (integers): ``[S, C, H, W, T]``,
+    or ``[S, C, H, W]`` shown for ``t_max`` steps (default: the file's T_max);
+    ``batch`` samples side by side.
 
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
     """
     from .lava_processes.process import FrameInput, GatedAttention, GatedLayer, Readout
-    num_samples, t_max = frames.shape[0], frames.shape[-1]
-    num_steps = num_samples * t_max
+    if int(batch) < 1:
+        raise ValueError(f'batch must be >= 1, got {batch}')
+    t_max = _frame_layout(spec, frames, t_max)
+    num_samples = frames.shape[0]
+    num_steps = windows(num_samples, batch) * t_max
     procs, by_index, layer_procs = [], {}, {}
     for i, layer in enumerate(spec.layers):
         steps = t_max if layer.active_steps is None else layer.active_steps
-        common = dict(t_max=t_max, active_steps=steps, gating=gating, num_steps=num_steps,
-                      name=layer.name)
+        common = dict(t_max=t_max, active_steps=steps, gating=gating, num_samples=num_samples,
+                      num_steps=num_steps, batch=batch, name=layer.name)
         if layer.type == 'input':
-            proc = FrameInput(frames=frames, name=layer.name)
+            proc = FrameInput(frames=frames, in_shape=tuple(layer.shape), t_max=t_max,
+                              batch=batch, name=layer.name)
         elif layer.type == 'flatten':
             continue
         elif layer.type in ('conv', 'dense'):
@@ -127,20 +195,25 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True):
         weight, bias = np.eye(n), np.zeros(n)
     in_shape = tuple(spec.layers[sources[0]].shape)
     readout = Readout(in_shape=in_shape, weight=weight, bias=bias, t_max=t_max,
-                      num_samples=num_samples)
+                      num_samples=num_samples, num_steps=num_steps, batch=batch)
     for j in sources:
         by_index[j].s_out.connect(readout.a_in)
     procs.append(readout)
     return procs, layer_procs, readout
 
 
-def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = 'cpu') -> LavaResult:
-    """Run ``spec`` on ``frames [S, C, H, W, T]`` and collect the results."""
+def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = 'cpu',
+        batch: int = 1, t_max: int = None) -> LavaResult:
+    """Run ``spec`` on ``frames`` (``[S, C, H, W, T]``, or ``[S, C, H, W]`` shown
+    for ``t_max`` steps), ``batch`` samples side by side, and collect the results."""
     from lava.magma.core.run_conditions import RunSteps
     cfg = run_config(backend)
     frames = np.ascontiguousarray(frames, dtype=float)
-    procs, layer_procs, readout = build(spec, frames, gating)
-    num_steps = frames.shape[0] * frames.shape[-1]
+    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max)
+    t_max = _frame_layout(spec, frames, t_max)
+    num_steps = windows(frames.shape[0], batch) * t_max
+    timed = frames.ndim == len(spec.layers[0].shape) + 2
+    memory = estimate_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1)
     first = procs[0]
     t0 = time.perf_counter()
     # Lava forks one OS process per process model. A terminal's Ctrl-C reaches the whole
@@ -153,17 +226,20 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                 if in_main_thread else None)
     try:
         try:
-            first.run(condition=RunSteps(num_steps=num_steps, blocking=False), run_cfg=cfg)
+            first.create_runtime(run_cfg=cfg, compile_config={'pypy_channel_size': CHANNEL_SLOTS})
+            t1 = time.perf_counter()
+            first.run(condition=RunSteps(num_steps=num_steps, blocking=False))
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
         if interrupted:
             raise KeyboardInterrupt
         first.wait()
-        wall = time.perf_counter() - t0
-        # read every Var before stop()
-        logits = readout.logits.get().copy()
-        fps = {n: p.fingerprint.get().astype(np.int64) for n, p in layer_procs.items()}
+        t2 = time.perf_counter()
+        # read everything before stop(): records through their external pipes (one
+        # message each, sent at the last step), counters through Var.get()
+        logits = _record(readout.logits_rec)
+        fps = {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()}
         synops = {n: int(p.synops.get()[0]) for n, p in layer_procs.items()}
         updates = {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()}
     finally:
@@ -175,4 +251,16 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
               for layer in spec.layers if layer.name in layer_procs}
     return LavaResult(logits=logits, fingerprints=fps, synops=synops, neuron_updates=updates,
-                      wall_s=wall, num_steps=num_steps, processes=len(procs), input_analog=analog)
+                      wall_s=t2 - t0, num_steps=num_steps, processes=len(procs),
+                      input_analog=analog, batch=int(batch), memory=memory, startup_s=t1 - t0)
+
+
+def _record(port, timeout_s: float = 60.0) -> np.ndarray:
+    """The message a process sent through its external-pipe OutPort ``port``."""
+    recv = port.external_pipe_csp_recv_port
+    deadline = time.monotonic() + timeout_s
+    while not recv.probe():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'no record from {port.process.name}.{port.name} after the run')
+        time.sleep(0.001)
+    return recv.recv()

@@ -22,14 +22,22 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
         out, spikes = model.forward_with_spikes(images[start:start + batch_size].double())
         logits.append(out)
         for n, s in spikes.items():
-            s = s.to(torch.int64).movedim(-1, 1)                  # [B, T, C, H, W]
-            s = s.reshape(s.shape[0] * s.shape[1], -1)            # [B*T, C*H*W], sample-major
-            w = torch.from_numpy(np.array(fingerprint_weights(s.shape[1])))
-            fps[n].append(torch.stack([s.sum(1), s @ w], dim=1))
+            s = s.double().reshape(s.shape[0], -1, s.shape[-1])   # [B, C*H*W, T], no copy
+            w = torch.from_numpy(fingerprint_weights(s.shape[1]).astype(np.float64))
+            # float64 sums of 0/1 spikes times weights < 2**21: exact integers
+            fp = torch.stack([s.sum(1), torch.matmul(w, s)], dim=-1)   # [B, T, 2]
+            fps[n].append(fp.reshape(-1, 2).to(torch.int64))          # [B*T, 2], sample-major
     return torch.cat(logits).numpy(), {n: torch.cat(c).numpy() for n, c in fps.items()}
+
+
+def direct_images(images: torch.Tensor, input_scale: float) -> np.ndarray:
+    """Integer input frames ``[S, C, H, W]`` (direct encoding: the Lava input
+    process shows each for all ``T_max`` steps)."""
+    x = torch.round(images.double() * input_scale) if input_scale != 1 else images.double()
+    return x.numpy().copy()
 
 
 def direct_frames(images: torch.Tensor, t_max: int, input_scale: float) -> np.ndarray:
     """Integer input frames ``[S, C, H, W, T]`` for the Lava input process."""
-    x = torch.round(images.double() * input_scale) if input_scale != 1 else images.double()
+    x = torch.from_numpy(direct_images(images, input_scale))
     return x.unsqueeze(-1).expand(*x.shape, t_max).numpy().copy()

@@ -4,6 +4,7 @@ per-layer time-step gating, and check it against training-side inference.
 
     python scripts/run_lava.py                       # shipped digits model, 100 samples
     python scripts/run_lava.py --num-samples 360 --json report.json
+    python scripts/run_lava.py --num-samples 360 --batch 100   # 100 samples per Lava step
     python scripts/run_lava.py --check-loihi         # static Loihi 2 fit report
 
 Reports accuracy, agreement with the training-side fixed-point model (every
@@ -28,6 +29,10 @@ def parse_args(argv=None):
                    help="test data (default: the file's dataset, else digits)")
     p.add_argument('--data-dir', default=None, help='dataset folder (see train_slayer.py)')
     p.add_argument('--num-samples', type=int, default=100, help='test samples to run (default 100)')
+    p.add_argument('--batch', type=int, default=1, metavar='B',
+                   help='samples side by side in every Lava process at each time step (default 1; '
+                        'same spikes, logits and operation counts; larger B pays Lava\'s per-step '
+                        'cost once for B samples, memory grows with B; ~100 is a good value)')
     p.add_argument('--t-max', type=int, default=None,
                    help='time steps per sample for stock NetX files (ours store T_max)')
     p.add_argument('--no-gating', action='store_true',
@@ -41,6 +46,8 @@ def parse_args(argv=None):
                    help='static check against Loihi 2 limits; exit 1 on a violation')
     args = p.parse_args(argv)
     from lava_dtss.netx_file import MAX_T
+    if args.batch < 1:
+        raise ValueError(f'--batch must be at least 1 sample per Lava step, got {args.batch}')
     if args.t_max is not None and not 1 <= args.t_max <= MAX_T:
         raise ValueError(f'--t-max must be in 1..{MAX_T} time steps, got {args.t_max}')
     if args.json:
@@ -97,22 +104,26 @@ def main(argv=None):
         raise ValueError(f'{dataset} images have shape {tuple(images.shape[1:])} but the network '
                          f'{args.model} expects input {in_shape}')
 
-    from lava_dtss.reference import direct_frames
-    frames = direct_frames(images, t_max, spec.layers[0].params.get('inputScale', 1))
+    from lava_dtss.reference import direct_images
+    frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))   # [S, C, H, W]
+    batch = min(args.batch, args.num_samples)
     if args.no_gating and args.gated_only:
         raise ValueError('--no-gating and --gated-only exclude each other')
     gated_modes = [False] if args.no_gating else [True] if args.gated_only else [True, False]
     results = {}
     for gating in gated_modes:
         label = 'gated' if gating else 'ungated'
-        print(f'running {args.num_samples} samples x {t_max} steps on Lava ({args.backend}, {label}) ...',
-              flush=True)
-        results[label] = lava_runtime.run(spec, frames, gating=gating, backend=args.backend)
+        print(f'running {args.num_samples} samples x {t_max} steps on Lava ({args.backend}, {label}, '
+              f'batch {batch}) ...', flush=True)
+        results[label] = lava_runtime.run(spec, frames, gating=gating, backend=args.backend,
+                                          batch=batch, t_max=t_max)
     main_res = results['gated' if not args.no_gating else 'ungated']
     pred = main_res.predictions
     report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
               'backend': args.backend, 'accuracy': float((pred == labels).mean()),
-              'processes': main_res.processes, 'command': ' '.join(['python'] + sys.argv)}
+              'processes': main_res.processes, 'batch': batch, 'lava_steps': main_res.num_steps,
+              'memory_mb': {k: round(v / 2**20, 1) for k, v in main_res.memory.items()},
+              'command': ' '.join(['python'] + sys.argv)}
 
     # agreement with training-side fixed-point inference (our files only)
     if 'config' in spec.meta:
@@ -150,6 +161,7 @@ def main(argv=None):
         report[f'synops_{label}'] = sum(r.synops.values())
         report[f'neuron_updates_{label}'] = sum(r.neuron_updates.values())
         report[f'wall_s_{label}'] = round(r.wall_s, 3)
+        report[f'startup_s_{label}'] = round(r.startup_s, 3)
         report[f'samples_per_s_{label}'] = round(args.num_samples / r.wall_s, 2)
     print_report(report, list(results))
     if args.json:
@@ -191,7 +203,12 @@ def print_report(r, labels):
               f'neuron updates x{r["neuron_updates_gated"] / max(1, r["neuron_updates_ungated"]):.3f} '
               f'of ungated; output spikes {"changed (BUG)" if r["gating_changes_output"] else "unchanged"}')
     for lab in labels:
-        print(f'wall time {lab}: {r["wall_s_" + lab]:.2f} s ({r["samples_per_s_" + lab]:.1f} samples/s)')
+        print(f'wall time {lab}: {r["wall_s_" + lab]:.2f} s ({r["samples_per_s_" + lab]:.1f} samples/s; '
+              f'start-up {r["startup_s_" + lab]:.2f} s)')
+    m = r['memory_mb']
+    print(f'batch {r["batch"]} ({r["lava_steps"]} Lava steps); estimated memory {m["total"]:.1f} MB '
+          f'(frames {m["frames"]:.1f}, states {m["states"]:.1f}, channels {m["channels"]:.1f}, '
+          f'records {m["records"]:.1f}, workspace {m["workspace"]:.1f}; interpreters not included)')
 
 
 if __name__ == '__main__':

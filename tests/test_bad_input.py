@@ -288,6 +288,8 @@ def _cli_cases(files):
         'check_loihi_good': ['--model', g, '--check-loihi'],
         'check_loihi_bad': ['--model', files['huge_threshold'], '--check-loihi'],
         't_max_0': ['--model', g, '--t-max', '0'],
+        'batch_0': ['--model', g, '--batch', '0'],
+        'batch_negative': ['--model', g, '--batch', '-3'],
         'json_folder': ['--model', g, '--json', os.path.dirname(g)],
         'json_no_folder': ['--model', g, '--json', os.path.join(os.path.dirname(g), 'nope', 'r.json')],
     })
@@ -513,6 +515,8 @@ def test_ctrl_c_to_the_process_group_ends_the_run_cleanly(files):
 
 @pytest.mark.parametrize('name, words', [
     ('t_max_0', ['--t-max must be in 1..', 'got 0']),
+    ('batch_0', ['--batch must be at least 1', 'got 0']),
+    ('batch_negative', ['--batch must be at least 1', 'got -3']),
     ('json_folder', ['--json', 'is a folder']),
     ('json_no_folder', ['--json', 'does not exist']),
 ])

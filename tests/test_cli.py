@@ -33,6 +33,18 @@ def test_run_lava_json_report_without_gating(tmp_path, capsys):
     assert 'identical' in capsys.readouterr().out
 
 
+def test_run_lava_batched_report(tmp_path, capsys):
+    out = tmp_path / 'report.json'
+    code = _script('run_lava').main(['--num-samples', '5', '--batch', '2', '--gated-only',
+                                     '--json', str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report['batch'] == 2 and report['lava_steps'] == 3 * report['t_max']
+    assert report['agreement']['spikes_equal_all_layers'] and report['agreement']['logits_equal']
+    assert report['memory_mb']['total'] > 0
+    assert 'batch 2' in capsys.readouterr().out
+
+
 def test_export_netx_from_a_checkpoint(tmp_path, capsys):
     torch.manual_seed(0)
     model = build_model('tiny')

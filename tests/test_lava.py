@@ -135,3 +135,105 @@ def test_training_side_operation_counts_equal_the_lava_runs(shipped):
         assert ops.synops == res.synops
         assert ops.neuron_updates == res.neuron_updates
     assert sum(gated.synops.values()) < sum(ungated.synops.values())
+
+
+def _lif_step_plain(u, v, a_in, bias, du, dv, vth):
+    """Lava's PyLifModelBitAcc written out plainly (what lif_step must equal)."""
+    def decay(x, d):
+        y = x * (4096 - d)
+        return np.sign(y) * (np.abs(y) >> 12)
+    m = 1 << 23
+    u = decay(u, du) + (a_in.astype(np.int64) << 6)
+    u = np.where(u > m, u - 2 * m, u)
+    u = np.where(u <= -m, u + 2 * m, u)
+    v = np.clip(decay(v, dv) + u + (bias << 6), -m + 1, m - 1)
+    s = v > (vth << 6)
+    return u, np.where(s, 0, v), s
+
+
+@pytest.mark.parametrize('du,dv', [(4096, 2048), (0, 0), (1234, 4000), (100, 4096)])
+def test_in_place_lif_step_is_bit_exact(du, dv):
+    from lava_dtss.fixed_point import lif_step
+    rng = np.random.default_rng(du + dv)
+    shape, m = (3, 4, 5, 6), 1 << 23
+    u, v = rng.integers(-m + 1, m, shape), rng.integers(-m + 1, m, shape)
+    bias = rng.integers(-3000, 3000, (4, 1, 1))
+    for scale in (10, 3000, 300000):          # the last wraps u around
+        a = np.round(rng.normal(0, scale, shape))
+        ru, rv, rs = _lif_step_plain(u[:2], v[:2], a[:2], bias, du, dv, 700)
+        s = lif_step(u[:2], v[:2], a[:2].astype(np.float32 if scale < 1e4 else float), bias,
+                     du, dv, 700)   # in place, on the first rows of a batch
+        assert np.array_equal(s, rs) and np.array_equal(u[:2], ru) and np.array_equal(v[:2], rv)
+
+
+def test_batched_conv_and_fingerprints_match_torch_and_per_sample():
+    from lava_dtss.fixed_point import conv2d, fingerprint_rows
+    rng = np.random.default_rng(3)
+    for b, ci, h, co, k, stride, pad in [(3, 4, 9, 5, 3, 1, 1), (3, 4, 9, 5, 3, 2, 1),
+                                         (2, 6, 7, 8, 1, 1, 0), (2, 1, 28, 16, 3, 1, 1)]:
+        a = rng.integers(0, 256, (b, ci, h, h)).astype(float)
+        w = rng.integers(-127, 128, (co, ci, k, k)).astype(float)
+        ref = torch.nn.functional.conv2d(torch.tensor(a), torch.tensor(w), stride=stride,
+                                         padding=pad).numpy()
+        for dtype in (np.float64, np.float32):   # float32: partial sums below 2**24 here
+            assert np.array_equal(conv2d(a, w, stride, pad, dtype), ref)
+        assert np.array_equal(conv2d(a[0], w, stride, pad), ref[0])
+    spikes = rng.random((4, 3, 5, 5)) < 0.3
+    assert [tuple(r) for r in fingerprint_rows(spikes)] == [fingerprint(x) for x in spikes]
+
+
+@pytest.fixture(scope='module')
+def batched():
+    """The shipped model on 7 samples: one per window, and 3 side by side (3
+    windows, the last padded with 2 empty rows), gated and ungated."""
+    spec = read_netx(SHIPPED)
+    images = data.load_dataset('digits', 'test').tensors[0][6:13]
+    frames = direct_frames(images, spec.t_max, spec.layers[0].params['inputScale'])
+    runs = {}
+    for gating in (True, False):
+        runs[1, gating] = lava_runtime.run(spec, frames, gating=gating, batch=1)
+        # frames without a time axis: the direct encoding shows each for T_max steps
+        runs[3, gating] = lava_runtime.run(spec, frames[..., 0], gating=gating, batch=3)
+    return spec, images, runs
+
+
+@pytest.mark.parametrize('gating', [True, False])
+def test_batched_run_equals_one_sample_per_window_and_reference(batched, gating):
+    spec, images, runs = batched
+    one, three = runs[1, gating], runs[3, gating]
+    assert (one.batch, three.batch) == (1, 3)
+    assert (one.num_steps, three.num_steps) == (7 * spec.t_max, 3 * spec.t_max)
+    ref_logits, ref_fps = reference_run(spec, images)
+    for res in (one, three):
+        assert np.array_equal(res.logits, ref_logits)
+        assert set(res.fingerprints) == set(ref_fps)
+        for name, fp in ref_fps.items():
+            assert fp.shape == (7 * spec.t_max, 2)
+            assert np.array_equal(res.fingerprints[name], fp), name
+    # counted operations: padded rows are neither computed nor counted
+    assert three.synops == one.synops and three.neuron_updates == one.neuron_updates
+    assert sum(one.synops.values()) > 0
+    for layer in spec.layers:
+        if layer.name in one.neuron_updates:
+            steps = layer.active_steps if gating else spec.t_max
+            assert three.neuron_updates[layer.name] == 7 * steps * int(np.prod(layer.shape))
+    assert three.memory['total'] > 0 and three.memory['states'] == 3 * one.memory['states']
+
+
+def test_batched_gating_saves_the_same_operations(batched):
+    _, _, runs = batched
+    for b in (1, 3):
+        gated, ungated = runs[b, True], runs[b, False]
+        assert all(np.array_equal(gated.fingerprints[n], ungated.fingerprints[n])
+                   for n in gated.fingerprints)
+        assert sum(gated.neuron_updates.values()) < sum(ungated.neuron_updates.values())
+
+
+def test_bad_batch_or_frames_are_refused():
+    spec = read_netx(SHIPPED)
+    frames = np.zeros((2, 1, 8, 8))
+    for batch in (0, -1):
+        with pytest.raises(ValueError, match='batch must be >= 1'):
+            lava_runtime.build(spec, frames, batch=batch)
+    with pytest.raises(ValueError, match='expected'):
+        lava_runtime.build(spec, np.zeros((2, 8, 8)))

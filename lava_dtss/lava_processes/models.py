@@ -1,5 +1,6 @@
 """Vectorised Python process models (``fixed_pt``) of the DTSS ViT processes,
-bit-accurate to Lava's Loihi 2 fixed-point LIF. Models only: no side effects."""
+bit-accurate to Lava's Loihi 2 fixed-point LIF, a leading sample axis of size
+``B`` on every state and message. Models only: no side effects."""
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -8,15 +9,20 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_dtss.fixed_point import conv2d, conv_fanout, fingerprint, lif_step
+from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv_fanout, fingerprint_rows,
+                                   lif_step)
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
                                               Readout)
 
 
-def _window(model):
-    """(sample index, window step t) of the current Lava time step."""
+LIF_BLOCK = 1 << 16   # neurons per lif_step call (several int64 passes stay in cache)
+
+
+def _window(model, num_samples):
+    """``(first sample, real samples, window step t)`` of the current Lava step."""
     g = model.time_step - 1
-    return g // model.t_max, g % model.t_max
+    first = (g // model.t_max) * model.batch
+    return first, max(0, min(model.batch, num_samples - first)), g % model.t_max
 
 
 @implements(proc=FrameInput, protocol=LoihiProtocol)
@@ -28,19 +34,23 @@ class PyFrameInputModel(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.t_max = proc_params['t_max']
+        self.t_max, self.batch, self.timed = (proc_params[k] for k in ('t_max', 'batch', 'timed'))
+        self._out = None
 
     def run_spk(self):
-        s, t = _window(self)
-        if s < self.frames.shape[0]:
-            self.s_out.send(self.frames[s, ..., t])
-        else:
-            self.s_out.send(np.zeros(self.frames.shape[1:-1]))
+        first, n, t = _window(self, self.frames.shape[0])
+        if self._out is None:
+            self._out = np.zeros(self.s_out.shape)
+        x = self.frames[first:first + n]
+        self._out[:n] = x[..., t] if self.timed else x
+        self._out[n:] = 0
+        self.s_out.send(self._out)
 
 
 class _GatedModel(PyLoihiProcessModel):
-    """Window bookkeeping, neuron update, gating and counting."""
+    """Window bookkeeping, neuron update, gating, counting and recording."""
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    fingerprint_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     u: np.ndarray = LavaPyType(np.ndarray, np.int64)
     v: np.ndarray = LavaPyType(np.ndarray, np.int64)
     synops: np.ndarray = LavaPyType(np.ndarray, np.int64)
@@ -52,12 +62,15 @@ class _GatedModel(PyLoihiProcessModel):
         p = proc_params
         self.t_max, self.active_steps, self.gating = p['t_max'], p['active_steps'], p['gating']
         self.vth, self.du, self.dv = p['vth'], p['du'], p['dv']
+        self.num_samples, self.num_steps = p['num_samples'], p['num_steps']
+        self.batch = None
 
     def receive(self):
         raise NotImplementedError
 
-    def synapse(self, inputs):
-        """Synaptic input (integers) and the synaptic operations it took."""
+    def synapse(self, inputs, n):
+        """Synaptic input ``[n, ...]`` (integers) of the first ``n`` samples of
+        ``inputs`` and the synaptic operations it took."""
         raise NotImplementedError
 
     def neuron_bias(self):
@@ -65,23 +78,37 @@ class _GatedModel(PyLoihiProcessModel):
 
     def run_spk(self):
         inputs = self.receive()
-        g = self.time_step - 1
-        t = g % self.t_max
+        if self.batch is None:   # scratch, reused every step
+            self.batch = self.u.shape[0]
+            self._out, self._sent_spikes = np.zeros(self.s_out.shape), False
+            self._tmp, self._spikes = np.empty(self.u.shape, np.int64), np.empty(self.u.shape, bool)
+        first, n, t = _window(self, self.num_samples)
         if t == 0:
             self.u[...] = 0
             self.v[...] = 0
         active = t < self.active_steps
-        out = np.zeros(self.s_out.shape)
-        if active or not self.gating:
-            a, ops = self.synapse(inputs)
+        out = self._out
+        if self._sent_spikes:                # zero the message buffer only when needed
+            out[...] = 0
+            self._sent_spikes = False
+        if n and (active or not self.gating):
+            a, ops = self.synapse(inputs, n)
             self.synops[0] += ops
-            self.neuron_updates[0] += self.u.size
-            spikes = lif_step(self.u, self.v, a, self.neuron_bias(), self.du, self.dv, self.vth)
+            self.neuron_updates[0] += n * (self.u.size // self.batch)
+            bias = self.neuron_bias()
+            rows = max(1, LIF_BLOCK // (self.u.size // self.batch))
+            for r in range(0, n, rows):      # blocks of samples that stay in cache
+                b = slice(r, min(n, r + rows))
+                lif_step(self.u[b], self.v[b], a[b], bias, self.du, self.dv, self.vth,
+                         self._tmp[b], self._spikes[b])
             if active:
-                out = spikes.astype(float)
-        if g < self.fingerprint.shape[0]:
-            self.fingerprint[g] = fingerprint(out)
+                out[:n] = self._spikes[:n]
+                self._sent_spikes = True
+                rows = (first + np.arange(n)) * self.t_max + t
+                self.fingerprint[rows] = fingerprint_rows(out[:n])
         self.s_out.send(out)
+        if self.time_step == self.num_steps:
+            self.fingerprint_rec.send(self.fingerprint)
 
 
 @implements(proc=GatedLayer, protocol=LoihiProtocol)
@@ -96,23 +123,36 @@ class PyGatedLayerModel(_GatedModel):
         super().__init__(proc_params)
         self.kind = proc_params['kind']
         self.stride, self.padding = proc_params['stride'], proc_params['padding']
-        self._fanout = None
+        self._fanout, self._weights = None, None
 
     def receive(self):
         return self.a_in.recv()
 
     def neuron_bias(self):
-        return self.bias.reshape((-1,) + (1,) * (self.u.ndim - 1))
+        return self.bias.reshape((-1,) + (1,) * (self.u.ndim - 2))
 
-    def synapse(self, a):
+    def _weight(self, a):
+        """The weight in the cheapest exact dtype for input ``a``: float32 while
+        every partial sum is an integer below 2**24, else float64."""
+        if self._weights is None:
+            w = self.weight.reshape(self.weight.shape[0], -1)
+            self._wsum = float(np.abs(w).sum(axis=1).max())
+            self._weights = {np.float64: self.weight, np.float32: self.weight.astype(np.float32)}
+        xmax = max(float(a.max()), -float(a.min())) if a.size else 0.0
+        dtype = np.float32 if self._wsum * xmax < FLOAT32_EXACT else np.float64
+        return self._weights[dtype], dtype
+
+    def synapse(self, a, n):
+        a = a[:n]
         nz = a != 0
+        w, dtype = self._weight(a)
         if self.kind == 'dense':
-            return self.weight @ a.reshape(-1), int(nz.sum()) * self.weight.shape[0]
+            return a.reshape(n, -1).astype(dtype) @ w.T, int(nz.sum()) * w.shape[0]
         if self._fanout is None:
-            co, _, k, _ = self.weight.shape
-            self._fanout = conv_fanout(a.shape[1], a.shape[2], k, self.stride, self.padding, co)
-        ops = int((nz * self._fanout).sum())
-        return conv2d(a, self.weight, self.stride, self.padding), ops
+            co, _, k, _ = w.shape
+            self._fanout = conv_fanout(a.shape[2], a.shape[3], k, self.stride, self.padding, co)
+        ops = int((nz.sum(axis=(0, 1)) * self._fanout).sum())
+        return conv2d(a, w, self.stride, self.padding, dtype), ops
 
 
 @implements(proc=GatedAttention, protocol=LoihiProtocol)
@@ -130,16 +170,16 @@ class PyGatedAttentionModel(_GatedModel):
     def receive(self):
         return self.q_in.recv(), self.k_in.recv(), self.v_in.recv()
 
-    def synapse(self, qkv):
-        c = qkv[0].shape[0]
-        d = c // self.heads
-        q, k, v = (x.reshape(self.heads, d, -1) for x in qkv)      # [h, d, L]
-        kv = np.einsum('hel,hdl->hed', k, v)                      # k^T v: [h, d, d]
-        y = np.einsum('hel,hed->hdl', q, kv)                      # q (k^T v): [h, d, L]
+    def synapse(self, qkv, n):
+        shape = (n,) + qkv[0].shape[1:]
+        d = shape[1] // self.heads
+        q, k, v = (x[:n].reshape(n, self.heads, d, -1) for x in qkv)  # [n, h, d, L]
+        kv = k @ v.transpose(0, 1, 3, 2)                             # k^T v: [n, h, d, d]
+        y = kv.transpose(0, 1, 3, 2) @ q                             # q (k^T v): [n, h, d, L]
         # event-driven operations: k_e v_d pairs per token, then q events x d
-        nk, nv, nq = ((x != 0).sum(axis=1) for x in (k, v, q))   # [h, L]
+        nk, nv, nq = ((x != 0).sum(axis=2) for x in (k, v, q))      # [n, h, L]
         ops = int((nk * nv).sum() + nq.sum() * d)
-        return self.weight * y.reshape(qkv[0].shape), ops
+        return self.weight * y.reshape(shape), ops
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -147,6 +187,7 @@ class PyGatedAttentionModel(_GatedModel):
 @tag('fixed_pt')
 class PyReadoutModel(PyLoihiProcessModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    logits_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     weight: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
     acc: np.ndarray = LavaPyType(np.ndarray, float)
@@ -154,13 +195,16 @@ class PyReadoutModel(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.t_max = proc_params['t_max']
+        self.t_max, self.batch, self.num_steps = (proc_params[k] for k in
+                                                  ('t_max', 'batch', 'num_steps'))
 
     def run_spk(self):
         x = self.a_in.recv()
-        s, t = _window(self)
+        first, n, t = _window(self, self.logits.shape[0])
         if t == 0:
             self.acc[...] = 0
-        self.acc += x.reshape(x.shape[0], -1).sum(axis=1)
-        if t == self.t_max - 1 and s < self.logits.shape[0]:
-            self.logits[s] = self.weight @ self.acc + self.bias
+        self.acc += x.reshape(x.shape[0], x.shape[1], -1).sum(axis=2)
+        if t == self.t_max - 1 and n:
+            self.logits[first:first + n] = self.acc[:n] @ self.weight.T + self.bias
+        if self.time_step == self.num_steps:
+            self.logits_rec.send(self.logits)

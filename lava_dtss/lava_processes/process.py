@@ -1,12 +1,20 @@
 """Lava processes of a DTSS spiking ViT (definitions only; no side effects:
 Lava's compiler imports every file in this folder).
 
-Time: every process runs in windows of ``t_max`` Lava steps per sample
-(global step ``g`` = 1, 2, ...; window step ``t = (g - 1) % t_max``) and resets
-its neuron state at ``t = 0``. Layers are layer-synchronous: step ``t`` of a
-layer consumes step ``t`` of its inputs (SLAYER ``delay_shift=False``).
-Values on ports are integers (spikes 0/1, graded residual sums, 8-bit pixels)
-carried as float64, which is exact in these ranges.
+Time and batch: every process runs ``B = batch`` samples side by side, in
+windows of ``t_max`` Lava steps (global step ``g`` = 1, 2, ...; window
+``w = (g - 1) // t_max``, window step ``t = (g - 1) % t_max``); window ``w``
+carries samples ``w*B .. w*B + B - 1`` (the last window is padded: padded rows
+are zero, neither computed nor counted). Every state and port has a leading
+sample axis of size ``B``; states reset at ``t = 0``. Layers are
+layer-synchronous: step ``t`` of a layer consumes step ``t`` of its inputs
+(SLAYER ``delay_shift=False``). Values on ports are integers (spikes 0/1,
+graded residual sums, 8-bit pixels) carried as float64, exact in these ranges.
+
+Results leave through ``*_rec`` OutPorts flagged as external pipes (Lava's
+I/O channel to the calling Python process, as ``lava.proc.io.extractor``
+uses): each sends its Var once, at the last step ``num_steps``, as one
+message (``Var.get()`` would send it one value per message).
 """
 import numpy as np
 from lava.magma.core.process.ports.ports import InPort, OutPort
@@ -14,35 +22,49 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
 
-class FrameInput(AbstractProcess):
-    """Direct-encoded input: sends ``frames[s, ..., t]`` at window step ``t``
-    of sample ``s``; zeros once the samples are exhausted.
+def _record_port(shape):
+    port = OutPort(shape=shape)
+    port.flag_external_pipe(buffer_size=1)
+    return port
 
-    frames: ``[S, C, H, W, T]`` integers.
+
+class FrameInput(AbstractProcess):
+    """Input: sends ``frames[w*B:(w+1)*B]`` (``[B, C, H, W]``) at every step
+    of window ``w`` (direct encoding: the same frame at every step), or
+    ``frames[w*B:(w+1)*B, ..., t]`` at window step ``t`` when the frames have a
+    time axis; zeros for rows past the last sample.
+
+    frames: ``[S, C, H, W]`` or ``[S, C, H, W, T]`` integers.
     """
 
-    def __init__(self, *, frames: np.ndarray, name: str = 'input'):
-        super().__init__(name=name, t_max=int(frames.shape[-1]))
+    def __init__(self, *, frames: np.ndarray, in_shape: tuple, t_max: int, batch: int,
+                 name: str = 'input'):
+        timed = frames.ndim == len(in_shape) + 2
+        super().__init__(name=name, t_max=int(t_max), batch=int(batch), timed=timed)
         self.frames = Var(shape=frames.shape, init=frames)
-        self.s_out = OutPort(shape=frames.shape[1:-1])
+        self.s_out = OutPort(shape=(int(batch),) + tuple(in_shape))
 
 
 class _GatedNeurons(AbstractProcess):
     """Common part: CUBA-LIF (Loihi fixed point), DTSS gate, counters."""
 
-    def _common(self, out_shape, num_steps):
-        self.s_out = OutPort(shape=out_shape)
-        self.u = Var(shape=out_shape, init=0)
-        self.v = Var(shape=out_shape, init=0)
+    def _common(self, out_shape, batch, num_samples):
+        shape = (int(batch),) + tuple(out_shape)
+        rows = int(num_samples) * int(self.proc_params['t_max'])
+        self.s_out = OutPort(shape=shape)
+        self.u = Var(shape=shape, init=0)
+        self.v = Var(shape=shape, init=0)
         self.synops = Var(shape=(1,), init=0)          # synaptic operations executed
         self.neuron_updates = Var(shape=(1,), init=0)  # neuron updates executed
-        self.fingerprint = Var(shape=(num_steps, 2), init=0)  # [spike count, checksum] per step
+        # [spike count, checksum] of sample s at window step t in row s * t_max + t
+        self.fingerprint = Var(shape=(rows, 2), init=0)
+        self.fingerprint_rec = _record_port((rows, 2))
 
 
 class GatedLayer(_GatedNeurons):
     """Fused synapse + CUBA-LIF + DTSS gate: ``conv`` (weight ``[Co, Ci, k, k]``,
-    stride, padding; input ``(Ci, H, W)``) or ``dense`` (weight ``[No, Ni]``;
-    input of any shape with ``Ni`` values, flattened C-major).
+    stride, padding; input ``(B, Ci, H, W)``) or ``dense`` (weight ``[No, Ni]``;
+    input ``(B, ...)`` with ``Ni`` values per sample, flattened C-major).
 
     After window step ``active_steps`` the layer neither accumulates input nor
     updates neurons and sends zeros (``gating=True``); with ``gating=False``
@@ -52,45 +74,52 @@ class GatedLayer(_GatedNeurons):
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
                  bias: np.ndarray, neuron: dict, t_max: int, active_steps: int,
-                 gating: bool, num_steps: int, stride: int = 1, padding: int = 0,
-                 name: str = 'layer'):
+                 gating: bool, num_samples: int, num_steps: int, batch: int = 1,
+                 stride: int = 1, padding: int = 0, name: str = 'layer'):
         super().__init__(name=name, kind=kind, stride=int(stride), padding=int(padding),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
-                         active_steps=int(active_steps), gating=bool(gating))
-        self.a_in = InPort(shape=in_shape)
+                         active_steps=int(active_steps), gating=bool(gating),
+                         num_samples=int(num_samples), num_steps=int(num_steps))
+        self.a_in = InPort(shape=(int(batch),) + tuple(in_shape))
         self.weight = Var(shape=weight.shape, init=weight)
         self.bias = Var(shape=bias.shape, init=bias)
-        self._common(out_shape, num_steps)
+        self._common(out_shape, batch, num_samples)
 
 
 class GatedAttention(_GatedNeurons):
-    """Spiking self-attention core: ``LIF(weight * q (k^T v))`` per head on
-    ``(C, H, W)`` spikes (tokens ``H*W``, ``C/heads`` channels per head), then
-    the DTSS gate."""
+    """Spiking self-attention core: ``LIF(weight * q (k^T v))`` per sample and
+    head on ``(B, C, H, W)`` spikes (tokens ``H*W``, ``C/heads`` channels per
+    head), then the DTSS gate."""
 
     def __init__(self, *, shape: tuple, heads: int, weight: int, neuron: dict,
-                 t_max: int, active_steps: int, gating: bool, num_steps: int,
-                 name: str = 'attention'):
+                 t_max: int, active_steps: int, gating: bool, num_samples: int,
+                 num_steps: int, batch: int = 1, name: str = 'attention'):
         super().__init__(name=name, heads=int(heads), weight=int(weight),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
-                         active_steps=int(active_steps), gating=bool(gating))
-        self.q_in = InPort(shape=shape)
-        self.k_in = InPort(shape=shape)
-        self.v_in = InPort(shape=shape)
-        self._common(shape, num_steps)
+                         active_steps=int(active_steps), gating=bool(gating),
+                         num_samples=int(num_samples), num_steps=int(num_steps))
+        port_shape = (int(batch),) + tuple(shape)
+        self.q_in = InPort(shape=port_shape)
+        self.k_in = InPort(shape=port_shape)
+        self.v_in = InPort(shape=port_shape)
+        self._common(shape, batch, num_samples)
 
 
 class Readout(AbstractProcess):
-    """Class readout: per sample window, ``logits = weight @ sum_{t, H, W} x + bias``
-    (integers) for input ``x`` of shape ``(C, H, W)`` or ``(C,)``."""
+    """Class readout: per sample, ``logits = weight @ sum_{t, H, W} x + bias``
+    (integers) for input ``x`` of shape ``(B, C, H, W)`` or ``(B, C)``;
+    ``logits [S, K]``."""
 
     def __init__(self, *, in_shape: tuple, weight: np.ndarray, bias: np.ndarray,
-                 t_max: int, num_samples: int, name: str = 'readout'):
-        super().__init__(name=name, t_max=int(t_max))
-        self.a_in = InPort(shape=in_shape)
+                 t_max: int, num_samples: int, num_steps: int, batch: int = 1,
+                 name: str = 'readout'):
+        super().__init__(name=name, t_max=int(t_max), batch=int(batch),
+                         num_steps=int(num_steps))
+        self.a_in = InPort(shape=(int(batch),) + tuple(in_shape))
         self.weight = Var(shape=weight.shape, init=weight)
         self.bias = Var(shape=bias.shape, init=bias)
-        self.acc = Var(shape=(in_shape[0],), init=0)
+        self.acc = Var(shape=(int(batch), in_shape[0]), init=0)
         self.logits = Var(shape=(num_samples, weight.shape[0]), init=0)
+        self.logits_rec = _record_port((num_samples, weight.shape[0]))
