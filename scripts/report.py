@@ -100,6 +100,9 @@ def plot_pareto(arms, fixed, t_max, path):
                 m, sd = mean_sd([100 * r['test_accuracy'] for r in rep])
                 ax.errorbar([statistics.mean(xs)], [m], yerr=[sd], fmt='D', mfc='none', color=f'C{i}',
                             capsize=3, label=f'{n}, {len(rep)} seeds')
+        for i, (n, a) in enumerate(sorted((n, a) for n, a in arms.items() if n.startswith('alloc-'))):
+            ax.plot(a[key], 100 * a['test_accuracy'], 'x', ms=8, mew=2, color=f'C{len(dtss) + i}',
+                    label=f'{n} (hand-set, frozen)')
         ann = arms.get('ann')
         if ann:
             ax.axhline(100 * ann['test_accuracy'], ls=':', color='C7', label='ANN twin')
@@ -336,11 +339,13 @@ def main(argv=None):
     elif not best:
         L += ['## Headline', '', 'Not chosen yet: `scripts/study.py` writes `headline.json` when every DTSS arm '
               'is evaluated with one BatchNorm mode.', '']
-    dtss0 = [n for n in sorted(arms, key=lambda n: arms[n]['avg_steps']) if n.startswith('dtss-') and '-seed' not in n]
+    dtss0 = [n for n in sorted(arms, key=lambda n: arms[n]['avg_steps'])
+             if n.startswith(('dtss-', 'alloc-')) and '-seed' not in n]
     if dtss0 and len(fixed) >= 2:
         L += ['### Every DTSS arm against the fixed-T curve at its average steps (seed 0)', '',
               'Fixed-T accuracy interpolated linearly between integer T at the arm\'s average steps; '
-              'positive = DTSS above the curve.', '',
+              'positive = DTSS above the curve. `alloc-` arms: a DTSS allocation set by hand and frozen '
+              'from the first step (no gate training), a diagnostic.', '',
               '| arm | avg steps | val % | fixed-T val % there | val pp | test % | fixed-T test % there | test pp |',
               '|---|---|---|---|---|---|---|---|']
         for n in dtss0:

@@ -14,7 +14,9 @@ Protocol (the same for every arm):
    learning rate, schedule): fixed-T arms at T = 1..T_max; DTSS arms with every
    gate starting at T_max (the '-init2' variants: at T_max / 2, the paper's
    initialisation), scores trained with the mask loss for the first half
-   of the budget, then frozen while the weights adapt;
+   of the budget, then frozen while the weights adapt; 'alloc-' arms: the
+   allocations DTSS learned, set by hand and frozen from the first step
+   (a diagnostic, never headlined);
 3. the ANN twin: the same architecture with a real-valued activation, trained
    by the same two stages at one time step.
 BatchNorm statistics are re-estimated on training images before every
@@ -58,17 +60,22 @@ STUDIES = {
                           # between the two that moved nothing (0.5) and cut to 1 step (2)
                           variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),
                                     ('dtss-default-l0.5-init2', 0.5, DEFAULT_CATEGORIES, INIT_HALF),
-                                    ('dtss-default-l1', 1.0, DEFAULT_CATEGORIES, ()))),
+                                    ('dtss-default-l1', 1.0, DEFAULT_CATEGORIES, ())),
+                          # diagnostics: the allocations DTSS learned (lambda_m 2 and 8), set by hand and
+                          # frozen from the first step: what the mixed steps cost without gate training
+                          allocations={'alloc-attn1': 'attn=1', 'alloc-attn1-mlp1': 'attn=1,mlp=1'}),
     'digits-quick': dict(dataset='digits', preset='tiny', t_max=4, val_size=200,
                          pretrain=['--epochs', '2', '--batches-per-epoch', '6', '--lr', '3e-3',
                                    '--lr-schedule', 'step'],
                          finetune=['--epochs', '1', '--batches-per-epoch', '4', '--lr', '1e-3',
                                    '--lr-schedule', 'step'],
                          lambdas=(2.0,), seeds=(1,), threads=1,
-                         variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),)),
+                         variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),),
+                         allocations={'alloc-attn1': 'attn=1'}),
 }
 DTSS_FINETUNE = ['--mask-warmup', '0', '--freeze-scores', '0.5']
 ISO_PP = 0.5    # "within 0.5 pp of fixed T_max": the headline criterion (on validation)
+LAVA_BATCH = 100   # samples side by side in every Lava process (run_lava.py --batch)
 CALIBRATION_MODE = 'eval-sequential'   # recorded by train_slayer.py in every metrics.json
 
 
@@ -223,6 +230,11 @@ def main(argv=None):
                           + DTSS_FINETUNE + list(extra))
         arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs)
 
+    for arm, steps in study['allocations'].items():   # gates fixed by hand: never trained, no mask loss
+        arms[arm] = run_arm(study, arm, ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0',
+                                         '--freeze-scores', '0', '--init-steps', steps, '--seed', '0'] + ft,
+                            results, runs)
+
     # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
     best = headline(arms, t_max)
     print(f'[headline] {best} (fewest average steps within {ISO_PP} pp of fixed T={t_max} on validation)')
@@ -321,7 +333,7 @@ def ship(study, arm, results, runs, samples, quick):
     report = os.path.join(results, f'lava-{arm}.json')
     if not os.path.isfile(report):
         cmd = [sys.executable, RUN_LAVA, '--model', short(net), '--dataset', study['dataset'], '--gated-only',
-               '--json', short(report)]
+               '--json', short(report), '--batch', str(LAVA_BATCH)]
         if samples:
             cmd += ['--num-samples', str(samples)]
         elif study['dataset'] == 'fashion-mnist':
@@ -333,7 +345,7 @@ def ship(study, arm, results, runs, samples, quick):
     card = load_json(os.path.join(results, arm, 'model.json'))
     card['lava'] = {k: lava.get(k) for k in ('num_samples', 'accuracy', 'agreement', 'synops_gated',
                                              'neuron_updates_gated', 'wall_s_gated', 'samples_per_s_gated',
-                                             'processes', 'command')}
+                                             'processes', 'batch', 'memory_mb', 'command')}
     card['lava']['per_layer'] = {n: {k: e[k] for k in ('active_steps', 'spikes', 'synops_gated',
                                                         'neuron_updates_gated')}
                                  for n, e in lava['layers'].items()}

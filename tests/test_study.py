@@ -115,7 +115,11 @@ def test_quick_study_and_report_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     arms = sorted(p.name for p in results.iterdir() if (p / 'metrics.json').is_file())
     assert {'pretrain', 'ann-pretrain', 'ann', 'fixed-t1', 'fixed-t2', 'fixed-t3', 'fixed-t4',
-            'dtss-default-l2', 'dtss-all-l2', 'dtss-suggested-l2', 'fixed-t4-seed1'} <= set(arms)
+            'dtss-default-l2', 'dtss-all-l2', 'dtss-suggested-l2', 'dtss-default-l2-init2', 'alloc-attn1',
+            'fixed-t4-seed1'} <= set(arms)
+    alloc = json.loads((results / 'alloc-attn1' / 'metrics.json').read_text())   # hand-set, never trained
+    assert {n: s for n, s in alloc['active_steps'].items() if s != 4} == {'blocks.0.ssa.attn': 1,
+                                                                         'blocks.0.ssa.proj': 1}
     head = json.loads((results / 'headline.json').read_text())
     assert f'{head["headline_arm"]}-seed1' in arms
     sens = json.loads((results / 'sensitivity.json').read_text())
