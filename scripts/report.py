@@ -323,9 +323,9 @@ def main(argv=None):
         L += ['## Headline', '',
               f'Headline DTSS arm, chosen on validation by `scripts/study.py` ({headline.get("rule", "")}): '
               f'**{best}**.', '',
-              f'- Fixed T = {t_max}, {len(ref)} seeds: test accuracy {100 * ref_m:.2f} ± {100 * ref_sd:.2f}% '
+              f'- Fixed T = {t_max}, {len(ref)} seed(s), mean ± sd: test accuracy {100 * ref_m:.2f} ± {100 * ref_sd:.2f}% '
               f'(float), {100 * q_ref:.2f}% fixed point, at {t_max} steps.',
-              f'- {best}, {len(rep)} seeds: test accuracy {100 * acc_m:.2f} ± {100 * acc_sd:.2f}% (float), '
+              f'- {best}, {len(rep)} seed(s), mean ± sd: test accuracy {100 * acc_m:.2f} ± {100 * acc_sd:.2f}% (float), '
               f'{100 * q_m:.2f}% fixed point, at {steps_m:.2f} average steps ({wsteps_m:.2f} weighted by '
               f'synaptic operations): {100 * (1 - steps_m / t_max):.1f}% fewer steps than fixed T = {t_max} '
               f'({100 * (1 - wsteps_m / t_max):.1f}% weighted), {100 * (acc_m - ref_m):+.2f} pp accuracy.',
@@ -355,6 +355,15 @@ def main(argv=None):
                      f'| {100 * ((a.get("val_accuracy") or 0) - cv):+.2f} | {pct(a["test_accuracy"])} | {pct(ct)} '
                      f'| {100 * (a["test_accuracy"] - ct):+.2f} |')
         L.append('')
+        learned = [n for n in dtss0 if n.startswith('dtss-')]
+        gaps = {n: arms[n]['test_accuracy'] - interp_fixed(fixed, arms[n]['avg_steps']) for n in learned}
+        saving = [n for n in learned if arms[n]['avg_steps'] < t_max - 1e-9]
+        if saving:
+            best_saving = max(saving, key=gaps.get)
+            summary.append(f'- Against the fixed-T curve at equal average steps (test, seed 0): '
+                           f'{sum(gaps[n] > 0 for n in saving)} of the {len(saving)} DTSS arms that save steps lie '
+                           f'above it; the closest, {best_saving} ({arms[best_saving]["avg_steps"]:.2f} steps), '
+                           f'{100 * gaps[best_saving]:+.2f} pp; every arm: docs/results.md.')
     L += [f'![Pareto]({rel}/pareto.png)', '',
           'Command: `python scripts/report.py` (data: `python scripts/study.py`).', '']
     plot_pareto(arms, fixed, t_max, os.path.join(fig_dir, 'pareto.png'))
