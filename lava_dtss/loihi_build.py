@@ -127,10 +127,12 @@ def _current_bounds(spec, layer, value_max):
     return hi, lo
 
 
-def plan(spec: NetSpec, t_max: int, input_max: int = None) -> LoihiPlan:
+def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) -> LoihiPlan:
     """Offsets, delays, period and gates of the standard-process build of ``spec``
     for windows of ``t_max`` steps and inputs in ``0..input_max`` (default: the
-    input layer's scale). Raises ``ValueError`` (one line) for what it cannot map."""
+    input layer's scale). ``gating=False`` (diagnostics only) leaves out the DTSS
+    gates: layers then spike after their active steps, which is not the trained
+    network. Raises ``ValueError`` (one line) for what it cannot map."""
     period = next_pow2(t_max)
     input_max = int(spec.layers[0].params.get('inputScale', 1) if input_max is None else input_max)
     stages, value_max, relays = {}, {0: input_max}, {}
@@ -157,7 +159,7 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None) -> LoihiPlan:
                                      'graded relays, which this build does not make')
                 relays[r] = max(relays.get(r, 0), d)
             st.edges.append(Edge(r, d, via))
-        if not host and steps < period:
+        if gating and not host and steps < period:
             n = layer.neuron
             if n['iDecay'] != 4096:
                 raise ValueError(f'{where}: the DTSS gate by inhibition needs iDecay = 4096 (a current '
@@ -345,7 +347,8 @@ class LoihiResult:
         return np.argmax(self.logits, axis=1)
 
 
-def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cpu') -> LoihiResult:
+def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cpu',
+        gating: bool = True) -> LoihiResult:
     """Run the standard-process build of ``spec`` on integer ``frames``
     (``[S, C, H, W]``, or ``[S, C, H, W, T]``), one sample per window of
     ``P = next_pow2(T_max)`` Lava steps; always stopped."""
@@ -354,7 +357,7 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
     if frames.size and (frames.min() < 0 or np.any(frames != np.round(frames))):
         raise ValueError('frames must hold non-negative integers (graded input spikes)')
     cfg = run_config(backend)
-    p = plan(spec, t_max, input_max=max(1, int(frames.max()) if frames.size else 1))
+    p = plan(spec, t_max, input_max=max(1, int(frames.max()) if frames.size else 1), gating=gating)
     procs, probes = build(p, frames.astype(np.int64))
     num_steps = p.num_steps(frames.shape[0])
 
@@ -375,3 +378,106 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
     return LoihiResult(logits=logits, fingerprints=fps, offsets={s.name: s.offset for s in p.stages.values()},
                        period=p.period, num_steps=num_steps, processes=len(procs), wall_s=wall_s,
                        startup_s=startup_s, spikes_per_step=per_step)
+
+
+# ------------------------------------------------------------------ reports
+def resources(p: LoihiPlan, spikes_per_step: dict = None) -> list:
+    """Per part of the build: ``where`` ('chip' or 'host'), neurons, synapses
+    (connections), weights stored, input axons, delay (steps), cores (neuro
+    cores: the larger of the neuron and synapse bounds of ``lava_dtss.loihi``),
+    ``traffic`` (host <-> chip bits per Lava step) and a note.
+    ``spikes_per_step``: measured mean spikes per step by layer (optional)."""
+    spec, rows = p.spec, []
+
+    def cores(n, syn):
+        return max(math.ceil(n / NEURONS_PER_CORE), math.ceil(syn / SYNAPSES_PER_CORE), 1)
+    size = {i: int(np.prod(st.shape)) for i, st in p.stages.items()}
+    in_bits = _bits(p.input_max) or 1
+    rows.append(dict(name='input', where='host', neurons=0, synapses=0, weights=0, axons=0, delay=0,
+                     cores=0, traffic=size[0] * in_bits,
+                     note=f'RingBuffer: {size[0]} values of {in_bits} bits per step to the chip'))
+    for i, st in p.stages.items():
+        if st.type == 'input':
+            continue
+        layer, n = spec.layers[i], size[i]
+        if st.type == 'attention':
+            ev = ''
+            if spikes_per_step:
+                q, k, v = (spikes_per_step.get(p.stages[e.src].name, 0) for e in st.edges)
+                ev = (f'; measured {q + k + v:.1f} q/k/v events in and '
+                      f'{spikes_per_step.get(st.name, 0):.1f} out per step')
+            rows.append(dict(name=st.name, where='host', neurons=n, synapses=0, weights=0, axons=3 * n,
+                             delay=0, cores=0, traffic=4 * n,
+                             note=f'q (k^T v) on the host: {3 * n} spike bits in, {n} out per step{ev}'))
+            continue
+        w = np.asarray(layer.params['weight'])
+        fan_in = int(np.prod(w.shape[1:]))
+        syn = n * fan_in * len(st.edges)
+        axons = sum(size[e.src] for e in st.edges)
+        note = f'LIFReset(P={p.period}, reset_offset {(st.offset + 1) % p.period}), {len(st.edges)} ' \
+               f'{"Conv" if st.type == "conv" else "Dense"} edge(s)'
+        if st.gate:
+            syn, axons = syn + n, axons + 1
+            note += f'; gate: steps {st.active_steps}..{p.period - 1} inhibited ({st.gate[0]} a_in)'
+        delays = [e for e in st.edges if e.via == 'DelayDense']
+        if delays:
+            note += f'; DelayDense {max(e.delay for e in delays)} step(s)'
+        rows.append(dict(name=st.name, where='chip', neurons=n, synapses=syn, weights=int(w.size) * len(st.edges),
+                         axons=axons, delay=max([e.delay for e in delays] or [0]), cores=cores(n, syn),
+                         traffic=0, note=note))
+    for r, d in sorted(p.relays.items()):
+        n = size[r] * d
+        rows.append(dict(name=f'{p.stages[r].name}.relay', where='chip', neurons=n, synapses=n,
+                         weights=size[r] * d, axons=n, delay=d, cores=cores(n, n), traffic=0,
+                         note=f'{d} identity stage(s) delaying a skip path'))
+    if p.gated:
+        n = p.period + len(p.gated)
+        syn = (p.period - 1) + sum(len(st.gate[3]) for st in p.gated)
+        rows.append(dict(name='dtss.timer+gates', where='chip', neurons=n, synapses=syn, weights=syn,
+                         axons=n, delay=0, cores=1, traffic=0,
+                         note=f'ring of {p.period} neurons and {len(p.gated)} gate neurons'))
+    bits = sum(size[r] for r in p.readout_sources)
+    rows.append(dict(name='readout', where='host', neurons=0, synapses=0, weights=0, axons=0, delay=0,
+                     cores=0, traffic=bits, note=f'spikes of {len(p.readout_sources)} layer(s) to the host '
+                                                 '(or on-chip counters read once per window)'))
+    return rows
+
+
+def format_resources(p: LoihiPlan, spikes_per_step: dict = None) -> str:
+    rows = resources(p, spikes_per_step)
+    lines = [f'standard-process (Loihi 2) build: window P = {p.period} Lava steps for T_max = {p.t_max}'
+             f'{"" if p.period == p.t_max else " (padded to a power of two)"}, pipeline depth '
+             f'{p.max_offset} steps',
+             f'{"part":26s} {"where":5s} {"neurons":>8s} {"synapses":>9s} {"weights":>8s} {"axons":>7s} '
+             f'{"delay":>5s} {"cores":>5s} {"bits/step":>9s}  note']
+    for r in rows:
+        lines.append(f'{r["name"]:26s} {r["where"]:5s} {r["neurons"]:8d} {r["synapses"]:9d} {r["weights"]:8d} '
+                     f'{r["axons"]:7d} {r["delay"]:5d} {r["cores"]:5d} {r["traffic"]:9d}  {r["note"]}')
+    chip = [r for r in rows if r['where'] == 'chip']
+    n, syn, c = (sum(r[k] for r in chip) for k in ('neurons', 'synapses', 'cores'))
+    traffic = sum(r['traffic'] for r in rows)
+    lines.append(f'chip: {n} neurons, {syn} synapses, {c} cores (a Loihi 2 chip has {CORES_PER_CHIP}: '
+                 f'{"fits one chip" if c <= CORES_PER_CHIP else f"{math.ceil(c / CORES_PER_CHIP)} chips"}); '
+                 f'host <-> chip: {traffic} bits ({traffic / 8:.0f} bytes) per Lava step, dense upper bound')
+    return '\n'.join(lines)
+
+
+def dry_run(p: LoihiPlan, num_samples: int, backend: str) -> str:
+    """The run a chip would get, in words (built without lava-loihi)."""
+    from lava.magma.core.run_configs import Loihi2HwCfg
+    cfg = Loihi2HwCfg(select_tag='fixed_pt') if backend == 'loihi2' else None
+    lines = [f'dry run of the standard-process build for {backend}: '
+             f'{type(cfg).__name__ if cfg else "Loihi2SimCfg"}(select_tag=\'fixed_pt\'), '
+             f'{p.num_steps(num_samples)} Lava steps ({num_samples} samples x P = {p.period} + depth '
+             f'{p.max_offset})',
+             'on neuro-cores: Conv/Dense/DelayDense synapses, LIFReset layers, relay LIFs, DTSS timer and '
+             'gates; on the host (Python models): input RingBuffer, hybrid attention, SpikeProbes, readout']
+    for st in p.stages.values():
+        if st.type == 'input':
+            continue
+        lines.append(f'  {st.name:24s} {st.type:9s} offset {st.offset:2d}  steps {st.active_steps}/{p.t_max}  '
+                     + ('host' if st.type == 'attention' else
+                        f'LIFReset(reset_interval={p.period}, reset_offset={(st.offset + 1) % p.period})')
+                     + ''.join(f'  <- {p.stages[e.src].name}' + (f' +{e.delay} ({e.via})' if e.delay else '')
+                               for e in st.edges))
+    return '\n'.join(lines)
