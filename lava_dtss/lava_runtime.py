@@ -206,7 +206,6 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
         batch: int = 1, t_max: int = None) -> LavaResult:
     """Run ``spec`` on ``frames`` (``[S, C, H, W, T]``, or ``[S, C, H, W]`` shown
     for ``t_max`` steps), ``batch`` samples side by side, and collect the results."""
-    from lava.magma.core.run_conditions import RunSteps
     cfg = run_config(backend)
     frames = np.ascontiguousarray(frames, dtype=float)
     procs, layer_procs, readout = build(spec, frames, gating, batch, t_max)
@@ -214,7 +213,29 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     num_steps = windows(frames.shape[0], batch) * t_max
     timed = frames.ndim == len(spec.layers[0].shape) + 2
     memory = estimate_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1)
-    first = procs[0]
+
+    def collect():
+        # read everything before stop(): records through their external pipes (one
+        # message each, sent at the last step), counters through Var.get()
+        return (_record(readout.logits_rec),
+                {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()},
+                {n: int(p.synops.get()[0]) for n, p in layer_procs.items()},
+                {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()})
+    (logits, fps, synops, updates), wall_s, startup_s = execute(procs[0], cfg, num_steps, collect)
+    # layers fed by the direct-encoded input (their operations are MACs, not ACs)
+    analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
+              for layer in spec.layers if layer.name in layer_procs}
+    return LavaResult(logits=logits, fingerprints=fps, synops=synops, neuron_updates=updates,
+                      wall_s=wall_s, num_steps=num_steps, processes=len(procs),
+                      input_analog=analog, batch=int(batch), memory=memory, startup_s=startup_s)
+
+
+def execute(first, cfg, num_steps: int, collect):
+    """Compile and run the network of process ``first`` for ``num_steps`` Lava
+    steps under run configuration ``cfg``, call ``collect()`` (reads results)
+    before the runtime stops, and always stop it (errors and Ctrl-C included).
+    Returns ``(collect(), wall_s, startup_s)``."""
+    from lava.magma.core.run_conditions import RunSteps
     t0 = time.perf_counter()
     # Lava forks one OS process per process model. A terminal's Ctrl-C reaches the whole
     # process group: while the runtime starts, SIGINT is only recorded, and the forked
@@ -236,23 +257,13 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
             raise KeyboardInterrupt
         first.wait()
         t2 = time.perf_counter()
-        # read everything before stop(): records through their external pipes (one
-        # message each, sent at the last step), counters through Var.get()
-        logits = _record(readout.logits_rec)
-        fps = {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()}
-        synops = {n: int(p.synops.get()[0]) for n, p in layer_procs.items()}
-        updates = {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()}
+        out = collect()
     finally:
         try:
             first.stop()
         except Exception:  # the runtime may already be down after an error
             pass
-    # layers fed by the direct-encoded input (their operations are MACs, not ACs)
-    analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
-              for layer in spec.layers if layer.name in layer_procs}
-    return LavaResult(logits=logits, fingerprints=fps, synops=synops, neuron_updates=updates,
-                      wall_s=t2 - t0, num_steps=num_steps, processes=len(procs),
-                      input_analog=analog, batch=int(batch), memory=memory, startup_s=t1 - t0)
+    return out, t2 - t0, t1 - t0
 
 
 def _record(port, timeout_s: float = 60.0) -> np.ndarray:

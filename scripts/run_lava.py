@@ -43,11 +43,22 @@ def parse_args(argv=None):
     p.add_argument('--backend', default='cpu', choices=('cpu', 'loihi2'),
                    help='cpu: Lava CPU simulator; loihi2: Loihi 2 through lava-loihi (INRC)')
     p.add_argument('--check-loihi', action='store_true',
-                   help='static check against Loihi 2 limits; exit 1 on a violation')
+                   help='static check against Loihi 2 limits; exit 1 on a violation (with --build loihi: '
+                        'also the resource report of the standard-process build)')
+    p.add_argument('--build', default='fused', choices=('fused', 'loihi'),
+                   help='fused: our fused processes (default, fast simulation); loihi: Lava standard '
+                        'processes (Conv, Dense, DelayDense, LIFReset) that Loihi 2 maps to neuro-cores, '
+                        'one sample per window (docs/loihi.md)')
     args = p.parse_args(argv)
     from lava_dtss.netx_file import MAX_T
     if args.batch < 1:
         raise ValueError(f'--batch must be at least 1 sample per Lava step, got {args.batch}')
+    if args.build == 'loihi' and args.batch != 1:
+        raise ValueError(f'--build loihi runs one sample per window (standard processes have no sample '
+                         f'axis): --batch must be 1, got {args.batch}')
+    if args.build == 'loihi' and args.no_gating:
+        raise ValueError('--build loihi always gates (the gate is part of the network on the chip); '
+                         'drop --no-gating')
     if args.t_max is not None and not 1 <= args.t_max <= MAX_T:
         raise ValueError(f'--t-max must be in 1..{MAX_T} time steps, got {args.t_max}')
     if args.json:
@@ -82,6 +93,12 @@ def main(argv=None):
         from lava_dtss.loihi import check_network, format_report
         checks = check_network(spec)
         print(format_report(checks))
+        if args.build == 'loihi':
+            from lava_dtss import loihi_build
+            t_max = spec.t_max or args.t_max
+            if t_max is None:
+                raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
+            print('\n' + loihi_build.format_resources(loihi_build.plan(spec, t_max)))
         bad = [c for c in checks if c.violations]
         for c in bad:
             print(f'error: layer {c.name}: {"; ".join(c.violations)}', file=sys.stderr)
@@ -93,6 +110,13 @@ def main(argv=None):
         raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
     if spec.t_max and args.t_max and args.t_max != spec.t_max:
         raise ValueError(f'--t-max {args.t_max} differs from the file\'s T_max {spec.t_max}')
+    if args.build == 'loihi':
+        from lava_dtss import loihi_build
+        from lava.utils import loihi
+        if args.backend == 'loihi2' and not loihi.is_installed():
+            print(loihi_build.dry_run(loihi_build.plan(spec, t_max), args.num_samples, 'loihi2'))
+            print(loihi_build.format_resources(loihi_build.plan(spec, t_max)))
+            raise lava_runtime.BackendUnavailable(lava_runtime.INRC_MESSAGE)
     test = data.load_dataset(dataset, 'test', args.data_dir)
     if not 1 <= args.num_samples <= len(test):
         raise ValueError(f'--num-samples must be in 1..{len(test)} for the {dataset} test set, '
@@ -106,6 +130,8 @@ def main(argv=None):
 
     from lava_dtss.reference import direct_images
     frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))   # [S, C, H, W]
+    if args.build == 'loihi':
+        return run_loihi_build(args, spec, images, labels, frames, dataset, t_max)
     batch = min(args.batch, args.num_samples)
     if args.no_gating and args.gated_only:
         raise ValueError('--no-gating and --gated-only exclude each other')
@@ -171,6 +197,52 @@ def main(argv=None):
     if agree is not None and not (agree['spikes_equal_all_layers'] and agree['logits_equal']):
         print('error: Lava differs from training-side inference in layers '
               f'{agree["layers_differing"]}', file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):
+    """``--build loihi``: run the standard-process build, compare it with
+    training-side inference (our files), report offsets and resources."""
+    import numpy as np
+    from lava_dtss import loihi_build
+    from lava_dtss.training import write_json
+    print(f'running {args.num_samples} samples on Lava ({args.backend}, standard-process build, '
+          f'one sample per window) ...', flush=True)
+    res = loihi_build.run(spec, frames, t_max=t_max, backend=args.backend)
+    pred = res.predictions
+    report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
+              'backend': args.backend, 'build': 'loihi', 'accuracy': float((pred == labels).mean()),
+              'processes': res.processes, 'period': res.period, 'lava_steps': res.num_steps,
+              'offsets': res.offsets, 'wall_s': round(res.wall_s, 3), 'startup_s': round(res.startup_s, 3),
+              'command': ' '.join(['python'] + sys.argv)}
+    if 'config' in spec.meta:
+        from lava_dtss.reference import reference_run
+        ref_logits, ref_fps = reference_run(spec, images)
+        differing = [n for n in ref_fps if not np.array_equal(ref_fps[n], res.fingerprints[n])]
+        report['agreement'] = {'predictions': float((ref_logits.argmax(1) == pred).mean()),
+                               'logits_equal': bool(np.array_equal(ref_logits, res.logits)),
+                               'spikes_equal_all_layers': not differing, 'layers_differing': differing}
+    else:
+        report['agreement'] = None
+    print(f'\nmodel {args.model}  ({res.processes} Lava processes, standard-process build)')
+    print(f'accuracy on {args.num_samples} {dataset} test samples: {report["accuracy"]:.4f}')
+    a = report['agreement']
+    if a is not None:
+        print(f'agreement with training-side fixed-point inference (after each layer\'s offset): predictions '
+              f'{a["predictions"] * 100:.1f}%, logits {"identical" if a["logits_equal"] else "DIFFERENT"}, '
+              f'spikes of every layer at every step '
+              f'{"identical" if a["spikes_equal_all_layers"] else "DIFFERENT: " + ", ".join(a["layers_differing"])}')
+    print(f'window P = {res.period} Lava steps, {res.num_steps} steps; offsets: '
+          + ', '.join(f'{n} {o}' for n, o in res.offsets.items() if n != 'input'))
+    print(loihi_build.format_resources(loihi_build.plan(spec, t_max), res.spikes_per_step))
+    print(f'wall time: {res.wall_s:.2f} s (start-up {res.startup_s:.2f} s)')
+    if args.json:
+        write_json(args.json, report)
+        print(f'wrote {args.json}')
+    if a is not None and not (a['spikes_equal_all_layers'] and a['logits_equal']):
+        print(f'error: Lava differs from training-side inference in layers {a["layers_differing"]}',
+              file=sys.stderr)
         return 2
     return 0
 

@@ -12,15 +12,18 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv_fanout, fingerprint_rows,
                                    lif_step)
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
-                                              Readout)
+                                              Readout, SpikeProbe)
 
 
 LIF_BLOCK = 1 << 16   # neurons per lif_step call (several int64 passes stay in cache)
 
 
 def _window(model, num_samples):
-    """``(first sample, real samples, window step t)`` of the current Lava step."""
-    g = model.time_step - 1
+    """``(first sample, real samples, window step t)`` of the current Lava step;
+    ``(0, 0, -1)`` while the pipeline fills (before the model's ``offset``)."""
+    g = model.time_step - 1 - getattr(model, 'offset', 0)
+    if g < 0:
+        return 0, 0, -1
     first = (g // model.t_max) * model.batch
     return first, max(0, min(model.batch, num_samples - first)), g % model.t_max
 
@@ -63,6 +66,7 @@ class _GatedModel(PyLoihiProcessModel):
         self.t_max, self.active_steps, self.gating = p['t_max'], p['active_steps'], p['gating']
         self.vth, self.du, self.dv = p['vth'], p['du'], p['dv']
         self.num_samples, self.num_steps = p['num_samples'], p['num_steps']
+        self.offset, self.whc = p.get('offset', 0), p.get('layout') == 'whc'
         self.batch = None
 
     def receive(self):
@@ -80,7 +84,7 @@ class _GatedModel(PyLoihiProcessModel):
         inputs = self.receive()
         if self.batch is None:   # scratch, reused every step
             self.batch = self.u.shape[0]
-            self._out, self._sent_spikes = np.zeros(self.s_out.shape), False
+            self._out, self._sent_spikes = np.zeros(self.u.shape), False
             self._tmp, self._spikes = np.empty(self.u.shape, np.int64), np.empty(self.u.shape, bool)
         first, n, t = _window(self, self.num_samples)
         if t == 0:
@@ -106,7 +110,7 @@ class _GatedModel(PyLoihiProcessModel):
                 self._sent_spikes = True
                 rows = (first + np.arange(n)) * self.t_max + t
                 self.fingerprint[rows] = fingerprint_rows(out[:n])
-        self.s_out.send(out)
+        self.s_out.send(out[0].transpose(2, 1, 0) if self.whc else out)   # (1, C, H, W) -> (W, H, C)
         if self.time_step == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
 
@@ -168,7 +172,8 @@ class PyGatedAttentionModel(_GatedModel):
         self.heads, self.weight = proc_params['heads'], proc_params['weight']
 
     def receive(self):
-        return self.q_in.recv(), self.k_in.recv(), self.v_in.recv()
+        qkv = self.q_in.recv(), self.k_in.recv(), self.v_in.recv()
+        return tuple(x.transpose(2, 1, 0)[None] for x in qkv) if self.whc else qkv
 
     def synapse(self, qkv, n):
         shape = (n,) + qkv[0].shape[1:]
@@ -208,3 +213,32 @@ class PyReadoutModel(PyLoihiProcessModel):
             self.logits[first:first + n] = self.acc[:n] @ self.weight.T + self.bias
         if self.time_step == self.num_steps:
             self.logits_rec.send(self.logits)
+
+
+@implements(proc=SpikeProbe, protocol=LoihiProtocol)
+@requires(CPU)
+@tag('fixed_pt')
+class PySpikeProbeModel(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    fingerprint_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    counts_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    fingerprint: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    counts: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = proc_params
+        self.whc, self.offset, self.period = p['layout'] == 'whc', p['offset'], p['period']
+        self.t_max, self.num_samples, self.num_steps = p['t_max'], p['num_samples'], p['num_steps']
+
+    def run_spk(self):
+        x = self.a_in.recv()
+        g = self.time_step - 1 - self.offset
+        s, t = (g // self.period, g % self.period) if g >= 0 else (-1, -1)
+        if 0 <= s < self.num_samples and t < self.t_max:
+            chw = x.transpose(2, 1, 0) if self.whc else x
+            self.fingerprint[s * self.t_max + t] = fingerprint_rows(chw[None])[0]
+            self.counts[s] += chw.reshape(chw.shape[0], -1).sum(axis=1).astype(np.int64)
+        if self.time_step == self.num_steps:
+            self.fingerprint_rec.send(self.fingerprint)
+            self.counts_rec.send(self.counts)

@@ -48,10 +48,10 @@ class FrameInput(AbstractProcess):
 class _GatedNeurons(AbstractProcess):
     """Common part: CUBA-LIF (Loihi fixed point), DTSS gate, counters."""
 
-    def _common(self, out_shape, batch, num_samples):
+    def _common(self, out_shape, batch, num_samples, port_shape=None):
         shape = (int(batch),) + tuple(out_shape)
         rows = int(num_samples) * int(self.proc_params['t_max'])
-        self.s_out = OutPort(shape=shape)
+        self.s_out = OutPort(shape=tuple(port_shape) if port_shape else shape)
         self.u = Var(shape=shape, init=0)
         self.v = Var(shape=shape, init=0)
         self.synops = Var(shape=(1,), init=0)          # synaptic operations executed
@@ -90,21 +90,31 @@ class GatedLayer(_GatedNeurons):
 class GatedAttention(_GatedNeurons):
     """Spiking self-attention core: ``LIF(weight * q (k^T v))`` per sample and
     head on ``(B, C, H, W)`` spikes (tokens ``H*W``, ``C/heads`` channels per
-    head), then the DTSS gate."""
+    head), then the DTSS gate.
+
+    ``layout='whc'`` (batch 1 only): ports carry one sample as ``(W, H, C)``,
+    the layout of Lava's ``Conv``/``LIF`` processes (the hybrid host process of
+    ``lava_dtss.loihi_build``). ``offset``: Lava steps before window step 0 of
+    the first window (the layer's pipeline offset; 0 in the fused runtime).
+    """
 
     def __init__(self, *, shape: tuple, heads: int, weight: int, neuron: dict,
                  t_max: int, active_steps: int, gating: bool, num_samples: int,
-                 num_steps: int, batch: int = 1, name: str = 'attention'):
+                 num_steps: int, batch: int = 1, name: str = 'attention',
+                 layout: str = 'bchw', offset: int = 0):
+        if layout not in ('bchw', 'whc') or (layout == 'whc' and int(batch) != 1):
+            raise ValueError(f"layout {layout!r} with batch {batch}: expected 'bchw', or 'whc' with batch 1")
         super().__init__(name=name, heads=int(heads), weight=int(weight),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
                          active_steps=int(active_steps), gating=bool(gating),
-                         num_samples=int(num_samples), num_steps=int(num_steps))
-        port_shape = (int(batch),) + tuple(shape)
+                         num_samples=int(num_samples), num_steps=int(num_steps),
+                         layout=layout, offset=int(offset))
+        port_shape = (int(batch),) + tuple(shape) if layout == 'bchw' else tuple(shape)[::-1]
         self.q_in = InPort(shape=port_shape)
         self.k_in = InPort(shape=port_shape)
         self.v_in = InPort(shape=port_shape)
-        self._common(shape, batch, num_samples)
+        self._common(shape, batch, num_samples, port_shape)
 
 
 class Readout(AbstractProcess):
@@ -123,3 +133,31 @@ class Readout(AbstractProcess):
         self.acc = Var(shape=(int(batch), in_shape[0]), init=0)
         self.logits = Var(shape=(num_samples, weight.shape[0]), init=0)
         self.logits_rec = _record_port((num_samples, weight.shape[0]))
+
+
+class SpikeProbe(AbstractProcess):
+    """Host recorder of one layer's spikes in a pipelined (Lava-standard) build.
+
+    Input ``a_in``: one sample's spikes, ``(W, H, C)`` (``layout='whc'``) or
+    ``(N,)``. Window step ``t`` of sample ``s`` arrives at Lava step
+    ``offset + s * period + t + 1``; steps ``t >= t_max`` (padding of the
+    window to ``period``) and steps before ``offset`` are ignored.
+    Records, sent once at step ``num_steps``: ``fingerprint_rec [S * t_max, 2]``
+    (count, checksum of the spikes flattened C-major in ``(C, H, W)`` order,
+    as the fused runtime records them) and ``counts_rec [S, C]`` (spikes per
+    channel summed over positions and the ``t_max`` steps, for the readout).
+    """
+
+    def __init__(self, *, shape: tuple, layout: str, offset: int, period: int, t_max: int,
+                 num_samples: int, num_steps: int, name: str = 'probe'):
+        if layout not in ('whc', 'flat'):
+            raise ValueError(f"layout {layout!r}: expected 'whc' or 'flat'")
+        super().__init__(name=name, layout=layout, offset=int(offset), period=int(period),
+                         t_max=int(t_max), num_samples=int(num_samples), num_steps=int(num_steps))
+        channels = shape[-1] if layout == 'whc' else shape[0]
+        rows = int(num_samples) * int(t_max)
+        self.a_in = InPort(shape=tuple(shape))
+        self.fingerprint = Var(shape=(rows, 2), init=0)
+        self.counts = Var(shape=(int(num_samples), int(channels)), init=0)
+        self.fingerprint_rec = _record_port((rows, 2))
+        self.counts_rec = _record_port((int(num_samples), int(channels)))

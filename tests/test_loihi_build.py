@@ -1,0 +1,153 @@
+"""The standard-process (Loihi 2) build: on the CPU simulator
+(``Loihi2SimCfg(select_tag='fixed_pt')``) every layer's spikes equal the fused
+runtime's after the layer's pipeline offset, and the logits are identical."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lava_dtss import data, lava_runtime, loihi_build
+from lava_dtss.export import conv_spec, dense_spec
+from lava_dtss.netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
+from lava_dtss.reference import direct_images
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
+NEURON = {'type': 'CUBA', 'iDecay': 4096, 'vDecay': 2048, 'vThMant': 80}
+
+
+def _small_net(path, rng, t_max=6):
+    """conv 3x3 -> conv 3x3 stride 2 -> flatten -> dense d1 -> dense d2 -> dense d3 fed
+    by d2 AND d1 (a skip one step short: DelayDense); graded input;
+    T_max = 6 (not a power of two); every layer gated at a different step."""
+    spec = NetSpec([
+        LayerSpec(type='input', name='input', shape=(2, 8, 8), params={'inputScale': 3}),
+        conv_spec('c1', rng.integers(-40, 60, (4, 2, 3, 3)), rng.integers(-20, 40, 4), (4, 8, 8),
+                  NEURON, 1, 1, inputs=[0], active_steps=3),
+        conv_spec('c2', rng.integers(-60, 80, (8, 4, 3, 3)), rng.integers(-20, 40, 8), (8, 4, 4),
+                  NEURON, 2, 1, inputs=[1], active_steps=5),
+        LayerSpec(type='flatten', name='flatten', shape=(), inputs=[2]),
+        dense_spec('d1', rng.integers(-50, 80, (32, 128)), rng.integers(-10, 30, 32), NEURON,
+                   inputs=[3], active_steps=4),
+        dense_spec('d2', rng.integers(-50, 80, (32, 32)), rng.integers(-10, 30, 32), NEURON,
+                   inputs=[4], active_steps=5),
+        dense_spec('d3', rng.integers(-50, 80, (10, 32)), np.zeros(10, int), NEURON,
+                   inputs=[5, 4], active_steps=6)],
+        meta={'t_max': t_max, 'format': FORMAT})
+    write_netx(spec, path)
+    return read_netx(path)
+
+
+@pytest.fixture(scope='module')
+def small(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    spec = _small_net(str(tmp_path_factory.mktemp('loihi') / 'small.net'), rng)
+    frames = rng.integers(0, 4, (3, 2, 8, 8)).astype(float)      # graded 2-bit pixels
+    fused = lava_runtime.run(spec, frames, t_max=6)
+    loihi = loihi_build.run(spec, frames, t_max=6)
+    return spec, frames, fused, loihi
+
+
+def test_small_conv_dense_network_is_spike_identical(small):
+    spec, _, fused, loihi = small
+    p = loihi_build.plan(spec, 6, input_max=3)
+    assert p.period == 8 and loihi.period == 8                   # T_max 6 padded to 8
+    assert loihi.offsets == {'input': 0, 'c1': 1, 'c2': 2, 'd1': 3, 'd2': 4, 'd3': 5}
+    assert [(e.delay, e.via) for e in p.stages[6].edges] == [(0, ''), (1, 'DelayDense')]
+    assert loihi.num_steps == 3 * 8 + 5
+    assert set(loihi.fingerprints) == set(fused.fingerprints) == {'c1', 'c2', 'd1', 'd2', 'd3'}
+    for name, fp in fused.fingerprints.items():
+        assert fp[:, 0].sum() > 0, name                           # every layer spikes
+        assert np.array_equal(loihi.fingerprints[name], fp), name
+    assert np.array_equal(loihi.logits, fused.logits)
+    assert np.array_equal(loihi.predictions, fused.predictions)
+
+
+def test_dtss_gate_is_what_silences_the_layers(small):
+    """Without the timer and gate neurons the layers keep spiking after their
+    active steps (so the spike equality above depends on the gate)."""
+    spec, frames, fused, _ = small
+    ungated = loihi_build.run(spec, frames, t_max=6, gating=False)
+    for layer in spec.layers:
+        if layer.name not in fused.fingerprints:
+            continue
+        steps = fused.fingerprints[layer.name].reshape(3, 6, 2)
+        assert steps[:, layer.active_steps:, 0].sum() == 0        # gated off in the fused run
+    late = ungated.fingerprints['c1'].reshape(3, 6, 2)[:, 3:, 0]
+    assert late.sum() > 0
+    early = ungated.fingerprints['c1'].reshape(3, 6, 2)[:, :3]
+    assert np.array_equal(early, fused.fingerprints['c1'].reshape(3, 6, 2)[:, :3])
+
+
+def test_shipped_digits_model_is_spike_identical_with_hybrid_attention():
+    spec = read_netx(SHIPPED)
+    images = data.load_dataset('digits', 'test').tensors[0][:3]
+    frames = direct_images(images, spec.layers[0].params['inputScale'])
+    fused = lava_runtime.run(spec, frames)
+    loihi = loihi_build.run(spec, frames)
+    assert loihi.offsets['blocks.0.ssa.attn'] == loihi.offsets['blocks.0.ssa.q'] == 4
+    assert loihi.offsets['blocks.0.mlp.fc2'] == 7
+    assert set(loihi.fingerprints) == set(fused.fingerprints)
+    for name, fp in fused.fingerprints.items():
+        assert np.array_equal(loihi.fingerprints[name], fp), name
+    assert sum(int(fp[:, 0].sum()) for fp in fused.fingerprints.values()) > 0
+    assert np.array_equal(loihi.logits, fused.logits)
+    assert np.array_equal(loihi.predictions, fused.predictions)
+
+
+def test_plan_offsets_delays_and_gate_phases():
+    spec = read_netx(SHIPPED)
+    p = loihi_build.plan(spec, 8)
+    offsets = [p.stages[i].offset for i in range(1, 11)]
+    assert offsets == [1, 2, 3, 4, 4, 4, 4, 5, 6, 7]
+    assert p.relays == {2: 3, 3: 2}                              # sps.1 +3, rpe +2 to reach fc1
+    fc1 = p.stages[9]
+    assert [(e.src, e.delay) for e in fc1.edges] == [(2, 3), (3, 2), (8, 0)]
+    for st in p.gated:   # timer phase q fires at g' with (g'-1) % P == q; its gate at g'+1,
+        inhibited = set()  # the inhibition reaches the layer at g'+2: window step (g'+1-off) % P
+        for g1 in range(1, 4 * p.period):
+            if (g1 - 1) % p.period in st.gate[3]:
+                inhibited.add((g1 + 1 - st.offset) % p.period)
+        assert inhibited == set(range(st.active_steps, p.period)), st.name
+    assert loihi_build.plan(spec, 5).period == 8 and loihi_build.next_pow2(8) == 8
+    rows = loihi_build.resources(p)
+    chip = [r for r in rows if r['where'] == 'chip']
+    layer_neurons = sum(int(np.prod(l.shape)) for l in spec.layers
+                        if l.type in ('conv', 'dense'))
+    relays = 3 * 512 + 2 * 512
+    gates = p.period + len(p.gated)
+    assert sum(r['neurons'] for r in chip) == layer_neurons + relays + gates
+    attn = [r for r in rows if r['name'] == 'blocks.0.ssa.attn'][0]
+    assert attn['where'] == 'host' and attn['traffic'] == 4 * 512
+
+
+def test_unmappable_gated_layer_is_one_clear_error(tmp_path):
+    rng = np.random.default_rng(1)
+    spec = _small_net(str(tmp_path / 's.net'), rng)
+    spec.layers[1].neuron = dict(NEURON, iDecay=1024)
+    with pytest.raises(ValueError, match=r"layer 1 \(conv 'c1'\).*iDecay = 4096"):
+        loihi_build.plan(spec, 6)
+
+
+def _cli(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'run_lava.py'), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_cli_resource_report_and_loihi2_dry_run():
+    r = _cli('--check-loihi', '--build', 'loihi')
+    assert r.returncode == 0, r.stderr
+    assert 'dtss.timer+gates' in r.stdout and 'sps.1.relay' in r.stdout
+    assert 'host <-> chip' in r.stdout and 'cores' in r.stdout
+    from lava.utils import loihi
+    if loihi.is_installed():
+        pytest.skip('lava-loihi is installed here: the loihi2 backend would really run')
+    r = _cli('--backend', 'loihi2', '--build', 'loihi', '--num-samples', '2')
+    assert r.returncode == 3
+    assert 'Loihi2HwCfg' in r.stdout and 'reset_interval=8' in r.stdout
+    assert r.stderr.strip().splitlines()[-1].startswith('error: the Loihi 2 backend needs lava-loihi')
+    r = _cli('--build', 'loihi', '--batch', '4')
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error: --build loihi')
