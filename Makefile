@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) scripts/benchmark_neuron.py
+	$(PY) scripts/benchmark.py
 
 clean:
 	rm -rf $(VENV) runs

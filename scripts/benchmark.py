@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""One benchmark for the speeds every experiment here depends on, each printed
+beside its reference run as a ratio (samples/s and peak memory).
+
+    python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
+    python scripts/benchmark.py --skip-lava            # training only
+    python scripts/benchmark.py --model M.net          # Lava part on another model file
+
+Training (fmnist preset, batch 64, T = 4, forward + backward + AdamW step, same
+weights and batches): the fused neuron against stock SLAYER CUBA
+(``slayer.neuron.cuba.Neuron``, the neuron of ``slayer.block.cuba``) and against
+the same network with ``clamp(x / threshold, 0, 1)`` (a clipped ReLU) in place of
+every LIF, still over T steps: what the spiking path costs beyond its matrix
+products. Each implementation runs in its own process (its peak resident memory
+is that process's), rounds alternate, the best round counts.
+
+Lava (gated runtime, fixed-point CPU simulator): the training-side fixed-point
+reference, Lava one sample at a time (B = 1), and batched (B samples side by side
+in every process); then gated and ungated batched runs alternated, best of the
+rounds, start-up excluded: the measured wall-time saving of gating beside the
+saving the counted operations predict. Every Lava run's logits must equal the
+reference's, or the script exits 1.
+"""
+import argparse
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+# the shipped Fashion-MNIST DTSS model (scripts/study.py ships the headline arm there)
+DEFAULT_MODEL = next(iter(sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist_dtss-*.net')))),
+                     os.path.join('netx_models', 'fmnist_dtss-<headline arm>.net'))
+TRAIN_IMPLS = (('fast', 'fused FastCubaNeuron (ours)'), ('stock', 'stock slayer.neuron.cuba'),
+               ('ann', 'same network, clipped ReLU'))
+
+
+def peak_rss_mb(who=resource.RUSAGE_SELF):
+    return resource.getrusage(who).ru_maxrss / 1024   # Linux: KiB
+
+
+def train_worker(impl, preset, batch, steps, threads):
+    """Time ``steps`` training steps of one implementation (run in a fresh process)."""
+    import torch
+    from lava_dtss.model import build_model
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(preset, neuron_impl=impl)
+    cfg = model.cfg
+    x = torch.rand(batch, cfg.in_channels, cfg.image_size, cfg.image_size)
+    y = torch.randint(0, cfg.num_classes, (batch,))
+    opt = torch.optim.AdamW(model.parameters(), 1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    step()   # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    rate = steps * batch / (time.perf_counter() - t0)
+    print(json.dumps({'samples_per_s': rate, 'peak_rss_mb': peak_rss_mb()}))
+
+
+def bench_training(args):
+    best = {}
+    for _ in range(args.rounds):
+        for impl, _label in TRAIN_IMPLS:
+            cmd = [sys.executable, os.path.abspath(__file__), '--train-worker', impl, '--preset', args.preset,
+                   '--batch-size', str(args.batch_size), '--train-steps', str(args.train_steps)]
+            if args.threads:
+                cmd += ['--threads', str(args.threads)]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f'error: training benchmark of {impl} failed:\n{out.stderr[-2000:]}')
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            if r['samples_per_s'] > best.get(impl, {}).get('samples_per_s', 0):
+                best[impl] = r
+    try:
+        import spikingjelly  # noqa: F401  (optional benchmark extra)
+        jelly = 'installed but not wired into this network yet'
+    except ImportError:
+        jelly = 'not installed (optional)'
+    ref = best['fast']['samples_per_s']
+    print(f'\n## Training: preset {args.preset}, batch {args.batch_size}, best of {args.rounds} alternating '
+          f'rounds of {args.train_steps} steps, one process each')
+    print(f'{"implementation":32s} {"samples/s":>10s} {"vs fused":>9s} {"peak RSS MB":>12s} {"60k epoch":>10s}')
+    for impl, label in TRAIN_IMPLS:
+        r = best[impl]
+        print(f'{label:32s} {r["samples_per_s"]:10.1f} {r["samples_per_s"] / ref:8.2f}x '
+              f'{r["peak_rss_mb"]:12.0f} {60000 / r["samples_per_s"] / 60:7.1f} min')
+    print(f'SpikingJelly multi-step LIF: {jelly}')
+    print(f'fused / stock: {ref / best["stock"]["samples_per_s"]:.2f}x (target >= 3x); '
+          f'ReLU network / fused: {best["ann"]["samples_per_s"] / ref:.2f}x (target <= 1.3x)')
+    return best
+
+
+def bench_lava(args):
+    import numpy as np
+    import torch
+    from lava_dtss import data, lava_runtime
+    from lava_dtss.netx_file import read_netx
+    from lava_dtss.reference import direct_images, reference_run
+    spec = read_netx(args.model)
+    test = data.load_dataset(spec.meta.get('dataset') or 'digits', 'test', args.data_dir)
+    n = min(args.lava_samples, len(test))
+    images = torch.stack([test[i][0] for i in range(n)])
+    frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))
+    t0 = time.perf_counter()
+    ref_logits, _ = reference_run(spec, images)
+    ref_rate = n / (time.perf_counter() - t0)
+    rows = [('training-side fixed-point reference', n, ref_rate, None, None)]
+    n1 = min(args.single_samples, n)
+    r1 = lava_runtime.run(spec, frames[:n1], gating=True, batch=1)
+    check(r1.logits, ref_logits[:n1], 'Lava B=1')
+    rows.append(('Lava gated, B=1', n1, n1 / (r1.wall_s - r1.startup_s), r1.startup_s, r1.memory['total']))
+    best = {}
+    for _ in range(args.rounds):
+        for gating in (True, False):
+            r = lava_runtime.run(spec, frames, gating=gating, batch=args.batch)
+            check(r.logits, ref_logits, f'Lava B={args.batch}')
+            steps_s = r.wall_s - r.startup_s
+            if steps_s < best.get(gating, (float('inf'),))[0]:
+                best[gating] = (steps_s, r)
+    for gating in (True, False):
+        s, r = best[gating]
+        rows.append((f'Lava {"gated" if gating else "ungated"}, B={args.batch}', n, n / s, r.startup_s,
+                     r.memory['total']))
+    print(f'\n## Lava: {args.model}, T_max {spec.t_max}; start-up excluded from samples/s; best of {args.rounds} '
+          f'alternating rounds for the batched runs; logits equal to the reference in every run')
+    print(f'{"run":40s} {"samples":>8s} {"samples/s":>10s} {"vs reference":>13s} {"start-up s":>11s} '
+          f'{"est. memory MB":>15s}')
+    for label, k, rate, startup, mem in rows:
+        print(f'{label:40s} {k:8d} {rate:10.1f} {rate / ref_rate:12.2f}x '
+              f'{"" if startup is None else f"{startup:.1f}":>11s} {"" if mem is None else f"{mem / 2**20:.0f}":>15s}')
+    (sg, g), (su, u) = best[True], best[False]
+    predicted = {k: 1 - sum(getattr(g, k).values()) / sum(getattr(u, k).values()) for k in ('synops', 'neuron_updates')}
+    measured = 1 - sg / su
+    print(f'gating: measured wall-time saving {100 * measured:.1f}%; predicted by counted operations: '
+          f'{100 * predicted["synops"]:.1f}% of synaptic operations, {100 * predicted["neuron_updates"]:.1f}% of '
+          f'neuron updates; measured / predicted (neuron updates) '
+          f'{measured / predicted["neuron_updates"] if predicted["neuron_updates"] else float("nan"):.2f} '
+          f'(target >= 0.7)')
+    print(f'whole 10,000-image test set at B={args.batch}: {10000 / (n / sg) / 60:.1f} min of Lava steps '
+          f'(target < 3 min); Lava / reference wall time: {(sg / n) / (1 / ref_rate):.2f}x (target <= 2x)')
+    print(f'peak resident memory of this process {peak_rss_mb():.0f} MB, of its largest child '
+          f'{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB')
+
+
+def check(logits, ref, label):
+    import numpy as np
+    if not np.array_equal(logits, ref):
+        raise SystemExit(f'error: {label}: logits differ from the training-side reference')
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--preset', default='fmnist', help='training benchmark preset (default fmnist)')
+    p.add_argument('--batch-size', type=int, default=64, help='training batch (default 64)')
+    p.add_argument('--train-steps', type=int, default=10, help='timed training steps per round (default 10)')
+    p.add_argument('--rounds', type=int, default=3, help='alternating rounds; the best counts (default 3)')
+    p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s)')
+    p.add_argument('--model', default=DEFAULT_MODEL,
+                   help=f'NetX file for the Lava part (default {os.path.relpath(DEFAULT_MODEL, ROOT)})')
+    p.add_argument('--data-dir', default=None, help='dataset folder of the model\'s data set')
+    p.add_argument('--lava-samples', type=int, default=1000, help='test images per batched Lava run (default 1000)')
+    p.add_argument('--single-samples', type=int, default=50, help='test images for the B=1 Lava run (default 50)')
+    p.add_argument('--batch', type=int, default=100, help='Lava batch (default 100)')
+    p.add_argument('--skip-train', action='store_true')
+    p.add_argument('--skip-lava', action='store_true')
+    p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.threads is not None and args.threads < 1:
+        p.error('--threads must be >= 1')
+    if args.train_worker:
+        return train_worker(args.train_worker, args.preset, args.batch_size, args.train_steps, args.threads)
+    if not args.skip_lava and not os.path.isfile(args.model):
+        p.error(f'--model {args.model} does not exist (train and export one, e.g. python scripts/study.py, '
+                'or pass another .net file)')
+    if not args.skip_train:
+        bench_training(args)
+    if not args.skip_lava:
+        bench_lava(args)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
