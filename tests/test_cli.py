@@ -58,3 +58,18 @@ def test_export_netx_from_a_checkpoint(tmp_path, capsys):
     card = json.loads((tmp_path / 'm.json').read_text())
     assert card['preset'] == 'tiny' and 0 <= card['quantized_test_accuracy'] <= 1
     assert set(card['active_steps']) == {n for n, _ in model.gated_layers()}
+
+
+def test_benchmark_runs_small_and_checks_lava_against_the_reference():
+    """scripts/benchmark.py end to end at toy sizes: every section printed, Lava equal to the reference."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, 'scripts/benchmark.py', '--preset', 'tiny', '--batch-size', '4', '--train-steps', '1',
+           '--rounds', '1', '--threads', '1', '--model', 'netx_models/digits_tiny_dtss.net', '--lava-samples', '6',
+           '--single-samples', '2', '--batch', '4']
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for words in ('## Training', 'stock slayer.neuron.cuba', 'clipped ReLU', '## Lava', 'Lava gated, B=4',
+                  'Lava ungated, B=4', 'measured wall-time saving'):
+        assert words in proc.stdout, proc.stdout
