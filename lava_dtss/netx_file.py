@@ -19,6 +19,7 @@ FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
 NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
 MAX_T = 1 << 16              # time steps per sample a file may declare
+MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); checked before reading
 # limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
 OWN_LIMITS = {'weight': (-128, 127), 'bias': (-(1 << 12), (1 << 12) - 1)}
 
@@ -130,6 +131,9 @@ class _Layer:
             self.fail(f'cannot open key {key!r}, a dangling or looping link? ({type(e).__name__}: {e})')
         if not isinstance(item, h5py.Dataset):
             self.fail(f'{key!r} should be a dataset, found a group')
+        if item.size is not None and item.size > MAX_VALUES:
+            self.fail(f'{key!r} declares {item.size} values (shape {item.shape}), beyond the '
+                      f'{MAX_VALUES} values a dataset may hold; refused before reading it')
         value = item[()]
         if isinstance(value, bytes) or (isinstance(value, np.ndarray) and value.dtype.kind in 'SOU'):
             if not text:
