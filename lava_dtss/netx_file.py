@@ -164,7 +164,8 @@ class _Layer:
     def scalar(self, key):
         arr = self.get(key)
         if isinstance(arr, str) or arr.size != 1:
-            self.fail(f'{key!r} should be a single integer, found {arr!r}')
+            found = f'{arr[:40]!r}' if isinstance(arr, str) else f'an array of shape {arr.shape}'
+            self.fail(f'{key!r} should be a single integer, found {found}')
         return int(arr.reshape(-1)[0])
 
 
@@ -223,8 +224,8 @@ def read_netx(path: str) -> NetSpec:
     """
     try:
         return _read_netx(path)
-    except NetXFormatError:
-        raise
+    except NetXFormatError as e:   # one line, whatever a value printed into it
+        raise NetXFormatError(' '.join(str(e).split())) from None
     except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise NetXFormatError(f'{path}: cannot read the file\'s structure ({type(e).__name__}: {e}); '
                               'expected a NetX HDF5 network') from None
@@ -317,7 +318,7 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
             L.fail(f'neuron type {ntype!r} is not supported (expected CUBA)')
         spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
                        'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-        if L.has('neuron/gradedSpike') and int(np.asarray(L.g['neuron/gradedSpike'][()]).reshape(-1)[0]):
+        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
             L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
         for k in ('iDecay', 'vDecay'):
             if not 0 <= spec.neuron[k] <= 4096:

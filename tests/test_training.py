@@ -388,6 +388,8 @@ def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
     (['--init-steps', 'stem=2'], "unknown category 'stem'"),
     (['--init-steps', 'qkv=0'], 'whole numbers K >= 1'),
     (['--init-steps', '2.5'], 'whole numbers K >= 1'),
+    (['--seed', '100000000000000000000'], '--seed must be in 0..4294967295'),
+    (['--seed', '-5'], '--seed must be in 0..4294967295'),
 ])
 def test_out_of_range_options_exit_2(script, capsys, argv, words):
     with pytest.raises(SystemExit) as e:
