@@ -138,6 +138,12 @@ def _big_weight(f):
     _replace(f, 'layer/1/weight', w)
 
 
+def _big_bias(f):                     # 13-bit bias of Loihi 2: a bias beyond it can overflow the state
+    b = f['layer/1/bias'][()]
+    b[0] = 5000
+    _replace(f, 'layer/1/bias', b)
+
+
 def _nonascii_type(f):
     _replace(f, 'layer/2/type', np.array(['pööl'.encode('utf-8')]))
 
@@ -160,6 +166,7 @@ MUTATIONS = {
     'dtss_no': _meta('dtss', 'no'),
     'uint64_weight': _uint64_weight,
     'big_weight': _big_weight,
+    'big_bias': _big_bias,
     'nonascii_type': _nonascii_type,
     'missing_key': _missing_key,
     'weight_shape': _wrong_weight_shape,
@@ -203,6 +210,7 @@ EXPECTED = {
     'dtss_no': (None, ["meta/dtss = 'no'", 'expected 0 or 1']),
     'uint64_weight': (1, ["'weight'", 'unsigned values beyond the int64 range']),
     'big_weight': (1, ['weight values', '1000', 'exceed the range -128..127']),
+    'big_bias': (1, ['bias values', '5000', 'exceed the range -4096..4095']),
     'nonascii_type': (2, ['pööl', 'layer type']),
 }
 
