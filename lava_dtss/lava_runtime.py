@@ -6,6 +6,7 @@ Every run is stopped on every path (errors and Ctrl-C included).
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,31 @@ CHANNEL_SLOTS = 4
 
 class BackendUnavailable(RuntimeError):
     """The requested Lava backend cannot run on this machine."""
+
+
+class MemoryLimitError(ValueError):
+    """A run would need more memory than allowed (``--max-memory-gb``)."""
+
+
+class LavaRunError(RuntimeError):
+    """A Lava process failed, died or missed the run's deadline; the run was stopped."""
+
+
+DEFAULT_MEMORY_FRACTION = 0.5   # of the machine's RAM, the default memory limit of a run
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (``os.sysconf``), 0 where unknown."""
+    try:
+        return int(os.sysconf('SC_PAGE_SIZE')) * int(os.sysconf('SC_PHYS_PAGES'))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def default_memory_limit() -> int:
+    """Default limit of a run's estimated memory: half the machine's RAM (8 GiB where unknown)."""
+    ram = physical_memory()
+    return int(DEFAULT_MEMORY_FRACTION * ram) if ram else 8 << 30
 
 
 @dataclass
@@ -102,20 +128,30 @@ def windows(num_samples: int, batch: int) -> int:
 
 
 def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
-                    frame_steps: int = 1) -> dict:
-    """Estimated bytes of a run's data, by part: ``frames`` (float64, ``frame_steps``
-    per sample, held here and in the input process), ``states`` (per neuron of
-    ``batch`` samples: u, v, scratch and the output message), ``channels``
-    (shared-memory slots of every connection), ``records`` (fingerprints
-    ``[S*T, 2]`` and logits: Var, pipe and the copy here), ``workspace``
-    (largest im2col matrix); ``total``. Excludes the Python interpreters
+                    frame_steps: int = 1, reference: bool = False) -> dict:
+    """Estimated bytes of a run's data, by part, from the declared sizes only
+    (nothing is allocated): ``frames`` (float64, ``frame_steps`` per sample,
+    held here and in the input process), ``weights`` (the file's integers, the
+    float copies given to the processes and their float32 copies), ``states``
+    (per neuron of ``batch`` samples: u, v, scratch and the output message),
+    ``channels`` (shared-memory slots of every connection), ``records``
+    (fingerprints ``[S*T, 2]`` and logits: Var, pipe and the copy here),
+    ``workspace`` (largest im2col matrix); with ``reference``, ``reference``
+    (spikes of every layer of the training-side model for a batch of up to 256
+    samples over ``t_max`` steps); ``total``. Excludes the Python interpreters
     themselves (one per process)."""
     layers = [l for l in spec.layers if l.type not in ('input', 'flatten', 'readout')]
     sizes = {i: int(np.prod(l.shape)) for i, l in enumerate(spec.layers) if l.type != 'flatten'}
     frames = 2 * 8 * num_samples * sizes[0] * frame_steps
+    weights = sum(28 * int(np.size(l.params['weight'])) for l in spec.layers
+                  if isinstance(l.params.get('weight'), np.ndarray))
     states = sum(33 * batch * int(np.prod(l.shape)) for l in layers)
     channels = sum(8 * batch * sizes[_source(spec, j)] * CHANNEL_SLOTS
                    for l in spec.layers[1:] if l.type != 'flatten' for j in l.inputs)
+    if spec.layers[-1].type != 'readout':   # stock files: an identity readout of the last layer
+        last = _source(spec, len(spec.layers) - 1)
+        weights += 3 * 8 * spec.layers[last].shape[0] ** 2
+        channels += 8 * batch * sizes[last] * CHANNEL_SLOTS
     classes = spec.layers[-1].shape[0] if spec.layers[-1].type == 'readout' else 0
     records = 3 * 8 * (len(layers) * num_samples * t_max * 2 + num_samples * max(classes, 1))
     workspace = 0   # the largest im2col matrix of a conv layer, per process
@@ -123,9 +159,29 @@ def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
         if l.type == 'conv':
             co, ci, k, _ = l.params['weight'].shape
             workspace = max(workspace, 8 * batch * ci * k * k * int(np.prod(l.shape[1:])))
-    mem = {'frames': frames, 'states': states, 'channels': channels, 'records': records,
-           'workspace': workspace}
+    mem = {'frames': frames, 'weights': weights, 'states': states, 'channels': channels,
+           'records': records, 'workspace': workspace}
+    if reference:   # float64 spikes and membrane states of every layer, 256 samples x T steps
+        mem['reference'] = 3 * 8 * min(num_samples, 256) * t_max * sum(sizes.values())
     mem['total'] = sum(mem.values())
+    return mem
+
+
+def check_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1, frame_steps: int = 1,
+                 limit: int = None, source: str = 'the network', reference: bool = False) -> dict:
+    """:func:`estimate_memory`, refused with :class:`MemoryLimitError` (one line
+    naming ``source``, the estimate and the limit) beyond ``limit`` bytes
+    (default :func:`default_memory_limit`). Called before anything is built."""
+    limit = default_memory_limit() if limit is None else int(limit)
+    mem = estimate_memory(spec, num_samples, t_max, batch, frame_steps, reference)
+    if mem['total'] > limit:
+        parts = ', '.join(f'{k} {v / 2**30:.3g}' for k, v in mem.items()
+                          if k != 'total' and v >= mem['total'] / 100)
+        raise MemoryLimitError(
+            f'{source}: a run of {num_samples} samples x {t_max} steps (batch {batch}) needs an estimated '
+            f'{mem["total"] / 2**30:.3g} GiB ({parts}), beyond the limit of {limit / 2**30:.3g} GiB; '
+            'raise it with --max-memory-gb if the machine has the memory, or run fewer samples or '
+            'a smaller --batch')
     return mem
 
 
@@ -203,16 +259,26 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
 
 
 def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = 'cpu',
-        batch: int = 1, t_max: int = None) -> LavaResult:
+        batch: int = 1, t_max: int = None, max_memory: int = None,
+        deadline_s: float = None) -> LavaResult:
     """Run ``spec`` on ``frames`` (``[S, C, H, W, T]``, or ``[S, C, H, W]`` shown
-    for ``t_max`` steps), ``batch`` samples side by side, and collect the results."""
+    for ``t_max`` steps), ``batch`` samples side by side, and collect the results.
+
+    Refuses (:class:`MemoryLimitError`, before any process is built) a run whose
+    estimated memory exceeds ``max_memory`` bytes (default: half the RAM), and
+    stops the run with :class:`LavaRunError` when a Lava process fails or the
+    run passes ``deadline_s`` (default :func:`default_deadline`)."""
     cfg = run_config(backend)
     frames = np.ascontiguousarray(frames, dtype=float)
-    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max)
+    if int(batch) < 1:
+        raise ValueError(f'batch must be >= 1, got {batch}')
     t_max = _frame_layout(spec, frames, t_max)
-    num_steps = windows(frames.shape[0], batch) * t_max
     timed = frames.ndim == len(spec.layers[0].shape) + 2
-    memory = estimate_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1)
+    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory)
+    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max)
+    num_steps = windows(frames.shape[0], batch) * t_max
+    if deadline_s is None:
+        deadline_s = default_deadline(num_steps, memory['total'])
 
     def collect():
         # read everything before stop(): records through their external pipes (one
@@ -221,7 +287,8 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                 {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()},
                 {n: int(p.synops.get()[0]) for n, p in layer_procs.items()},
                 {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()})
-    (logits, fps, synops, updates), wall_s, startup_s = execute(procs[0], cfg, num_steps, collect)
+    (logits, fps, synops, updates), wall_s, startup_s = execute(procs[0], cfg, num_steps, collect,
+                                                                deadline_s)
     # layers fed by the direct-encoded input (their operations are MACs, not ACs)
     analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
               for layer in spec.layers if layer.name in layer_procs}
@@ -230,12 +297,27 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                       input_analog=analog, batch=int(batch), memory=memory, startup_s=startup_s)
 
 
-def execute(first, cfg, num_steps: int, collect):
+def default_deadline(num_steps: int, memory_bytes: int = 0) -> float:
+    """Generous wall-clock bound of a run: 10 minutes for start-up, plus 1 s per
+    Lava step per 256 MiB of run data (at least 1 s per step). A healthy run
+    takes a small fraction of it; the bound only ends runs that hang."""
+    return 600.0 + num_steps * max(1.0, memory_bytes / 2**28)
+
+
+def execute(first, cfg, num_steps: int, collect, deadline_s: float = None):
     """Compile and run the network of process ``first`` for ``num_steps`` Lava
     steps under run configuration ``cfg``, call ``collect()`` (reads results)
     before the runtime stops, and always stop it (errors and Ctrl-C included).
-    Returns ``(collect(), wall_s, startup_s)``."""
+    Returns ``(collect(), wall_s, startup_s)``.
+
+    While the steps run, a watchdog checks every Lava OS process: a process
+    model that raises (Lava then waits forever for its neighbours), a process
+    that dies, or a run past ``deadline_s`` seconds (default
+    :func:`default_deadline`) ends the run with :class:`LavaRunError`; every
+    Lava process is then ended and the shared memory released."""
     from lava.magma.core.run_conditions import RunSteps
+    if deadline_s is None:
+        deadline_s = default_deadline(num_steps)
     t0 = time.perf_counter()
     # Lava forks one OS process per process model. A terminal's Ctrl-C reaches the whole
     # process group: while the runtime starts, SIGINT is only recorded, and the forked
@@ -245,6 +327,7 @@ def execute(first, cfg, num_steps: int, collect):
     interrupted = []
     previous = (signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
                 if in_main_thread else None)
+    healthy = False       # True once the run finished: stop() through Lava, else abort
     try:
         try:
             first.create_runtime(run_cfg=cfg, compile_config={'pypy_channel_size': CHANNEL_SLOTS})
@@ -255,15 +338,108 @@ def execute(first, cfg, num_steps: int, collect):
                 signal.signal(signal.SIGINT, previous)
         if interrupted:
             raise KeyboardInterrupt
-        first.wait()
+        _watch(first.runtime, t0 + deadline_s, deadline_s)
+        healthy = True
         t2 = time.perf_counter()
         out = collect()
     finally:
-        try:
-            first.stop()
-        except Exception:  # the runtime may already be down after an error
-            pass
+        runtime = getattr(first, 'runtime', None)
+        if healthy:
+            try:
+                first.stop()
+            except Exception:  # the runtime may already be down after an error
+                _abort(runtime)
+        else:
+            _abort(runtime)
     return out, t2 - t0, t1 - t0
+
+
+def _actors(runtime):
+    """Lava's OS processes of ``runtime`` (process models and runtime services)."""
+    infra = getattr(runtime, '_messaging_infrastructure', None)
+    return list(getattr(infra, 'actors', None) or [])
+
+
+def _failure(actors) -> str:
+    """What went wrong in Lava's processes: the first exception one of them
+    reported (type, message, where), or which one died."""
+    for a in actors:
+        try:
+            exc = a.exception
+        except (OSError, ValueError, EOFError):
+            exc = None
+        if exc:
+            err, tb = exc
+            frames = [line.strip() for line in tb.splitlines() if line.strip().startswith('File ')]
+            where = f' ({frames[-1]})' if frames else ''
+            msg = str(err).replace('\n', ' ')
+            return f'{type(err).__name__}: {msg}{where}'
+    for a in actors:
+        code = getattr(a, 'exitcode', None) if not getattr(a, '_is_done', False) else None
+        if code not in (None, 0):
+            return f'Lava process {a.name} died (exit code {code})'
+    return 'a Lava process ended before the run finished'
+
+
+def _watch(runtime, deadline: float, deadline_s: float):
+    """Wait for the run of ``runtime`` like ``runtime.wait()``, but raise
+    :class:`LavaRunError` when a Lava process ends early or reports an error,
+    or at ``deadline`` (``time.perf_counter()``)."""
+    ports = list(getattr(runtime, 'service_to_runtime', None) or [])
+    actors = _actors(runtime)
+    while True:
+        ended = [a for a in actors if not getattr(a, '_is_done', False) and a.exitcode is not None]
+        if ended:
+            raise LavaRunError(f'a Lava process failed, run stopped: {_failure(actors)}')
+        if ports and all(p.probe() for p in ports):
+            break                 # every runtime service answered: done, or an error
+        if time.perf_counter() > deadline:
+            raise LavaRunError(f'the Lava run did not finish within its deadline of {deadline_s:.0f} s '
+                               '(a Lava process stalled); run stopped')
+        time.sleep(0.02)
+    try:
+        runtime.wait()
+    except RuntimeError:          # Lava's "N Exception(s) occurred. See output above"
+        raise LavaRunError(f'a Lava process failed, run stopped: {_failure(actors)}') from None
+
+
+def _abort(runtime, grace_s: float = 2.0):
+    """End every Lava process of ``runtime`` without waiting on them (after an
+    error Lava's own ``stop()`` waits forever for the failed process) and
+    release the shared memory."""
+    if runtime is None:
+        return
+    actors = [a for a in _actors(runtime) if not getattr(a, '_is_done', False)]
+    for a in actors:
+        try:
+            if a.is_alive():
+                a.terminate()
+        except (ValueError, OSError):
+            pass
+    deadline = time.monotonic() + grace_s
+    for a in actors:
+        try:
+            a._popen and a._popen.wait(max(0.0, deadline - time.monotonic()))
+            if a.is_alive():
+                a.kill()
+        except (ValueError, OSError, AttributeError):
+            pass
+    for a in actors:
+        try:
+            a.join()
+        except (ValueError, OSError, AssertionError):
+            pass
+    runtime._is_running = runtime._is_started = False
+    try:
+        infra = runtime._messaging_infrastructure
+        if infra.smm is not None:
+            infra.smm.shutdown()
+    except Exception:   # already shut down
+        pass
+    try:
+        runtime._watchdog_manager.stop()
+    except Exception:
+        pass
 
 
 def _record(port, timeout_s: float = 60.0) -> np.ndarray:

@@ -19,6 +19,7 @@ FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
 NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
 MAX_T = 1 << 16              # time steps per sample a file may declare
+MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); checked before reading
 # limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
 OWN_LIMITS = {'weight': (-128, 127), 'bias': (-(1 << 12), (1 << 12) - 1)}
 
@@ -130,6 +131,9 @@ class _Layer:
             self.fail(f'cannot open key {key!r}, a dangling or looping link? ({type(e).__name__}: {e})')
         if not isinstance(item, h5py.Dataset):
             self.fail(f'{key!r} should be a dataset, found a group')
+        if item.size is not None and item.size > MAX_VALUES:
+            self.fail(f'{key!r} declares {item.size} values (shape {item.shape}), beyond the '
+                      f'{MAX_VALUES} values a dataset may hold; refused before reading it')
         value = item[()]
         if isinstance(value, bytes) or (isinstance(value, np.ndarray) and value.dtype.kind in 'SOU'):
             if not text:
@@ -160,7 +164,8 @@ class _Layer:
     def scalar(self, key):
         arr = self.get(key)
         if isinstance(arr, str) or arr.size != 1:
-            self.fail(f'{key!r} should be a single integer, found {arr!r}')
+            found = f'{arr[:40]!r}' if isinstance(arr, str) else f'an array of shape {arr.shape}'
+            self.fail(f'{key!r} should be a single integer, found {found}')
         return int(arr.reshape(-1)[0])
 
 
@@ -219,8 +224,8 @@ def read_netx(path: str) -> NetSpec:
     """
     try:
         return _read_netx(path)
-    except NetXFormatError:
-        raise
+    except NetXFormatError as e:   # one line, whatever a value printed into it
+        raise NetXFormatError(' '.join(str(e).split())) from None
     except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
         raise NetXFormatError(f'{path}: cannot read the file\'s structure ({type(e).__name__}: {e}); '
                               'expected a NetX HDF5 network') from None
@@ -313,7 +318,7 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
             L.fail(f'neuron type {ntype!r} is not supported (expected CUBA)')
         spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
                        'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-        if L.has('neuron/gradedSpike') and int(np.asarray(L.g['neuron/gradedSpike'][()]).reshape(-1)[0]):
+        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
             L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
         for k in ('iDecay', 'vDecay'):
             if not 0 <= spec.neuron[k] <= 4096:

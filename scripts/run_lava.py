@@ -45,6 +45,10 @@ def parse_args(argv=None):
     p.add_argument('--check-loihi', action='store_true',
                    help='static check against Loihi 2 limits; exit 1 on a violation (with --build loihi: '
                         'also the resource report of the standard-process build)')
+    p.add_argument('--max-memory-gb', type=float, default=None, metavar='GB',
+                   help='refuse a run whose estimated memory (weights, neuron states, records, frames, '
+                        'channel buffers) exceeds GB gibibytes, before anything is built (default: half '
+                        'of this machine\'s RAM)')
     p.add_argument('--build', default='fused', choices=('fused', 'loihi'),
                    help='fused: our fused processes (default, fast simulation); loihi: Lava standard '
                         'processes (Conv, Dense, DelayDense, LIFReset) that Loihi 2 maps to neuro-cores, '
@@ -61,6 +65,8 @@ def parse_args(argv=None):
                          'drop --no-gating')
     if args.t_max is not None and not 1 <= args.t_max <= MAX_T:
         raise ValueError(f'--t-max must be in 1..{MAX_T} time steps, got {args.t_max}')
+    if args.max_memory_gb is not None and not 0 < args.max_memory_gb < 1 << 20:
+        raise ValueError(f'--max-memory-gb must be a positive number of GiB, got {args.max_memory_gb}')
     if args.json:
         problem = _unwritable(args.json)
         if problem:
@@ -117,6 +123,10 @@ def main(argv=None):
             print(loihi_build.dry_run(loihi_build.plan(spec, t_max), args.num_samples, 'loihi2'))
             print(loihi_build.format_resources(loihi_build.plan(spec, t_max)))
             raise lava_runtime.BackendUnavailable(lava_runtime.INRC_MESSAGE)
+    # refuse sizes beyond the memory limit before loading data or building any Lava process
+    limit = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
+    lava_runtime.check_memory(spec, max(1, args.num_samples), t_max, min(args.batch, max(1, args.num_samples)),
+                              limit=limit, source=args.model, reference='config' in spec.meta)
     test = data.load_dataset(dataset, 'test', args.data_dir)
     if not 1 <= args.num_samples <= len(test):
         raise ValueError(f'--num-samples must be in 1..{len(test)} for the {dataset} test set, '
@@ -142,7 +152,7 @@ def main(argv=None):
         print(f'running {args.num_samples} samples x {t_max} steps on Lava ({args.backend}, {label}, '
               f'batch {batch}) ...', flush=True)
         results[label] = lava_runtime.run(spec, frames, gating=gating, backend=args.backend,
-                                          batch=batch, t_max=t_max)
+                                          batch=batch, t_max=t_max, max_memory=limit)
     main_res = results['gated' if not args.no_gating else 'ungated']
     pred = main_res.predictions
     report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
@@ -279,7 +289,7 @@ def print_report(r, labels):
               f'start-up {r["startup_s_" + lab]:.2f} s)')
     m = r['memory_mb']
     print(f'batch {r["batch"]} ({r["lava_steps"]} Lava steps); estimated memory {m["total"]:.1f} MB '
-          f'(frames {m["frames"]:.1f}, states {m["states"]:.1f}, channels {m["channels"]:.1f}, '
+          f'(frames {m["frames"]:.1f}, weights {m["weights"]:.1f}, states {m["states"]:.1f}, channels {m["channels"]:.1f}, '
           f'records {m["records"]:.1f}, workspace {m["workspace"]:.1f}; interpreters not included)')
 
 
@@ -292,10 +302,10 @@ if __name__ == '__main__':
     except Exception as e:  # one clear line for bad input
         from lava_dtss.netx_file import NetXFormatError
         from lava_dtss.data import DatasetError
-        from lava_dtss.lava_runtime import BackendUnavailable
-        if isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, ValueError)):
+        from lava_dtss.lava_runtime import BackendUnavailable, LavaRunError
+        if isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, LavaRunError, ValueError)):
             print(f'error: {e}', file=sys.stderr)
-            code = 2 if not isinstance(e, BackendUnavailable) else 3
+            code = 3 if isinstance(e, BackendUnavailable) else 4 if isinstance(e, LavaRunError) else 2
         else:
             raise
     sys.exit(code)

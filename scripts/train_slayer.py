@@ -149,6 +149,8 @@ def parse_args(argv=None):
             p.error(f'--{name.replace("_", "-")} must be in 1..{MAX_T} time steps, got {v}')
     if args.fixed_t is not None and args.t_max is not None and args.t_max != args.fixed_t and not args.ann:
         p.error(f'--fixed-t {args.fixed_t} sets T_max = {args.fixed_t}; leave out --t-max {args.t_max}')
+    if not 0 <= args.seed < 2**32:
+        p.error(f'--seed must be in 0..{2**32 - 1} (numpy\'s seed range), got {args.seed}')
     if args.threads is not None and args.threads < 1:
         p.error('--threads must be >= 1')
     if args.augment is not None and not 0 <= args.augment <= MAX_SHIFT:

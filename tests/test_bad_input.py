@@ -138,6 +138,12 @@ def _big_weight(f):
     _replace(f, 'layer/1/weight', w)
 
 
+def _big_bias(f):                     # 13-bit bias of Loihi 2: a bias beyond it can overflow the state
+    b = f['layer/1/bias'][()]
+    b[0] = 5000
+    _replace(f, 'layer/1/bias', b)
+
+
 def _nonascii_type(f):
     _replace(f, 'layer/2/type', np.array(['pööl'.encode('utf-8')]))
 
@@ -160,6 +166,7 @@ MUTATIONS = {
     'dtss_no': _meta('dtss', 'no'),
     'uint64_weight': _uint64_weight,
     'big_weight': _big_weight,
+    'big_bias': _big_bias,
     'nonascii_type': _nonascii_type,
     'missing_key': _missing_key,
     'weight_shape': _wrong_weight_shape,
@@ -203,6 +210,7 @@ EXPECTED = {
     'dtss_no': (None, ["meta/dtss = 'no'", 'expected 0 or 1']),
     'uint64_weight': (1, ["'weight'", 'unsigned values beyond the int64 range']),
     'big_weight': (1, ['weight values', '1000', 'exceed the range -128..127']),
+    'big_bias': (1, ['bias values', '5000', 'exceed the range -4096..4095']),
     'nonascii_type': (2, ['pööl', 'layer type']),
 }
 
@@ -526,3 +534,151 @@ def test_cli_bad_options_fail_before_any_run(cli, name, words):
     line = _one_error(res)
     for w in words:
         assert w in line, line
+
+
+# ---------------------------------------------------------------- sizes, hangs (issue 8)
+def _shm_segments():
+    return {s for s in os.listdir('/dev/shm') if s.startswith('psm_')}
+
+
+def _run_marked(args, timeout, prefix=(RUN_LAVA,), env_extra=None):
+    """``python PREFIX ARGS`` in its own session, marked so that every process it
+    starts can be found; returns (Result, seconds, pids left, shm segments left)."""
+    marker = uuid.uuid4().hex
+    env = dict(_env(), LAVA_DTSS_TEST_MARKER=marker, **(env_extra or {}))
+    shm_before = _shm_segments()
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, *prefix, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        for pid in _marked_pids(marker):
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail(f'no exit within {timeout} s (a hang): {args}\n{err[-3000:]}')
+    seconds = time.monotonic() - t0
+    deadline = time.monotonic() + 5
+    while _marked_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _marked_pids(marker)
+    for pid in left:                      # only processes this test started
+        os.kill(pid, signal.SIGKILL)
+    return Result(proc.returncode, out, err), seconds, left, _shm_segments() - shm_before
+
+
+def _neuron(g):
+    g['neuron/type'] = np.array([b'CUBA'])
+    for k, v in (('iDecay', 4096), ('vDecay', 4096), ('vThMant', 1)):
+        g[f'neuron/{k}'] = v
+
+
+def _million_channels(path, spatial=8):
+    """A stock-style file of a few KB that declares a consistent conv of 10**6
+    channels (the weight is compressed zeros)."""
+    c = 10 ** 6
+    with h5py.File(path, 'w') as f:
+        f['layer/0/type'] = np.array([b'input'])
+        f['layer/0/shape'] = np.array([1, spatial, spatial])
+        f['layer/1/type'] = np.array([b'conv'])
+        f['layer/1/shape'] = np.array([c, spatial, spatial])
+        f.create_dataset('layer/1/weight', data=np.zeros((c, 1, 1, 1), np.int8), compression='gzip',
+                         chunks=(1 << 16, 1, 1, 1))
+        _neuron(f['layer/1'])
+    return path
+
+
+def test_declared_sizes_beyond_the_memory_limit_are_refused_before_lava(tmp_path):
+    path = _million_channels(str(tmp_path / 'million.net'))
+    assert os.path.getsize(path) < 100_000
+    res, seconds, left, shm = _run_marked(['--model', path, '--t-max', '4', '--num-samples', '2'], 120)
+    line = _one_error(res)
+    assert res.returncode == 2 and 'running' not in res.stdout
+    assert path in line and 'needs an estimated' in line and 'beyond the limit of' in line, line
+    assert '--max-memory-gb' in line, line
+    assert seconds < 60 and left == [] and not shm
+
+
+def test_huge_t_max_is_refused_by_the_memory_estimate(files, tmp_path):
+    """``meta/t_max`` at the reader's bound: the training-side check alone would
+    need tens of GiB; refused in one line before any Lava process."""
+    from lava_dtss.netx_file import MAX_T
+    path = str(tmp_path / 'long.net')
+    shutil.copy(files['good'], path)
+    with h5py.File(path, 'r+') as f:
+        f['meta/t_max'][()] = MAX_T
+    res, seconds, left, shm = _run_marked(['--model', path, '--num-samples', '2', '--max-memory-gb', '4'], 120)
+    line = _one_error(res)
+    assert path in line and f'2 samples x {MAX_T} steps' in line and 'limit of 4 GiB' in line, line
+    assert 'running' not in res.stdout and seconds < 60 and left == [] and not shm
+
+
+def test_memory_limit_is_a_flag_and_checked_by_the_library(files, tmp_path):
+    from lava_dtss import lava_runtime
+    spec = read_netx(files['good'])
+    mem = lava_runtime.check_memory(spec, 2, 8)
+    assert 0 < mem['total'] < 2**30 and mem['weights'] > 0
+    with pytest.raises(lava_runtime.MemoryLimitError, match=r'^the network: a run of 2 samples x 8 steps'):
+        lava_runtime.check_memory(spec, 2, 8, limit=1000)
+    with pytest.raises(lava_runtime.MemoryLimitError):     # run() checks before building anything
+        lava_runtime.run(spec, np.zeros((2, 1, 8, 8)), max_memory=1000)
+    assert lava_runtime.default_memory_limit() == int(0.5 * lava_runtime.physical_memory())
+    res = _run_cli(['--model', files['good'], '--num-samples', '2', '--max-memory-gb', '0.0001'])
+    line = _one_error(res)
+    assert 'beyond the limit of 0.0001 GiB' in line and 'running' not in res.stdout, line
+    res = _run_cli(['--model', files['good'], '--max-memory-gb', '-1'])
+    assert '--max-memory-gb must be a positive number' in _one_error(res)
+
+
+def test_reader_refuses_a_huge_declared_dataset_before_reading_it(files, tmp_path):
+    path = str(tmp_path / 'declared.net')
+    shutil.copy(files['good'], path)
+    with h5py.File(path, 'r+') as f:      # 2**28 values declared, none written: a KB-sized file
+        del f['layer/1/weight']
+        f.create_dataset('layer/1/weight', shape=(1 << 14, 1 << 14, 1, 1), dtype=np.int8, chunks=True)
+    assert os.path.getsize(path) < 1 << 20
+    t0 = time.monotonic()
+    with pytest.raises(NetXFormatError, match=r"layer 1 \(conv\): 'weight' declares 268435456 values"):
+        read_netx(path)
+    assert time.monotonic() - t0 < 5
+
+
+# A Lava process model that fails at run time (the file passed validation):
+# run_lava.py as __main__ with the conv layers' model patched to raise, exit or
+# stall at Lava step 3; lava_runtime.default_deadline shortened for 'stall'.
+FAILING_MODEL = '''
+import os, runpy, sys, time
+sys.path.insert(0, '.')
+import lava_dtss.lava_processes.models as models
+import lava_dtss.lava_runtime as lava_runtime
+mode, run_spk = os.environ['FAIL_MODE'], models.PyGatedLayerModel.run_spk
+def failing(self):
+    if self.time_step == 3 and self.kind == 'conv':
+        if mode == 'raise':
+            raise ValueError('provoked failure in a process model')
+        if mode == 'exit':
+            os._exit(7)
+        time.sleep(3600)
+    return run_spk(self)
+models.PyGatedLayerModel.run_spk = failing
+lava_runtime.default_deadline = lambda *a: 15.0
+sys.argv = ['scripts/run_lava.py'] + sys.argv[1:]
+runpy.run_path('scripts/run_lava.py', run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('mode, words', [
+    ('raise', ['a Lava process failed', 'ValueError: provoked failure in a process model']),
+    ('exit', ['a Lava process failed', 'exit code 7']),
+    ('stall', ['did not finish within its deadline of 15 s']),
+])
+def test_a_failing_lava_process_ends_the_run_with_one_error_line(files, mode, words):
+    res, seconds, left, shm = _run_marked(['--model', files['good'], '--num-samples', '2', '--gated-only'],
+                                          150, prefix=('-c', FAILING_MODEL), env_extra={'FAIL_MODE': mode})
+    line = _one_error(res)
+    assert res.returncode == 4, (res.returncode, res.stderr[-2000:])
+    for w in words:
+        assert w in line, line
+    assert 'running' in res.stdout                   # it failed inside Lava, not before
+    assert seconds < 120 and left == [] and not shm, (seconds, left, shm)

@@ -2,7 +2,10 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from lava_dtss.model import build_model
@@ -73,3 +76,88 @@ def test_benchmark_runs_small_and_checks_lava_against_the_reference():
     for words in ('## Training', 'stock slayer.neuron.cuba', 'clipped ReLU', '## Lava', 'Lava gated, B=4',
                   'Lava ungated, B=4', 'measured wall-time saving'):
         assert words in proc.stdout, proc.stdout
+
+
+# ---------------------------------------------------------------- bad checkpoints (issue 8)
+def _good_ckpt():
+    torch.manual_seed(0)
+    model = build_model('tiny')
+    return {'model': model.state_dict(), 'config': model.cfg.to_dict(), 'dtss': True,
+            'args': {'dataset': 'digits'}}
+
+
+def _bad(edit):
+    def make():
+        ckpt = _good_ckpt()
+        edit(ckpt)
+        return ckpt
+    return make
+
+
+def _first_weight(ckpt):
+    return next(iter(ckpt['model']))
+
+
+BAD_CHECKPOINTS = {
+    'not_a_dict': (lambda: [1, 2, 3], ['holds a list', 'expected a dict']),
+    'missing_config': (_bad(lambda c: c.pop('config')), ["missing key 'config'"]),
+    'missing_model': (_bad(lambda c: c.pop('model')), ["missing key 'model'"]),
+    'model_a_list': (_bad(lambda c: c.update(model=[1])), ["'model' is a list, expected a dict"]),
+    'config_a_string': (_bad(lambda c: c.update(config='tiny')), ["'config' is a str, expected a dict"]),
+    'config_bad_type': (_bad(lambda c: c['config'].update(embed_dim='32')),
+                        ["config['embed_dim'] = '32'", 'whole number']),
+    'config_huge': (_bad(lambda c: c['config'].update(depth=10 ** 9)), ["config['depth'] = 1000000000"]),
+    'config_unknown_field': (_bad(lambda c: c['config'].update(surprise=1)),
+                             ["'config' does not describe a lava_dtss model", 'surprise']),
+    'config_missing_field': (_bad(lambda c: c['config'].pop('sps')),
+                             ["'config' does not describe a lava_dtss model", 'sps']),
+    'weight_missing': (_bad(lambda c: c['model'].pop(_first_weight(c))), ["'model' misses 1 weight"]),
+    'weight_unknown': (_bad(lambda c: c['model'].update(extra=torch.zeros(1))), ["unknown weight", "'extra'"]),
+    'weight_shape': (_bad(lambda c: c['model'].update({_first_weight(c): torch.zeros(3, 3)})),
+                     ['has shape (3, 3), expected']),
+    'weight_type': (_bad(lambda c: c['model'].update({_first_weight(c): 1.5})),
+                    ['is a float, expected a tensor']),
+    'weight_nan': (_bad(lambda c: c['model'][_first_weight(c)].fill_(float('nan'))), ['NaN or infinite']),
+    'args_a_list': (_bad(lambda c: c.update(args=['digits'])), ["'args' is a list, expected a dict"]),
+    'dataset_not_a_string': (_bad(lambda c: c['args'].update(dataset=3)), ["args['dataset'] = 3"]),
+    'dtss_a_string': (_bad(lambda c: c.update(dtss='no')), ["'dtss' = 'no'"]),
+}
+
+
+def test_export_netx_refuses_checkpoints_with_bad_content(tmp_path, capsys):
+    """Every case: one line naming the file and what is wrong, no .net written;
+    the real script turns it into one ``error:`` line (checked for one case)."""
+    export = _script('export_netx')
+    for name, (make, words) in BAD_CHECKPOINTS.items():
+        ckpt = tmp_path / f'{name}.pt'
+        torch.save(make(), ckpt)
+        out = tmp_path / f'{name}.net'
+        with pytest.raises(ValueError) as info:
+            export.main([str(ckpt), '--out', str(out)])
+        msg = str(info.value)
+        assert msg.startswith(f'{ckpt} is not a lava_dtss training checkpoint: ') and '\n' not in msg, msg
+        for w in words:
+            assert w in msg, (name, msg)
+        assert not out.exists() and not (tmp_path / f'{name}.json').exists()
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'export_netx.py'),
+                          str(tmp_path / 'weight_shape.pt'), '--out', str(tmp_path / 'x.net')],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert res.returncode == 1 and 'Traceback' not in res.stderr and len(errors) == 1, res.stderr[-2000:]
+    assert 'has shape (3, 3), expected' in errors[0]
+
+
+def test_export_netx_failure_after_writing_leaves_no_half_export(tmp_path, monkeypatch):
+    """A failure after the .net is written (here: the accuracy of the exported
+    model) removes it: the .net and its .json exist together or not at all."""
+    ckpt = tmp_path / 'checkpoint.pt'
+    torch.save(_good_ckpt(), ckpt)
+    import lava_dtss.export
+
+    def broken(*a, **k):
+        raise OSError('No space left on device')
+    monkeypatch.setattr(lava_dtss.export, 'deployed_accuracy', broken)
+    with pytest.raises(OSError):
+        _script('export_netx').main([str(ckpt), '--out', str(tmp_path / 'm.net')])
+    assert not (tmp_path / 'm.net').exists() and not (tmp_path / 'm.json').exists()

@@ -394,3 +394,26 @@ def test_make_loader_with_sampler():
     loader = make_loader(ds, batch_size=100, shuffle=True, seed=0,
                          sampler=sampler)
     assert torch.equal(torch.cat([y for _, y in loader]), ds.tensors[1])
+
+
+def test_fashion_gzip_bomb_is_never_decompressed_whole(tmp_path, monkeypatch):
+    """A valid header followed by 64 MiB of zeros (a ~64 KB gzip): the reader
+    decompresses only the bytes the header declares (plus one), then refuses."""
+    d, arrays = _fashion_dir(tmp_path)
+    raw = _idx_bytes(arrays["t10k"][0], 0x803)
+    with gzip.open(str(d / "t10k-images-idx3-ubyte.gz"), "wb") as f:
+        f.write(raw)
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    import lava_dtss.data
+    reads = []
+
+    class Counting(gzip.GzipFile):
+        def read(self, size=-1):
+            out = super().read(size)
+            reads.append(len(out))
+            return out
+    monkeypatch.setattr(lava_dtss.data.gzip, "open", lambda path, mode="rb": Counting(path, mode))
+    with pytest.raises(DatasetError, match=r"t10k-images.*bytes but its header"):
+        load_dataset("fashion-mnist", "test", data_dir=d)
+    assert sum(reads) <= len(raw) + 1, reads

@@ -388,6 +388,8 @@ def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
     (['--init-steps', 'stem=2'], "unknown category 'stem'"),
     (['--init-steps', 'qkv=0'], 'whole numbers K >= 1'),
     (['--init-steps', '2.5'], 'whole numbers K >= 1'),
+    (['--seed', '100000000000000000000'], '--seed must be in 0..4294967295'),
+    (['--seed', '-5'], '--seed must be in 0..4294967295'),
 ])
 def test_out_of_range_options_exit_2(script, capsys, argv, words):
     with pytest.raises(SystemExit) as e:
@@ -402,3 +404,37 @@ def test_init_steps_per_category(script):
     assert script.parse_args(['--init-steps', '3']).init_steps == {'*': 3}
     assert script.parse_args(['--init-steps', 'qkv=2,mlp=1']).init_steps == {'qkv': 2, 'mlp': 1}
     assert script.parse_args([]).init_steps is None
+
+
+# Runs the script as __main__ with a full disk at one place: FULL_AT=save (the
+# checkpoint write) or FULL_AT=card (after model.net, while its card is made).
+FULL_DISK_WRAPPER = '''
+import errno, os, runpy, sys
+sys.path.insert(0, '.')
+import torch
+import lava_dtss.export as export
+def full(*a, **k):
+    raise OSError(errno.ENOSPC, 'No space left on device', 'checkpoint.pt')
+if os.environ['FULL_AT'] == 'save':
+    torch.save = full
+else:
+    export.deployed_model = full
+sys.argv = ['scripts/train_slayer.py'] + sys.argv[1:]
+runpy.run_path('scripts/train_slayer.py', run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('where', ['save', 'card'])
+def test_full_disk_is_one_error_line_and_leaves_no_half_written_file(tmp_path, monkeypatch, where):
+    monkeypatch.setenv('FULL_AT', where)
+    out = str(tmp_path / 'full')
+    args = ['--out', out, '--max-batches', '2', '--batch-size', '8', '--freeze-scores', '1', '--epochs', '1']
+    proc = _run(args, prefix=['-c', FULL_DISK_WRAPPER])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and 'No space left on device' in errors[0], proc.stderr[-2000:]
+    files = os.listdir(out) if os.path.isdir(out) else []
+    assert not [f for f in files if f.startswith('.')], files          # no temp file
+    assert ('model.net' in files) == ('model.json' in files), files     # never a model without its card
+    if where == 'save':
+        assert 'checkpoint.pt' not in files
