@@ -230,11 +230,6 @@ def main(argv=None):
                           + DTSS_FINETUNE + list(extra))
         arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs)
 
-    for arm, steps in study['allocations'].items():   # gates fixed by hand: never trained, no mask loss
-        arms[arm] = run_arm(study, arm, ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0',
-                                         '--freeze-scores', '0', '--init-steps', steps, '--seed', '0'] + ft,
-                            results, runs)
-
     # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
     best = headline(arms, t_max)
     print(f'[headline] {best} (fewest average steps within {ISO_PP} pp of fixed T={t_max} on validation)')
@@ -251,6 +246,11 @@ def main(argv=None):
     # 4. the two models to ship, run in Lava (gated) on the test split, with their cards
     for arm in (best, f'fixed-t{t_max}'):
         ship(study, arm, results, runs, args.lava_samples, quick=args.quick)
+
+    # 5. diagnostics: learned allocations set by hand, gates fixed from the first step (no mask loss)
+    for arm, steps in study['allocations'].items():
+        run_arm(study, arm, ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0', '--freeze-scores', '0',
+                             '--init-steps', steps, '--seed', '0'] + ft, results, runs)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
     return 0
 
