@@ -61,9 +61,9 @@ STUDIES = {
                           variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),
                                     ('dtss-default-l0.5-init2', 0.5, DEFAULT_CATEGORIES, INIT_HALF),
                                     ('dtss-default-l1', 1.0, DEFAULT_CATEGORIES, ())),
-                          # diagnostics: the allocations DTSS learned (lambda_m 2 and 8), set by hand and
+                          # diagnostic: the allocation DTSS learned (lambda_m 1 and 2), set by hand and
                           # frozen from the first step: what the mixed steps cost without gate training
-                          allocations={'alloc-attn1': 'attn=1', 'alloc-attn1-mlp1': 'attn=1,mlp=1'}),
+                          allocations={'alloc-attn1': 'attn=1'}),
     'digits-quick': dict(dataset='digits', preset='tiny', t_max=4, val_size=200,
                          pretrain=['--epochs', '2', '--batches-per-epoch', '6', '--lr', '3e-3',
                                    '--lr-schedule', 'step'],
