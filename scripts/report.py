@@ -280,6 +280,10 @@ def main(argv=None):
         L.append(f'| {n} | {cats} | {lam} | {pct(a.get("val_accuracy"))} | {pct(a["test_accuracy"])} | {pct(q)} '
                  f'| {gap} | {a["avg_steps"]:.2f} | {a.get("avg_steps_weighted", 0):.2f} | {a.get("wall_s", "")} '
                  f'| {a.get("bn_calibration_mode", "train-mode")} |')
+    total_s = sum(a.get('wall_s') or 0 for a in arms.values())
+    L += ['', f'Compute: the arms above took {total_s / 3600:.1f} h of this 2-core machine in all (training, '
+          'evaluation and export; the train time column, which includes waiting for other jobs on the machine); '
+          'the sensitivity analysis and the Lava runs come on top.']
     L += ['', 'BatchNorm statistics: `eval-sequential` = re-estimated layer by layer in eval mode (the deployed '
           'network; `lava_dtss.training.recalibrate_batchnorm`); `train-mode` = the first implementation, '
           'estimated in one train-mode pass. Compare arms only within one mode.', '']
@@ -297,9 +301,6 @@ def main(argv=None):
                 L.append(f'| {n} | {a["avg_steps"]:.2f} | {pct(b.get("val_accuracy"))} | {pct(a.get("val_accuracy"))} '
                          f'| {pct(b.get("test_accuracy"))} | {pct(a["test_accuracy"])} '
                          f'| {pct(b.get("quantized_test_accuracy"))} | {pct(a.get("quantized_test_accuracy"))} |')
-        summary += ['The same trained weights, with BatchNorm statistics estimated in one train-mode pass and '
-                    're-estimated layer by layer in eval mode (`python scripts/study.py --reevaluate`):', '']
-        summary += L[-(len(redone) + 2):] + ['']
         L.append('')
 
     # ---- headline
@@ -447,6 +448,8 @@ def main(argv=None):
                            f'spikes of every layer identical: {ag.get("spikes_equal_all_layers")}')
         L.append('')
 
+    summary += ['', f'Study compute: {total_s / 3600:.1f} h of training, evaluation and export on 2 CPU cores '
+                f'({len(arms)} runs; the sensitivity analysis and Lava runs on top).']
     text = '\n'.join(L) + '\n'
     atomic_write(args.doc, lambda f: f.write(text), mode='w')
     if readme != 'none':

@@ -239,7 +239,7 @@ def main(argv=None):
         run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft, results, runs)
     with open(os.path.join(results, 'headline.json'), 'w') as f:
         json.dump({'headline_arm': best, 'rule': headline.__doc__.split('\n\n')[0].replace('\n    ', ' '),
-                   'suggested_categories': suggested, 'study_wall_s_this_call': round(time.time() - t0)}, f, indent=2)
+                   'suggested_categories': suggested}, f, indent=2)
     if args.stage == 'arms':
         return 0
 
