@@ -18,6 +18,9 @@ import numpy as np
 FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
 NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
+# layer types stock NetX (lava-dl 0.x hdf5.Network) raises NotImplementedError on
+STOCK_NO_NEURON = {'type': 'CUBA', 'iDecay': 0, 'vDecay': 4096, 'vThMant': 1 << 17}
+NOT_IN_NETX = ('average', 'pool', 'convT', 'unpool', 'concat')
 MAX_T = 1 << 16              # time steps per sample a file may declare
 MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); checked before reading
 # limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
@@ -283,6 +286,10 @@ def _check_own_limits(path, spec: NetSpec):
 def _read_layer(L: _Layer, previous: list) -> LayerSpec:
     t = L.string('type')
     L.type = t
+    if t in ('average', 'pool', 'convT', 'unpool', 'concat', 'dense_rec', 'dense_comp'):
+        L.fail(f'layer type {t!r} is not supported by this runtime (stock NetX '
+               f'{"does not run them either" if t in NOT_IN_NETX else "runs them"}); '
+               f'supported: {", ".join(LAYER_TYPES)}')
     if t not in LAYER_TYPES:
         L.fail(f'unknown layer type {t!r}; this runtime supports {", ".join(LAYER_TYPES)}')
     name = L.string('dtss/name') if L.has('dtss/name') else f'layer{L.index}'
@@ -309,26 +316,49 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         return spec
     if t == 'flatten':
         return spec
+    if t in ('conv', 'dense') and L.has('delay'):
+        d = L.get('delay')
+        if d.size and np.any(d != 0):
+            L.fail(f'axonal delays (key \'delay\', up to {int(np.max(d))} steps) are not supported; '
+                   'refused rather than run without them')
     if t in ('conv', 'dense', 'attention'):
-        for k in ('type', 'iDecay', 'vDecay', 'vThMant'):
-            if not L.has(f'neuron/{k}'):
-                L.fail(f'missing key neuron/{k}')
-        ntype = L.string('neuron/type')
-        if ntype not in ('CUBA', 'LOIHI'):
-            L.fail(f'neuron type {ntype!r} is not supported (expected CUBA)')
-        spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
-                       'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
-            L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
-        for k in ('iDecay', 'vDecay'):
-            if not 0 <= spec.neuron[k] <= 4096:
-                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
-        if spec.neuron['vThMant'] < 0:
-            L.fail('neuron/vThMant must be >= 0')
+        if not L.has('neuron') and t != 'dense':
+            L.fail('a layer without neuron is not supported (stock NetX refuses it too); '
+                   'expected a neuron/ group')
+    if t == 'dense' and not L.has('neuron'):
+        # stock NetX's default: a non-leaky current integrator whose threshold
+        # (vThMant 1 << 17, i.e. v > 2**23) the 24-bit voltage never reaches: no spikes
+        spec.neuron = dict(STOCK_NO_NEURON)
+    elif t in ('conv', 'dense', 'attention'):
+        if L.has('neuron/type'):
+            ntype = L.string('neuron/type')
+            if ntype == 'SDNN':
+                L.fail('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); '
+                       'this runtime runs CUBA-LIF neurons only')
+            if ntype not in ('CUBA', 'LOIHI'):
+                L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
+                       'neurons only (neuron/type CUBA or LOIHI)')
+            for k in ('type', 'iDecay', 'vDecay', 'vThMant'):
+                if not L.has(f'neuron/{k}'):
+                    L.fail(f'missing key neuron/{k}')
+            spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
+                           'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
+            if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
+                L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
+            for k in ('iDecay', 'vDecay'):
+                if not 0 <= spec.neuron[k] <= 4096:
+                    L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
+            if spec.neuron['vThMant'] < 0:
+                L.fail('neuron/vThMant must be >= 0')
     if t == 'conv':
         if len(spec.shape) != 3:
             L.fail(f'shape {spec.shape} should be (C, H, W)')
-        w = L.get('weight', ndim=4)
+        w = L.get('weight')
+        if w.ndim == 5 and w.shape[4] == 1:     # SLAYER's [Co, Ci, kh, kw, 1]
+            w = w[..., 0]
+        if w.ndim != 4:
+            L.fail(f"'weight' has shape {w.shape}, expected [Co, Ci, kh, kw] (or SLAYER's "
+                   "[Co, Ci, kh, kw, 1])")
         cout, cin, kh, kw = w.shape
         if kh != kw:
             L.fail(f'only square kernels are supported, weight has shape {w.shape}')
@@ -338,8 +368,13 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         pad = np.broadcast_to(L.get('padding'), (2,)) if L.has('padding') else np.array([0, 0])
         dil = np.broadcast_to(L.get('dilation'), (2,)) if L.has('dilation') else np.array([1, 1])
         groups = L.scalar('groups') if L.has('groups') else 1
-        if groups != 1 or np.any(dil != 1) or stride[0] != stride[1] or pad[0] != pad[1]:
-            L.fail('only groups=1, dilation=1 and equal stride/padding in both axes are supported')
+        unsupported = [what for what, bad in (
+            (f'groups = {groups}', groups != 1), (f'dilation {dil.tolist()}', np.any(dil != 1)),
+            (f'per-axis stride {stride.tolist()}', stride[0] != stride[1]),
+            (f'per-axis padding {pad.tolist()}', pad[0] != pad[1])) if bad]
+        if unsupported:
+            L.fail(f'convolution with {", ".join(unsupported)} is not supported; this runtime '
+                   'runs groups = 1, dilation 1 and the same stride and padding in both axes')
         if np.any(stride < 1) or np.any(pad < 0):
             L.fail(f'stride {stride.tolist()} must be >= 1 and padding {pad.tolist()} >= 0')
         if cout != spec.shape[0]:

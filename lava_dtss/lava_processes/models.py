@@ -82,6 +82,8 @@ class _GatedModel(PyLoihiProcessModel):
 
     def run_spk(self):
         inputs = self.receive()
+        if self.proc_params.get('timing') == 'stock':
+            return self._run_stock(inputs)
         if self.batch is None:   # scratch, reused every step
             self.batch = self.u.shape[0]
             self._out, self._sent_spikes = np.zeros(self.u.shape), False
@@ -112,6 +114,29 @@ class _GatedModel(PyLoihiProcessModel):
                 self.fingerprint[rows] = fingerprint_rows(out[:n])
         self.s_out.send(out[0].transpose(2, 1, 0) if self.whc else out)   # (1, C, H, W) -> (W, H, C)
         if self.time_step == self.num_steps:
+            self.fingerprint_rec.send(self.fingerprint)
+
+
+    def _run_stock(self, inputs):
+        """One Lava step with stock NetX timing (see ``GatedLayer``; batch 1)."""
+        k, p = self.time_step, self.proc_params
+        if self.batch is None:
+            self.batch = 1
+            self._pending = np.zeros(self.u.shape)   # synaptic input of the next step
+        r = p['reset_interval']
+        if r and k % r == p['depth'] % r:
+            self.u[...] = 0
+            self.v[...] = 0
+        a, self._pending = self._pending, None
+        self._pending, ops = self.synapse(inputs, 1)
+        self.synops[0] += ops
+        self.neuron_updates[0] += self.u.size
+        spikes = lif_step(self.u, self.v, a, self.neuron_bias(), self.du, self.dv, self.vth)
+        out = spikes.astype(float)
+        if k <= self.fingerprint.shape[0]:
+            self.fingerprint[k - 1] = fingerprint_rows(out)[0]
+        self.s_out.send(out)
+        if k == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
 
 

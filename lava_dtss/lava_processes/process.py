@@ -70,13 +70,27 @@ class GatedLayer(_GatedNeurons):
     updates neurons and sends zeros (``gating=True``); with ``gating=False``
     it computes every step and zeroes the output after ``active_steps`` (the
     DTSS mask), so both give the same spikes.
+
+    ``timing='stock'`` (batch 1, stock NetX files): the timing of stock NetX's
+    ``Dense``/``Conv`` + ``LIF`` blocks. The synaptic input of Lava step ``k``
+    is the synapse applied to the input received at step ``k - 1`` (zero at
+    step 1), neurons update every step from step 1 (bias included, also while
+    the pipeline fills), no DTSS gate; with ``reset_interval = R > 0`` u and v
+    are zeroed at steps ``k`` with ``k % R == depth % R`` (NetX's
+    ``reset_offset`` of the layer at ``depth``, 1 for the first), never with
+    ``R = 0``. Fingerprint row ``k - 1`` records step ``k``.
     """
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
                  bias: np.ndarray, neuron: dict, t_max: int, active_steps: int,
                  gating: bool, num_samples: int, num_steps: int, batch: int = 1,
-                 stride: int = 1, padding: int = 0, name: str = 'layer'):
+                 stride: int = 1, padding: int = 0, name: str = 'layer',
+                 timing: str = 'sync', depth: int = 1, reset_interval: int = 0):
+        if timing not in ('sync', 'stock') or (timing == 'stock' and int(batch) != 1):
+            raise ValueError(f"timing {timing!r} with batch {batch}: expected 'sync', or 'stock' "
+                             'with batch 1')
         super().__init__(name=name, kind=kind, stride=int(stride), padding=int(padding),
+                         timing=timing, depth=int(depth), reset_interval=int(reset_interval),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
                          active_steps=int(active_steps), gating=bool(gating),

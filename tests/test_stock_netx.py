@@ -1,0 +1,184 @@
+"""Stock NetX files made with lava-dl's own blocks (``slayer.block.cuba``,
+``sigma_delta``) and exported with lava-dl's ``export_hdf5``: our runtime in
+its stock timing against stock ``netx.hdf5.Network`` on Lava's CPU simulator,
+every layer's spikes at every Lava step; unsupported features refused with one
+error naming them."""
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lava_dtss import lava_runtime
+from lava_dtss.fixed_point import fingerprint
+from lava_dtss.netx_file import NetXFormatError, read_netx
+
+NEURON = {'threshold': 0.5, 'current_decay': 0.25, 'voltage_decay': 0.1, 'requires_grad': False}
+
+
+def _export(path, in_shape, blocks, biases=None, input_neuron=None):
+    """Write ``layer/0`` = a plain input of ``in_shape`` (C, H, W) or, with
+    ``input_neuron``, the export of that ``slayer.block.*.Input``; then every
+    block's own ``export_hdf5``; ``biases {block index: int array}`` add a
+    ``bias`` dataset (NetX reads it; cuba blocks have none)."""
+    x = torch.zeros((1,) + tuple(in_shape) + (2,))
+    with torch.no_grad():                  # SLAYER blocks learn their shapes in forward
+        for b in blocks:
+            x = b(x)
+    with h5py.File(path, 'w') as f:
+        layer = f.create_group('layer')
+        if input_neuron is None:
+            g = layer.create_group('0')
+            g.create_dataset('type', (1,), 'S10', [b'input'])
+            g.create_dataset('shape', data=np.array(in_shape))
+        else:
+            input_neuron.export_hdf5(layer.create_group('0'))
+        for i, b in enumerate(blocks, start=1):
+            g = layer.create_group(f'{i}')
+            b.export_hdf5(g)
+            if biases and i - 1 in biases:
+                g.create_dataset('bias', data=np.asarray(biases[i - 1]))
+    return path
+
+
+def _init(blocks, seed, lo=-40, hi=80):
+    """Integer hardware weights (SLAYER weight = w / 64) drawn in ``lo..hi``."""
+    g = torch.Generator().manual_seed(seed)
+    for b in blocks:
+        syn = getattr(b, 'synapse', None)
+        if syn is not None:
+            w = torch.randint(lo, hi, syn.weight.shape, generator=g).float() / 64
+            syn.weight.data = w
+    return blocks
+
+
+def _stock_run(path, frames, reset_interval=None):
+    """Stock NetX on ``frames [C, H, W, K]`` (K Lava steps); per built layer the
+    output ``[..., K]`` in (C, H, W) order."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval)
+    k = frames.shape[-1]
+    data = frames.transpose(2, 1, 0, 3) if frames.ndim == 4 else frames
+    src = io.source.RingBuffer(data=data)
+    sinks = [io.sink.RingBuffer(shape=layer.out.shape, buffer=k) for layer in net.layers]
+    src.s_out.connect(net.inp)
+    for layer, sink in zip(net.layers, sinks):
+        layer.out.connect(sink.a_in)
+    try:
+        net.run(condition=RunSteps(num_steps=k), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+        outs = [s.data.get() for s in sinks]
+    finally:
+        net.stop()
+    return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
+
+
+def _compare(path, frames, t_max, reset_interval=None):
+    """Run both on ``frames [S, C, H, W, T]`` (samples back to back) and assert
+    every layer's (count, checksum) equal at every Lava step; returns spike counts."""
+    spec = read_netx(path)
+    stream = np.concatenate(list(frames), axis=-1)
+    stock = _stock_run(path, stream, reset_interval)
+    ours = lava_runtime.run(spec, frames, reset_interval=reset_interval or 0)
+    names = [l.name for l in spec.layers if l.type in ('conv', 'dense')]
+    assert len(names) == len(stock)
+    counts = []
+    for name, out in zip(names, stock):
+        expect = np.array([fingerprint(out[..., k]) for k in range(out.shape[-1])])
+        assert np.array_equal(expect, ours.fingerprints[name]), name
+        counts.append(int(expect[:, 0].sum()))
+    return counts
+
+
+def test_dense_chain_with_bias_is_step_identical_to_stock_netx(tmp_path):
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Dense(NEURON, 24, 16), slayer.block.cuba.Dense(NEURON, 16, 12),
+                    slayer.block.cuba.Dense(NEURON, 12, 6)], seed=1)
+    rng = np.random.default_rng(1)
+    path = _export(str(tmp_path / 'dense.net'), (24,), blocks,
+                   biases={0: rng.integers(-5, 20, 16), 2: rng.integers(0, 30, 6)})
+    frames = (rng.random((2, 24, 6)) < 0.4).astype(float)
+    counts = _compare(path, frames, 6)
+    assert all(c > 0 for c in counts), counts
+
+
+@pytest.mark.parametrize('reset', [None, 6])
+def test_conv_flatten_dense_is_step_identical_to_stock_netx(tmp_path, reset):
+    """5-D conv weights, stride 2 with padding, flatten; with and
+    without NetX's reset interval (per-layer reset offsets)."""
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Conv(NEURON, 2, 4, 3, padding=1),
+                    slayer.block.cuba.Conv(NEURON, 4, 6, 3, stride=2, padding=1),
+                    slayer.block.cuba.Flatten(),
+                    slayer.block.cuba.Dense(NEURON, 6 * 4 * 4, 10)], seed=2)
+    path = _export(str(tmp_path / 'conv.net'), (2, 8, 8), blocks, biases={1: np.arange(6)})
+    with h5py.File(path, 'a') as f:      # SLAYER's raw 5-D layout [Co, Ci, kh, kw, 1] (NetX reshapes it)
+        w = f['layer/1/weight'][()]
+        del f['layer/1/weight']
+        f['layer/1/weight'] = w[..., None]
+    rng = np.random.default_rng(2)
+    frames = (rng.random((2, 2, 8, 8, 6)) < 0.3).astype(float)
+    counts = _compare(path, frames, 6, reset_interval=reset)
+    assert all(c > 0 for c in counts), counts
+
+
+def test_axonal_delays_are_refused_naming_layer_and_feature(tmp_path):
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Dense(NEURON, 8, 6, delay=True)], seed=3)
+    blocks[0](torch.zeros(1, 8, 2))        # the delay parameter takes its shape here
+    blocks[0].delay.delay.data = torch.arange(6).float().reshape(blocks[0].delay.delay.shape)
+    path = _export(str(tmp_path / 'delay.net'), (8,), blocks)
+    with pytest.raises(NetXFormatError, match=r"layer 1 \(dense\): axonal delays \(key 'delay', "
+                                              r"up to 5 steps\) are not supported"):
+        read_netx(path)
+
+
+def test_sigma_delta_network_is_refused_as_sigma_delta(tmp_path):
+    from lava.lib.dl import slayer
+    sd = {'threshold': 0.1, 'activation': torch.nn.functional.relu, 'requires_grad': False}
+    blocks = [slayer.block.sigma_delta.Dense(sd, 8, 6)]
+    path = _export(str(tmp_path / 'sdnn.net'), (8,), blocks)
+    with pytest.raises(NetXFormatError, match=r'sigma-delta \(SDNN\) neurons are not supported'):
+        read_netx(path)
+
+
+@pytest.mark.parametrize('kwargs, feature', [
+    ({'stride': (1, 2)}, r'per-axis stride \[1, 2\]'),
+    ({'padding': (0, 1)}, r'per-axis padding'),
+    ({'dilation': 2}, r'dilation \[2, 2\]'),
+    ({'groups': 2}, r'groups = 2')])
+def test_odd_conv_geometries_are_refused_naming_the_feature(tmp_path, kwargs, feature):
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Conv(NEURON, 2, 4, 3, **kwargs)], seed=4)
+    path = _export(str(tmp_path / 'geo.net'), (2, 8, 8), blocks)
+    with pytest.raises(NetXFormatError, match=r'layer 1 \(conv\): convolution with .*' + feature):
+        read_netx(path)
+
+
+def test_average_layer_is_refused_by_name(tmp_path):
+    """lava-dl's own ``cuba.Average.export_hdf5`` fails (it reads a neuron the
+    block lacks), so the layer is written with the keys it would write."""
+    from lava.lib.dl import slayer
+    path = _export(str(tmp_path / 'avg.net'), (8,), _init([slayer.block.cuba.Dense(NEURON, 8, 6)], 5))
+    with h5py.File(path, 'a') as f:
+        f.create_dataset('layer/2/type', (1,), 'S10', [b'average'])
+        f['layer/2/shape'] = np.array([2])
+    with pytest.raises(NetXFormatError, match=r"layer 2 \(average\): layer type 'average' is not "
+                                              r'supported by this runtime \(stock NetX does not run'):
+        read_netx(path)
+
+
+def test_dense_without_neuron_runs_as_stock_netx_default(tmp_path):
+    """A dense layer without ``neuron/``: stock NetX gives it a non-leaky
+    integrator whose threshold the 24-bit voltage never reaches (no spikes)."""
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Dense(NEURON, 12, 10), slayer.block.cuba.Dense(NEURON, 10, 4)],
+                   seed=6, lo=0, hi=127)
+    path = _export(str(tmp_path / 'noneuron.net'), (12,), blocks)
+    with h5py.File(path, 'a') as f:
+        del f['layer/2/neuron']
+    assert read_netx(path).layers[2].neuron['vThMant'] == 1 << 17
+    frames = (np.random.default_rng(6).random((1, 12, 6)) < 0.5).astype(float)
+    counts = _compare(path, frames, 6)
+    assert counts[0] > 0 and counts[1] == 0
