@@ -205,7 +205,9 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     ``hdf5.Network(path, reset_interval=R)`` (``reset_interval=0``: no reset,
     NetX's default) step for step; it runs one sample stream (``batch=1``),
     sample ``s`` at Lava steps ``s*T+1 .. s*T+T``, and layer fingerprints
-    record every Lava step (row ``k - 1``).
+    record every Lava step (row ``k - 1``). As NetX's default
+    ``input_message_bits=0``, the first layer sees a non-zero input value as a
+    spike (1).
 
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
@@ -240,7 +242,8 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
             p = layer.params
             depth += 1
             if timing == 'stock':
-                common.update(timing='stock', depth=depth, reset_interval=int(reset_interval or 0))
+                common.update(timing='stock', depth=depth, reset_interval=int(reset_interval or 0),
+                              binary_input=src.type == 'input')
             proc = GatedLayer(kind=layer.type, in_shape=tuple(src.shape), out_shape=tuple(layer.shape),
                               weight=p['weight'].astype(float), bias=p['bias'].astype(np.int64),
                               neuron=layer.neuron, stride=p.get('stride', 1),

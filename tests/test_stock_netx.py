@@ -92,14 +92,16 @@ def _compare(path, frames, t_max, reset_interval=None):
 
 
 def test_dense_chain_with_bias_is_step_identical_to_stock_netx(tmp_path):
+    """Biases on the first and last layer (integrated while the pipeline fills);
+    graded input values (NetX's default unary input message: non-zero is a spike)."""
     from lava.lib.dl import slayer
     blocks = _init([slayer.block.cuba.Dense(NEURON, 24, 16), slayer.block.cuba.Dense(NEURON, 16, 12),
                     slayer.block.cuba.Dense(NEURON, 12, 6)], seed=1)
     rng = np.random.default_rng(1)
     path = _export(str(tmp_path / 'dense.net'), (24,), blocks,
                    biases={0: rng.integers(-5, 20, 16), 2: rng.integers(0, 30, 6)})
-    frames = (rng.random((2, 24, 6)) < 0.4).astype(float)
-    counts = _compare(path, frames, 6)
+    frames = (rng.random((2, 24, 6)) < 0.4) * rng.integers(1, 4, (2, 24, 6)).astype(float)
+    counts = _compare(path, frames, 6)     # graded values: unary spikes for NetX and for us
     assert all(c > 0 for c in counts), counts
 
 
@@ -182,3 +184,12 @@ def test_dense_without_neuron_runs_as_stock_netx_default(tmp_path):
     frames = (np.random.default_rng(6).random((1, 12, 6)) < 0.5).astype(float)
     counts = _compare(path, frames, 6)
     assert counts[0] > 0 and counts[1] == 0
+
+
+def test_stock_input_is_round_of_input_scale_times_pixel():
+    """A stock file has no ``dtss/inputScale`` (read as 1): pixels in [0, 1] are
+    sent as ``round(1 * x)``, never as fractions."""
+    from lava_dtss.reference import direct_images
+    x = torch.tensor([[[[0.0, 0.3, 0.5, 0.51, 1.0]]]])
+    assert direct_images(x, 1).tolist() == [[[[0.0, 0.0, 0.0, 1.0, 1.0]]]]
+    assert direct_images(x, 255).tolist() == [[[[0.0, 77.0, 128.0, 130.0, 255.0]]]]

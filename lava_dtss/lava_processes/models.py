@@ -127,6 +127,8 @@ class _GatedModel(PyLoihiProcessModel):
         if r and k % r == p['depth'] % r:
             self.u[...] = 0
             self.v[...] = 0
+        if p['binary_input']:
+            inputs = (inputs != 0).astype(float)
         a, self._pending = self._pending, None
         self._pending, ops = self.synapse(inputs, 1)
         self.synops[0] += ops

@@ -78,19 +78,23 @@ class GatedLayer(_GatedNeurons):
     the pipeline fills), no DTSS gate; with ``reset_interval = R > 0`` u and v
     are zeroed at steps ``k`` with ``k % R == depth % R`` (NetX's
     ``reset_offset`` of the layer at ``depth``, 1 for the first), never with
-    ``R = 0``. Fingerprint row ``k - 1`` records step ``k``.
+    ``R = 0``; ``binary_input``: the input counts as 1 where non-zero (NetX's
+    unary spikes, ``input_message_bits=0``). Fingerprint row ``k - 1`` records
+    step ``k``.
     """
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
                  bias: np.ndarray, neuron: dict, t_max: int, active_steps: int,
                  gating: bool, num_samples: int, num_steps: int, batch: int = 1,
                  stride: int = 1, padding: int = 0, name: str = 'layer',
-                 timing: str = 'sync', depth: int = 1, reset_interval: int = 0):
+                 timing: str = 'sync', depth: int = 1, reset_interval: int = 0,
+                 binary_input: bool = False):
         if timing not in ('sync', 'stock') or (timing == 'stock' and int(batch) != 1):
             raise ValueError(f"timing {timing!r} with batch {batch}: expected 'sync', or 'stock' "
                              'with batch 1')
         super().__init__(name=name, kind=kind, stride=int(stride), padding=int(padding),
                          timing=timing, depth=int(depth), reset_interval=int(reset_interval),
+                         binary_input=bool(binary_input),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
                          active_steps=int(active_steps), gating=bool(gating),
