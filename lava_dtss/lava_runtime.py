@@ -145,6 +145,10 @@ def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
     frames = 2 * 8 * num_samples * sizes[0] * frame_steps
     weights = sum(28 * int(np.size(l.params['weight'])) for l in spec.layers
                   if isinstance(l.params.get('weight'), np.ndarray))
+    for l in spec.layers:   # delayed dense (stock timing): one weight copy per delay value, a buffer
+        d = l.params.get('delay')
+        if isinstance(d, np.ndarray):
+            weights += 8 * d.size * len(np.unique(d)) + 8 * (int(d.max()) + 1) * d.shape[0]
     states = sum(33 * batch * int(np.prod(l.shape)) for l in layers)
     channels = sum(8 * batch * sizes[_source(spec, j)] * CHANNEL_SLOTS
                    for l in spec.layers[1:] if l.type != 'flatten' for j in l.inputs)
@@ -243,7 +247,10 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
             depth += 1
             if timing == 'stock':
                 common.update(timing='stock', depth=depth, reset_interval=int(reset_interval or 0),
-                              binary_input=src.type == 'input')
+                              binary_input=src.type == 'input', delay=p.get('delay'))
+            elif p.get('delay') is not None:
+                raise ValueError(f'layer {i} ({layer.name!r}): synaptic delays run in stock NetX timing '
+                                 "only; use timing 'stock' (the default for stock files)")
             proc = GatedLayer(kind=layer.type, in_shape=tuple(src.shape), out_shape=tuple(layer.shape),
                               weight=p['weight'].astype(float), bias=p['bias'].astype(np.int64),
                               neuron=layer.neuron, stride=p.get('stride', 1),

@@ -316,11 +316,11 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         return spec
     if t == 'flatten':
         return spec
-    if t in ('conv', 'dense') and L.has('delay'):
+    if t == 'conv' and L.has('delay'):
         d = L.get('delay')
         if d.size and np.any(d != 0):
-            L.fail(f'axonal delays (key \'delay\', up to {int(np.max(d))} steps) are not supported; '
-                   'refused rather than run without them')
+            L.fail(f'axonal delays on a conv layer (key \'delay\', up to {int(np.max(d))} steps) are '
+                   'not supported (stock NetX ignores them); refused rather than run without them')
     if t in ('conv', 'dense', 'attention'):
         if not L.has('neuron') and t != 'dense':
             L.fail('a layer without neuron is not supported (stock NetX refuses it too); '
@@ -387,6 +387,10 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
             L.fail(f'weight has {w.shape[0]} outputs but shape is {spec.shape}')
         spec.shape = (w.shape[0],)
         spec.params = {'weight': w, 'bias': _bias(L, w.shape[0])}
+        if L.has('delay'):
+            d = _delay(L, w.shape)
+            if np.any(d):
+                spec.params['delay'] = d
     elif t == 'attention':
         spec.params = {'weight': L.scalar('weight'), 'heads': L.scalar('heads')}
         if len(spec.shape) != 3:
@@ -403,6 +407,28 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         if spec.shape != (w.shape[0],):
             L.fail(f'shape {spec.shape} does not match weight {w.shape}')
     return spec
+
+
+MAX_DELAY = 62   # NetX's limit (it clamps larger delays with a warning; we refuse them)
+
+
+def _delay(L: _Layer, shape):
+    """Synaptic delays ``[out, in]`` of a dense layer, expanded as NetX does: a
+    scalar, ``(out,)`` (axonal: every synapse of an output neuron), ``(in,)``,
+    or ``[out, in]``; whole steps in 0..62."""
+    d = L.get('delay')
+    if d.size and (d.min() < 0 or d.max() > MAX_DELAY):
+        L.fail(f'delay values {int(d.min())}..{int(d.max())} outside 0..{MAX_DELAY} steps '
+               '(NetX would clamp them)')
+    if d.ndim == 0:
+        return np.full(shape, int(d.reshape(-1)[0]), dtype=np.int64)
+    if d.ndim == 1 and d.size == shape[0]:
+        return np.repeat(d.reshape(-1, 1), shape[1], axis=1)
+    if d.ndim == 1 and d.size == shape[1]:
+        return np.repeat(d.reshape(1, -1), shape[0], axis=0)
+    if d.shape == tuple(shape):
+        return d
+    L.fail(f'delay has shape {d.shape}, expected (), ({shape[0]},), ({shape[1]},) or {tuple(shape)}')
 
 
 def _bias(L: _Layer, n: int):

@@ -74,9 +74,10 @@ def _stock_run(path, frames, reset_interval=None):
     return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
 
 
-def _compare(path, frames, t_max, reset_interval=None):
+def _compare(path, frames, t_max, reset_interval=None, last=False):
     """Run both on ``frames [S, C, H, W, T]`` (samples back to back) and assert
-    every layer's (count, checksum) equal at every Lava step; returns spike counts."""
+    every layer's (count, checksum) equal at every Lava step; returns the spike
+    counts per layer (and, with ``last``, our last layer's fingerprints)."""
     spec = read_netx(path)
     stream = np.concatenate(list(frames), axis=-1)
     stock = _stock_run(path, stream, reset_interval)
@@ -88,7 +89,7 @@ def _compare(path, frames, t_max, reset_interval=None):
         expect = np.array([fingerprint(out[..., k]) for k in range(out.shape[-1])])
         assert np.array_equal(expect, ours.fingerprints[name]), name
         counts.append(int(expect[:, 0].sum()))
-    return counts
+    return (counts, ours.fingerprints[names[-1]]) if last else counts
 
 
 def test_dense_chain_with_bias_is_step_identical_to_stock_netx(tmp_path):
@@ -125,15 +126,47 @@ def test_conv_flatten_dense_is_step_identical_to_stock_netx(tmp_path, reset):
     assert all(c > 0 for c in counts), counts
 
 
-def test_axonal_delays_are_refused_naming_layer_and_feature(tmp_path):
+def test_dense_axonal_delays_are_step_identical_to_stock_netx(tmp_path):
+    """SLAYER's per-neuron axonal delays (``delay=True``, 0..5 steps) on two
+    dense layers: NetX's ``DelayDense`` (latency 1 + delay), reproduced exactly."""
     from lava.lib.dl import slayer
-    blocks = _init([slayer.block.cuba.Dense(NEURON, 8, 6, delay=True)], seed=3)
-    blocks[0](torch.zeros(1, 8, 2))        # the delay parameter takes its shape here
-    blocks[0].delay.delay.data = torch.arange(6).float().reshape(blocks[0].delay.delay.shape)
-    path = _export(str(tmp_path / 'delay.net'), (8,), blocks)
-    with pytest.raises(NetXFormatError, match=r"layer 1 \(dense\): axonal delays \(key 'delay', "
-                                              r"up to 5 steps\) are not supported"):
+    blocks = _init([slayer.block.cuba.Dense(NEURON, 16, 8, delay=True),
+                    slayer.block.cuba.Dense(NEURON, 8, 6, delay=True)], seed=3, lo=-20, hi=90)
+    x = torch.zeros(1, 16, 2)
+    for b in blocks:                      # the delay parameters take their shapes in forward
+        x = b(x)
+    blocks[0].delay.delay.data = torch.arange(8).float().reshape(blocks[0].delay.delay.shape) % 6
+    blocks[1].delay.delay.data = torch.tensor([3., 0, 1, 5, 2, 4]).reshape(blocks[1].delay.delay.shape)
+    path = _export(str(tmp_path / 'delay.net'), (16,), blocks, biases={1: np.full(6, 3)})
+    spec = read_netx(path)
+    assert spec.layers[1].params['delay'].max() == 5 and spec.layers[2].params['delay'].shape == (6, 8)
+    frames = (np.random.default_rng(3).random((2, 16, 8)) < 0.5).astype(float)
+    counts, _ours_last = _compare(path, frames, 8, last=True)
+    assert all(c > 0 for c in counts), counts
+    for layer in spec.layers:             # the delays matter: without them the spikes differ
+        layer.params.pop('delay', None)
+    plain = lava_runtime.run(spec, frames)
+    assert not np.array_equal(plain.fingerprints['layer2'], _ours_last)
+    spec = read_netx(path)
+    with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): synaptic delays run in stock NetX timing"):
+        lava_runtime.build(spec, frames, timing='sync')
+
+
+def test_conv_delays_and_delays_beyond_62_are_refused(tmp_path):
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Conv(NEURON, 2, 4, 3, delay=True)], seed=4)
+    path = _export(str(tmp_path / 'cdelay.net'), (2, 6, 6), blocks)
+    with h5py.File(path, 'a') as f:
+        del f['layer/1/delay']
+        f['layer/1/delay'] = np.arange(4)
+    with pytest.raises(NetXFormatError, match=r"layer 1 \(conv\): axonal delays on a conv layer "
+                                              r"\(key 'delay', up to 3 steps\) are not supported"):
         read_netx(path)
+    dense = _export(str(tmp_path / 'd63.net'), (4,), _init([slayer.block.cuba.Dense(NEURON, 4, 3)], 4))
+    with h5py.File(dense, 'a') as f:
+        f['layer/1/delay'] = np.array([0, 63, 1])
+    with pytest.raises(NetXFormatError, match=r'layer 1 \(dense\): delay values 0..63 outside 0..62'):
+        read_netx(dense)
 
 
 def test_sigma_delta_network_is_refused_as_sigma_delta(tmp_path):

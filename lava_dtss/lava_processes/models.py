@@ -129,8 +129,11 @@ class _GatedModel(PyLoihiProcessModel):
             self.v[...] = 0
         if p['binary_input']:
             inputs = (inputs != 0).astype(float)
-        a, self._pending = self._pending, None
-        self._pending, ops = self.synapse(inputs, 1)
+        if p.get('delay') is not None:
+            a, ops = self._delayed(inputs)
+        else:
+            a, self._pending = self._pending, None
+            self._pending, ops = self.synapse(inputs, 1)
         self.synops[0] += ops
         self.neuron_updates[0] += self.u.size
         spikes = lif_step(self.u, self.v, a, self.neuron_bias(), self.du, self.dv, self.vth)
@@ -140,6 +143,24 @@ class _GatedModel(PyLoihiProcessModel):
         self.s_out.send(out)
         if k == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
+
+
+    def _delayed(self, inputs):
+        """Dense synapse with delays (Lava's ``DelayDense``): returns the
+        synaptic input of this step ``[1, No]`` and the operations; ``_buf[j]``
+        holds what reaches the neurons ``j`` steps after the next one."""
+        delay = self.proc_params['delay']
+        if getattr(self, '_buf', None) is None:
+            w = np.asarray(self.weight, dtype=float)
+            self._buf = np.zeros((int(delay.max()) + 1,) + self.u.shape)
+            self._by_delay = [(int(d), np.where(delay == d, w, 0.0).T) for d in np.unique(delay)]
+        a = self._buf[0].copy()
+        self._buf = np.roll(self._buf, -1, axis=0)
+        self._buf[-1] = 0
+        x = inputs.reshape(1, -1)
+        for d, w_t in self._by_delay:
+            self._buf[d] += x @ w_t
+        return a, int((x != 0).sum()) * self.u.shape[1]
 
 
 @implements(proc=GatedLayer, protocol=LoihiProtocol)
