@@ -219,14 +219,19 @@ def _read_meta(path, f) -> dict:
     return meta
 
 
-def read_netx(path: str) -> NetSpec:
+def read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
     """Read and validate a network file (ours or stock NetX).
+
+    An input layer with a neuron (SLAYER's ``Input`` block) is refused unless
+    ``skip_input_neuron``: then the data go straight to layer 1, as in stock
+    ``netx.hdf5.Network(path, skip_layers=1)``, the only way stock NetX runs
+    such a file on the CPU (its ``Input`` block has no CPU model).
 
     Raises ``NetXFormatError`` with the file, layer and key for any problem,
     including unreadable HDF5 structure (dangling or looping links).
     """
     try:
-        return _read_netx(path)
+        return _read_netx(path, skip_input_neuron)
     except NetXFormatError as e:   # one line, whatever a value printed into it
         raise NetXFormatError(' '.join(str(e).split())) from None
     except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -234,7 +239,7 @@ def read_netx(path: str) -> NetSpec:
                               'expected a NetX HDF5 network') from None
 
 
-def _read_netx(path: str) -> NetSpec:
+def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
     if not os.path.exists(path):
         raise NetXFormatError(f'{path}: no such file (expected a NetX HDF5 network, e.g. '
                               'netx_models/digits_tiny_dtss.net)')
@@ -260,7 +265,7 @@ def _read_netx(path: str) -> NetSpec:
             if not isinstance(g, h5py.Group):
                 raise NetXFormatError(f'{path}: layer/{i} should be a group of datasets, found a '
                                       f'{type(g).__name__}')
-            layers.append(_read_layer(_Layer(path, i, g), layers))
+            layers.append(_read_layer(_Layer(path, i, g), layers, skip_input_neuron))
     spec = NetSpec(layers=layers, meta=meta)
     _check_graph(path, spec)
     if meta.get('format') == FORMAT:
@@ -283,7 +288,7 @@ def _check_own_limits(path, spec: NetSpec):
 
 
 
-def _read_layer(L: _Layer, previous: list) -> LayerSpec:
+def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> LayerSpec:
     t = L.string('type')
     L.type = t
     if t in ('average', 'pool', 'convT', 'unpool', 'concat', 'dense_rec', 'dense_comp'):
@@ -310,9 +315,11 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         if len(spec.shape) not in (1, 3):
             L.fail(f'shape {spec.shape} should be (C, H, W) or (N,)')
         spec.params['inputScale'] = L.scalar('dtss/inputScale') if L.has('dtss/inputScale') else 1
-        if L.has('neuron'):
-            L.fail('input layers with neurons (event encoders) are not supported; '
-                   'expected an input layer with shape only')
+        if L.has('neuron') and not skip_input_neuron:
+            L.fail('an input layer with a neuron (SLAYER Input block) is not supported: stock NetX '
+                   'cannot run it on the CPU either and skips it (skip_layers=1); to do the same '
+                   'and feed the data to layer 1, pass --skip-input-neuron (read_netx(..., '
+                   'skip_input_neuron=True))')
         return spec
     if t == 'flatten':
         return spec

@@ -51,14 +51,14 @@ def _init(blocks, seed, lo=-40, hi=80):
     return blocks
 
 
-def _stock_run(path, frames, reset_interval=None):
+def _stock_run(path, frames, reset_interval=None, skip_layers=0):
     """Stock NetX on ``frames [C, H, W, K]`` (K Lava steps); per built layer the
     output ``[..., K]`` in (C, H, W) order."""
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
-    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval)
+    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval, skip_layers=skip_layers)
     k = frames.shape[-1]
     data = frames.transpose(2, 1, 0, 3) if frames.ndim == 4 else frames
     src = io.source.RingBuffer(data=data)
@@ -74,13 +74,13 @@ def _stock_run(path, frames, reset_interval=None):
     return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
 
 
-def _compare(path, frames, t_max, reset_interval=None, last=False):
+def _compare(path, frames, t_max, reset_interval=None, last=False, skip_input_neuron=False):
     """Run both on ``frames [S, C, H, W, T]`` (samples back to back) and assert
     every layer's (count, checksum) equal at every Lava step; returns the spike
     counts per layer (and, with ``last``, our last layer's fingerprints)."""
-    spec = read_netx(path)
+    spec = read_netx(path, skip_input_neuron=skip_input_neuron)
     stream = np.concatenate(list(frames), axis=-1)
-    stock = _stock_run(path, stream, reset_interval)
+    stock = _stock_run(path, stream, reset_interval, skip_layers=int(skip_input_neuron))
     ours = lava_runtime.run(spec, frames, reset_interval=reset_interval or 0)
     names = [l.name for l in spec.layers if l.type in ('conv', 'dense')]
     assert len(names) == len(stock)
@@ -226,3 +226,21 @@ def test_stock_input_is_round_of_input_scale_times_pixel():
     x = torch.tensor([[[[0.0, 0.3, 0.5, 0.51, 1.0]]]])
     assert direct_images(x, 1).tolist() == [[[[0.0, 0.0, 0.0, 1.0, 1.0]]]]
     assert direct_images(x, 255).tolist() == [[[[0.0, 77.0, 128.0, 130.0, 255.0]]]]
+
+
+def test_input_neuron_refused_or_skipped_as_stock_netx_skip_layers(tmp_path):
+    """SLAYER's ``Input`` block (a neuron) exported by lava-dl: refused by
+    default (stock NetX's ``Input`` block has no CPU model); with
+    ``skip_input_neuron`` identical to stock ``Network(skip_layers=1)``."""
+    from lava.lib.dl import slayer
+    inp = slayer.block.cuba.Input(NEURON)
+    blocks = _init([slayer.block.cuba.Conv(NEURON, 2, 4, 3, padding=1), slayer.block.cuba.Flatten(),
+                    slayer.block.cuba.Dense(NEURON, 4 * 6 * 6, 5)], seed=7)
+    inp(torch.zeros(1, 2, 6, 6, 2))
+    path = _export(str(tmp_path / 'inp.net'), (2, 6, 6), blocks, input_neuron=inp)
+    with pytest.raises(NetXFormatError, match=r'layer 0 \(input\): an input layer with a neuron '
+                                              r'\(SLAYER Input block\) is not supported: stock NetX'):
+        read_netx(path)
+    frames = (np.random.default_rng(7).random((1, 2, 6, 6, 6)) < 0.4).astype(float)
+    counts = _compare(path, frames, 6, reset_interval=3, skip_input_neuron=True)
+    assert all(c > 0 for c in counts), counts
