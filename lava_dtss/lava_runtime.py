@@ -254,7 +254,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
             proc = GatedLayer(kind=layer.type, in_shape=tuple(src.shape), out_shape=tuple(layer.shape),
                               weight=p['weight'].astype(float), bias=p['bias'].astype(np.int64),
                               neuron=layer.neuron, stride=p.get('stride', 1),
-                              padding=p.get('padding', 0), **common)
+                              padding=p.get('padding', 0), geometry=p.get('geometry'), **common)
         elif layer.type == 'attention':
             proc = GatedAttention(shape=tuple(layer.shape), heads=layer.params['heads'],
                                   weight=layer.params['weight'], neuron=layer.neuron, **common)

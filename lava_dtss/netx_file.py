@@ -172,6 +172,25 @@ class _Layer:
         return int(arr.reshape(-1)[0])
 
 
+def conv_geometry(params: dict) -> dict:
+    """``stride``, ``padding``, ``dilation`` ((H, W) pairs) and ``groups`` of a conv layer."""
+    if 'geometry' in params:
+        return params['geometry']
+    s, p = params.get('stride', 1), params.get('padding', 0)
+    return {'stride': (s, s), 'padding': (p, p), 'dilation': (1, 1), 'groups': 1}
+
+
+def require_plain(spec: NetSpec, what: str):
+    """Raise ``ValueError`` naming the first layer with a stock-only feature
+    (conv ``geometry``, dense ``delay``) that ``what`` does not handle."""
+    for i, layer in enumerate(spec.layers):
+        for key, name in (('geometry', 'conv geometry (per-axis stride/padding, dilation, groups, '
+                                       'non-square kernel)'), ('delay', 'synaptic delays')):
+            if key in layer.params:
+                raise ValueError(f'layer {i} ({layer.name!r}): {what} does not support {name}; '
+                                 'run it with the fused runtime (--build fused)')
+
+
 def _conv_out(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
@@ -367,27 +386,26 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
             L.fail(f"'weight' has shape {w.shape}, expected [Co, Ci, kh, kw] (or SLAYER's "
                    "[Co, Ci, kh, kw, 1])")
         cout, cin, kh, kw = w.shape
-        if kh != kw:
-            L.fail(f'only square kernels are supported, weight has shape {w.shape}')
-        if kh < 1:
+        if kh < 1 or kw < 1:
             L.fail(f'weight has shape {w.shape}: the kernel must be at least 1x1')
         stride = np.broadcast_to(L.get('stride'), (2,)) if L.has('stride') else np.array([1, 1])
         pad = np.broadcast_to(L.get('padding'), (2,)) if L.has('padding') else np.array([0, 0])
         dil = np.broadcast_to(L.get('dilation'), (2,)) if L.has('dilation') else np.array([1, 1])
         groups = L.scalar('groups') if L.has('groups') else 1
-        unsupported = [what for what, bad in (
-            (f'groups = {groups}', groups != 1), (f'dilation {dil.tolist()}', np.any(dil != 1)),
-            (f'per-axis stride {stride.tolist()}', stride[0] != stride[1]),
-            (f'per-axis padding {pad.tolist()}', pad[0] != pad[1])) if bad]
-        if unsupported:
-            L.fail(f'convolution with {", ".join(unsupported)} is not supported; this runtime '
-                   'runs groups = 1, dilation 1 and the same stride and padding in both axes')
-        if np.any(stride < 1) or np.any(pad < 0):
-            L.fail(f'stride {stride.tolist()} must be >= 1 and padding {pad.tolist()} >= 0')
+        if np.any(stride < 1) or np.any(pad < 0) or np.any(dil < 1) or groups < 1:
+            L.fail(f'stride {stride.tolist()} and dilation {dil.tolist()} must be >= 1, padding '
+                   f'{pad.tolist()} >= 0 and groups {groups} >= 1')
         if cout != spec.shape[0]:
             L.fail(f'weight has {cout} output channels but shape is {spec.shape}')
+        if cout % groups:
+            L.fail(f'{cout} output channels are not divisible by groups = {groups}')
         spec.params = {'weight': w, 'stride': int(stride[0]), 'padding': int(pad[0]),
                        'bias': _bias(L, cout)}
+        if (kh != kw or groups != 1 or np.any(dil != 1) or stride[0] != stride[1]
+                or pad[0] != pad[1]):   # (H, W) order, as torch and SLAYER write them
+            spec.params['geometry'] = {'stride': tuple(int(v) for v in stride),
+                                       'padding': tuple(int(v) for v in pad),
+                                       'dilation': tuple(int(v) for v in dil), 'groups': int(groups)}
     elif t == 'dense':
         w = L.get('weight', ndim=2)
         if int(np.prod(spec.shape)) != w.shape[0]:
@@ -474,10 +492,13 @@ def _check_graph(path, spec: NetSpec):
         in_shape = shapes.pop()
         if layer.type == 'conv':
             w = layer.params['weight']
-            if len(in_shape) != 3 or in_shape[0] != w.shape[1]:
-                fail(f'input shape {in_shape} does not match weight {w.shape} (in channels)')
-            k, s, p = w.shape[2], layer.params['stride'], layer.params['padding']
-            expect = (w.shape[0], _conv_out(in_shape[1], k, s, p), _conv_out(in_shape[2], k, s, p))
+            g = conv_geometry(layer.params)
+            if len(in_shape) != 3 or in_shape[0] != w.shape[1] * g['groups']:
+                fail(f'input shape {in_shape} does not match weight {w.shape} and groups = '
+                     f'{g["groups"]} (in channels)')
+            expect = (w.shape[0],) + tuple(
+                _conv_out(in_shape[1 + a], g['dilation'][a] * (w.shape[2 + a] - 1) + 1,
+                          g['stride'][a], g['padding'][a]) for a in (0, 1))
             if tuple(layer.shape) != expect:
                 fail(f'shape {layer.shape} but the convolution of {in_shape} gives {expect}')
         elif layer.type == 'dense':

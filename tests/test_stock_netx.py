@@ -178,17 +178,22 @@ def test_sigma_delta_network_is_refused_as_sigma_delta(tmp_path):
         read_netx(path)
 
 
-@pytest.mark.parametrize('kwargs, feature', [
-    ({'stride': (1, 2)}, r'per-axis stride \[1, 2\]'),
-    ({'padding': (0, 1)}, r'per-axis padding'),
-    ({'dilation': 2}, r'dilation \[2, 2\]'),
-    ({'groups': 2}, r'groups = 2')])
-def test_odd_conv_geometries_are_refused_naming_the_feature(tmp_path, kwargs, feature):
+@pytest.mark.parametrize('kwargs', [{'stride': (1, 2), 'padding': (0, 1)}, {'dilation': 2, 'padding': 1},
+                                    {'groups': 2, 'kernel_size': (3, 1), 'stride': (2, 1)}])
+def test_odd_conv_geometries_are_step_identical_to_stock_netx(tmp_path, kwargs):
+    """Per-axis stride and padding, dilation, groups with a non-square kernel."""
     from lava.lib.dl import slayer
-    blocks = _init([slayer.block.cuba.Conv(NEURON, 2, 4, 3, **kwargs)], seed=4)
-    path = _export(str(tmp_path / 'geo.net'), (2, 8, 8), blocks)
-    with pytest.raises(NetXFormatError, match=r'layer 1 \(conv\): convolution with .*' + feature):
-        read_netx(path)
+    k = kwargs.pop('kernel_size', 3)
+    blocks = _init([slayer.block.cuba.Conv(NEURON, 2, 4, k, **kwargs),
+                    slayer.block.cuba.Conv(NEURON, 4, 4, 3, padding=1)], seed=4, lo=-30, hi=100)
+    path = _export(str(tmp_path / 'geo.net'), (2, 9, 9), blocks, biases={0: np.arange(4)})
+    assert 'geometry' in read_netx(path).layers[1].params
+    frames = (np.random.default_rng(4).random((1, 2, 9, 9, 6)) < 0.4).astype(float)
+    counts = _compare(path, frames, 6)
+    assert all(c > 0 for c in counts), counts
+    with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): --build loihi does not support conv geometry"):
+        from lava_dtss import loihi_build
+        loihi_build.plan(read_netx(path), 6)
 
 
 def test_average_layer_is_refused_by_name(tmp_path):
@@ -244,3 +249,14 @@ def test_input_neuron_refused_or_skipped_as_stock_netx_skip_layers(tmp_path):
     frames = (np.random.default_rng(7).random((1, 2, 6, 6, 6)) < 0.4).astype(float)
     counts = _compare(path, frames, 6, reset_interval=3, skip_input_neuron=True)
     assert all(c > 0 for c in counts), counts
+
+
+def test_general_conv_equals_torch():
+    from lava_dtss.fixed_point import conv2d_general
+    rng = np.random.default_rng(8)
+    a = rng.integers(0, 3, (2, 4, 7, 9)).astype(float)
+    w = rng.integers(-9, 9, (6, 2, 3, 2)).astype(float)
+    ours = conv2d_general(a, w, (2, 1), (1, 2), (1, 3), 2)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(a), torch.from_numpy(w), stride=(2, 1),
+                                     padding=(1, 2), dilation=(1, 3), groups=2).numpy()
+    assert np.array_equal(ours, ref)

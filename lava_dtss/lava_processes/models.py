@@ -9,8 +9,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv_fanout, fingerprint_rows,
-                                   lif_step)
+from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv2d_general, conv_fanout,
+                                   fingerprint_rows, lif_step)
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
                                               Readout, SpikeProbe)
 
@@ -200,6 +200,14 @@ class PyGatedLayerModel(_GatedModel):
         w, dtype = self._weight(a)
         if self.kind == 'dense':
             return a.reshape(n, -1).astype(dtype) @ w.T, int(nz.sum()) * w.shape[0]
+        geo = self.proc_params.get('geometry')
+        if geo is not None:   # per-axis stride/padding, dilation, groups, non-square kernels
+            if self._fanout is None:
+                self._fanout = np.ones(w.shape)
+            ops = int(conv2d_general(nz.astype(float), self._fanout, geo['stride'], geo['padding'],
+                                     geo['dilation'], geo['groups']).sum())
+            return conv2d_general(a, w, geo['stride'], geo['padding'], geo['dilation'],
+                                  geo['groups'], dtype), ops
         if self._fanout is None:
             co, _, k, _ = w.shape
             self._fanout = conv_fanout(a.shape[2], a.shape[3], k, self.stride, self.padding, co)

@@ -81,6 +81,9 @@ class GatedLayer(_GatedNeurons):
     ``R = 0``; ``binary_input``: the input counts as 1 where non-zero (NetX's
     unary spikes, ``input_message_bits=0``). Fingerprint row ``k - 1`` records
     step ``k``.
+    ``geometry`` (conv, optional): ``{'stride', 'padding', 'dilation'}`` as
+    (H, W) pairs and ``groups``, for kernels ``[Co, Ci/groups, kh, kw]``
+    (replaces ``stride``/``padding``).
     ``delay`` (stock timing, dense only): synaptic delays ``[No, Ni]`` in steps,
     as Lava's ``DelayDense``: input received at step ``k`` over a synapse of
     delay ``d`` reaches the neuron at step ``k + 1 + d``.
@@ -91,13 +94,13 @@ class GatedLayer(_GatedNeurons):
                  gating: bool, num_samples: int, num_steps: int, batch: int = 1,
                  stride: int = 1, padding: int = 0, name: str = 'layer',
                  timing: str = 'sync', depth: int = 1, reset_interval: int = 0,
-                 binary_input: bool = False, delay: np.ndarray = None):
+                 binary_input: bool = False, delay: np.ndarray = None, geometry: dict = None):
         if timing not in ('sync', 'stock') or (timing == 'stock' and int(batch) != 1):
             raise ValueError(f"timing {timing!r} with batch {batch}: expected 'sync', or 'stock' "
                              'with batch 1')
         super().__init__(name=name, kind=kind, stride=int(stride), padding=int(padding),
                          timing=timing, depth=int(depth), reset_interval=int(reset_interval),
-                         binary_input=bool(binary_input),
+                         binary_input=bool(binary_input), geometry=geometry,
                          delay=None if delay is None else np.asarray(delay, dtype=np.int64),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
