@@ -209,7 +209,9 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     ``hdf5.Network(path, reset_interval=R)`` (``reset_interval=0``: no reset,
     NetX's default) step for step; it runs one sample stream (``batch=1``),
     sample ``s`` at Lava steps ``s*T+1 .. s*T+T``, and layer fingerprints
-    record every Lava step (row ``k - 1``). As NetX's default
+    record Lava steps 1 .. S*T (row ``k - 1``); the run lasts ``depth`` more
+    steps (zero input) so that the readout, which lags the input by the
+    pipeline depth, counts every sample's ``T`` steps of the last layer. As NetX's default
     ``input_message_bits=0``, the first layer sees a non-zero input value as a
     spike (1).
 
@@ -229,7 +231,10 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
             raise ValueError("stock NetX timing needs a chain of input/conv/flatten/dense layers; "
                              "use timing 'sync'")
     num_samples = frames.shape[0]
-    num_steps = windows(num_samples, batch) * t_max
+    # stock timing: the readout lags the input by the pipeline depth, so the run goes on
+    # that many steps (zero input) after the last sample
+    lag = sum(l.type in ('conv', 'dense') for l in spec.layers) if timing == 'stock' else 0
+    num_steps = windows(num_samples, batch) * t_max + lag
     procs, by_index, layer_procs = [], {}, {}
     depth = 0
     for i, layer in enumerate(spec.layers):
@@ -289,7 +294,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         weight, bias = np.eye(n), np.zeros(n)
     in_shape = tuple(spec.layers[sources[0]].shape)
     readout = Readout(in_shape=in_shape, weight=weight, bias=bias, t_max=t_max,
-                      num_samples=num_samples, num_steps=num_steps, batch=batch)
+                      num_samples=num_samples, num_steps=num_steps, batch=batch, offset=lag)
     for j in sources:
         by_index[j].s_out.connect(readout.a_in)
     procs.append(readout)
@@ -314,7 +319,7 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     timed = frames.ndim == len(spec.layers[0].shape) + 2
     memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory)
     procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, timing, reset_interval)
-    num_steps = windows(frames.shape[0], batch) * t_max
+    num_steps = readout.proc_params['num_steps']
     if deadline_s is None:
         deadline_s = default_deadline(num_steps, memory['total'])
 

@@ -124,6 +124,12 @@ def test_conv_flatten_dense_is_step_identical_to_stock_netx(tmp_path, reset):
     frames = (rng.random((2, 2, 8, 8, 6)) < 0.3).astype(float)
     counts = _compare(path, frames, 6, reset_interval=reset)
     assert all(c > 0 for c in counts), counts
+    # the readout counts the last layer's spikes of each sample's T steps, lagged by the depth (3)
+    spec = read_netx(path)
+    res = lava_runtime.run(spec, frames, reset_interval=reset or 0)
+    last = _stock_run(path, np.concatenate(list(frames) + [np.zeros((2, 8, 8, 3))], -1), reset)[-1]
+    expect = np.stack([last[:, 3 + 6 * s:9 + 6 * s].sum(-1) for s in range(2)])
+    assert res.num_steps == 15 and np.array_equal(res.logits, expect)
 
 
 def test_dense_axonal_delays_are_step_identical_to_stock_netx(tmp_path):

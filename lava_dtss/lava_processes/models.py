@@ -258,6 +258,7 @@ class PyReadoutModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         self.t_max, self.batch, self.num_steps = (proc_params[k] for k in
                                                   ('t_max', 'batch', 'num_steps'))
+        self.offset = proc_params.get('offset', 0)
 
     def run_spk(self):
         x = self.a_in.recv()

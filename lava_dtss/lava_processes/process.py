@@ -145,13 +145,14 @@ class GatedAttention(_GatedNeurons):
 class Readout(AbstractProcess):
     """Class readout: per sample, ``logits = weight @ sum_{t, H, W} x + bias``
     (integers) for input ``x`` of shape ``(B, C, H, W)`` or ``(B, C)``;
-    ``logits [S, K]``."""
+    ``logits [S, K]``. ``offset``: Lava steps before window step 0 (the
+    pipeline depth in stock NetX timing, else 0)."""
 
     def __init__(self, *, in_shape: tuple, weight: np.ndarray, bias: np.ndarray,
                  t_max: int, num_samples: int, num_steps: int, batch: int = 1,
-                 name: str = 'readout'):
+                 name: str = 'readout', offset: int = 0):
         super().__init__(name=name, t_max=int(t_max), batch=int(batch),
-                         num_steps=int(num_steps))
+                         num_steps=int(num_steps), offset=int(offset))
         self.a_in = InPort(shape=(int(batch),) + tuple(in_shape))
         self.weight = Var(shape=weight.shape, init=weight)
         self.bias = Var(shape=bias.shape, init=bias)
