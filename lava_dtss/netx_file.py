@@ -298,6 +298,16 @@ def _check_own_limits(path, spec: NetSpec):
     does not, and would surface only as a mismatch after a Lava run). Thresholds beyond
     17 bits stay readable: ``--check-loihi`` reports them."""
     for i, layer in enumerate(spec.layers):
+        stock_only = [what for what, has in (
+            ('synaptic delays', 'delay' in layer.params),
+            ('conv geometry (per-axis stride/padding, dilation, groups, non-square kernel)',
+             'geometry' in layer.params),
+            ('a dense layer without neuron', layer.type == 'dense' and layer.neuron == STOCK_NO_NEURON))
+            if has]
+        if stock_only:
+            raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {stock_only[0]} '
+                                  f'in a {FORMAT} file, which the export never writes (stock NetX '
+                                  'files only)')
         for key, (lo, hi) in OWN_LIMITS.items():
             v = layer.params.get(key)
             if isinstance(v, np.ndarray) and v.size and (v.min() < lo or v.max() > hi) and layer.type != 'readout':

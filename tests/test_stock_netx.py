@@ -266,3 +266,17 @@ def test_general_conv_equals_torch():
     ref = torch.nn.functional.conv2d(torch.from_numpy(a), torch.from_numpy(w), stride=(2, 1),
                                      padding=(1, 2), dilation=(1, 3), groups=2).numpy()
     assert np.array_equal(ours, ref)
+
+
+def test_stock_only_features_are_refused_in_our_own_format(tmp_path):
+    """Our export never writes delays, odd conv geometries or neuron-less dense
+    layers; a lava-dtss file holding one is refused (the training-side reference
+    could not reproduce it)."""
+    from lava.lib.dl import slayer
+    path = _export(str(tmp_path / 'own.net'), (8,), _init([slayer.block.cuba.Dense(NEURON, 8, 6)], 9))
+    with h5py.File(path, 'a') as f:
+        f['meta/format'] = 'lava-dtss-netx/1'
+        f['layer/1/delay'] = np.full(6, 2)
+    with pytest.raises(NetXFormatError, match=r"layer 1 \(dense 'layer1'\): synaptic delays in a "
+                                              r'lava-dtss-netx/1 file'):
+        read_netx(path)
