@@ -280,3 +280,33 @@ def test_stock_only_features_are_refused_in_our_own_format(tmp_path):
     with pytest.raises(NetXFormatError, match=r"layer 1 \(dense 'layer1'\): synaptic delays in a "
                                               r'lava-dtss-netx/1 file'):
         read_netx(path)
+
+
+def test_run_lava_cli_on_a_stock_file_with_input_neuron(tmp_path, capsys):
+    """run_lava.py (in-process; its ``__main__`` prints these errors as one
+    line) on a lava-dl export (digits, 1x8x8, input neuron): refused naming the
+    flag, then run with --skip-input-neuron, --reset-interval; --batch 2 is
+    refused in stock timing."""
+    import importlib.util
+    import json
+    import os
+    from lava.lib.dl import slayer
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location('run_lava', os.path.join(root, 'scripts', 'run_lava.py'))
+    run_lava = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_lava)
+    inp = slayer.block.cuba.Input(NEURON)
+    inp(torch.zeros(1, 1, 8, 8, 2))
+    blocks = _init([slayer.block.cuba.Conv(NEURON, 1, 4, 3, stride=2, padding=1), slayer.block.cuba.Flatten(),
+                    slayer.block.cuba.Dense(NEURON, 64, 10)], seed=10)
+    path = _export(str(tmp_path / 'digits.net'), (1, 8, 8), blocks, input_neuron=inp)
+    base = ['--model', path, '--dataset', 'digits', '--num-samples', '2', '--t-max', '4']
+    with pytest.raises(NetXFormatError, match='pass --skip-input-neuron'):
+        run_lava.main(base)
+    out = tmp_path / 'r.json'
+    assert run_lava.main(base + ['--skip-input-neuron', '--reset-interval', '4', '--gated-only',
+                                 '--json', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report['lava_steps'] == 2 * 4 + 2 and report['batch'] == 1
+    with pytest.raises(ValueError, match='stock NetX timing runs one sample stream'):
+        run_lava.main(base + ['--skip-input-neuron', '--batch', '2'])
