@@ -96,6 +96,28 @@ def conv2d(a: np.ndarray, w: np.ndarray, stride: int, padding: int,
     return y.reshape(co, b, ho, wo).transpose(1, 0, 2, 3)
 
 
+def conv2d_general(a: np.ndarray, w: np.ndarray, stride, padding, dilation, groups: int,
+                   dtype=np.float64) -> np.ndarray:
+    """Cross-correlation (as torch ``conv2d``) of ``a [B, Ci, H, W]`` with
+    ``w [Co, Ci/groups, kh, kw]``; ``stride``, ``padding``, ``dilation``: (H, W)
+    pairs. ``[B, Co, Ho, Wo]``, exact for integers as :func:`conv2d`."""
+    b, ci, h, wd = a.shape
+    co, cig, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    x = np.zeros((b, ci, h + 2 * ph, wd + 2 * pw), dtype)
+    x[:, :, ph:ph + h, pw:pw + wd] = a
+    win = np.lib.stride_tricks.sliding_window_view(x, ((kh - 1) * dh + 1, (kw - 1) * dw + 1),
+                                                   axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    ho, wo = win.shape[2:4]
+    cog = co // groups
+    out = np.empty((b, co, ho, wo), dtype)
+    for g in range(groups):
+        cols = win[:, g * cig:(g + 1) * cig].transpose(1, 4, 5, 0, 2, 3).reshape(cig * kh * kw, -1)
+        wg = w[g * cog:(g + 1) * cog].reshape(cog, -1).astype(dtype, copy=False)
+        out[:, g * cog:(g + 1) * cog] = (wg @ cols).reshape(cog, b, ho, wo).transpose(1, 0, 2, 3)
+    return out
+
+
 def conv_fanout(h: int, w: int, k: int, stride: int, padding: int, cout: int) -> np.ndarray:
     """Synaptic fan-out ``[H, W]`` of each input position: output neurons it reaches."""
     ho = (h + 2 * padding - k) // stride + 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .netx_file import NetSpec
+from .netx_file import FORMAT, NetSpec
 
 INRC_MESSAGE = (
     'the Loihi 2 backend needs lava-loihi, which Intel distributes to members of its '
@@ -145,6 +145,10 @@ def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
     frames = 2 * 8 * num_samples * sizes[0] * frame_steps
     weights = sum(28 * int(np.size(l.params['weight'])) for l in spec.layers
                   if isinstance(l.params.get('weight'), np.ndarray))
+    for l in spec.layers:   # delayed dense (stock timing): one weight copy per delay value, a buffer
+        d = l.params.get('delay')
+        if isinstance(d, np.ndarray):
+            weights += 8 * d.size * len(np.unique(d)) + 8 * (int(d.max()) + 1) * d.shape[0]
     states = sum(33 * batch * int(np.prod(l.shape)) for l in layers)
     channels = sum(8 * batch * sizes[_source(spec, j)] * CHANNEL_SLOTS
                    for l in spec.layers[1:] if l.type != 'flatten' for j in l.inputs)
@@ -185,11 +189,31 @@ def check_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1, fr
     return mem
 
 
+def timing_of(spec: NetSpec, timing: str = 'auto') -> str:
+    """``'stock'`` (stock NetX's pipeline, see ``GatedLayer``) or ``'sync'``
+    (layer-synchronous); ``'auto'``: stock for files without our ``meta/format``."""
+    if timing == 'auto':
+        return 'sync' if spec.meta.get('format') == FORMAT else 'stock'
+    if timing not in ('sync', 'stock'):
+        raise ValueError(f"timing {timing!r}: expected 'auto', 'sync' or 'stock'")
+    return timing
+
+
 def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1,
-          t_max: int = None):
+          t_max: int = None, timing: str = 'auto', reset_interval: int = 0):
     """Processes for ``spec`` fed with ``frames`` (integers): ``[S, C, H, W, T]``,
     or ``[S, C, H, W]`` shown for ``t_max`` steps (default: the file's T_max);
     ``batch`` samples side by side.
+
+    ``timing`` (:func:`timing_of`): ``'stock'`` reproduces stock NetX's
+    ``hdf5.Network(path, reset_interval=R)`` (``reset_interval=0``: no reset,
+    NetX's default) step for step; it runs one sample stream (``batch=1``),
+    sample ``s`` at Lava steps ``s*T+1 .. s*T+T``, and layer fingerprints
+    record Lava steps 1 .. S*T (row ``k - 1``); the run lasts ``depth`` more
+    steps (zero input) so that the readout, which lags the input by the
+    pipeline depth, counts every sample's ``T`` steps of the last layer. As NetX's default
+    ``input_message_bits=0``, the first layer sees a non-zero input value as a
+    spike (1).
 
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
@@ -198,9 +222,21 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     if int(batch) < 1:
         raise ValueError(f'batch must be >= 1, got {batch}')
     t_max = _frame_layout(spec, frames, t_max)
+    timing = timing_of(spec, timing)
+    if timing == 'stock':
+        if int(batch) != 1:
+            raise ValueError(f'batch {batch}: stock NetX timing runs one sample stream; use batch 1 '
+                             "(or timing 'sync')")
+        if any(l.type in ('attention', 'readout') or len(l.inputs) > 1 for l in spec.layers):
+            raise ValueError("stock NetX timing needs a chain of input/conv/flatten/dense layers; "
+                             "use timing 'sync'")
     num_samples = frames.shape[0]
-    num_steps = windows(num_samples, batch) * t_max
+    # stock timing: the readout lags the input by the pipeline depth, so the run goes on
+    # that many steps (zero input) after the last sample
+    lag = sum(l.type in ('conv', 'dense') for l in spec.layers) if timing == 'stock' else 0
+    num_steps = windows(num_samples, batch) * t_max + lag
     procs, by_index, layer_procs = [], {}, {}
+    depth = 0
     for i, layer in enumerate(spec.layers):
         steps = t_max if layer.active_steps is None else layer.active_steps
         common = dict(t_max=t_max, active_steps=steps, gating=gating, num_samples=num_samples,
@@ -213,10 +249,17 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         elif layer.type in ('conv', 'dense'):
             src = spec.layers[_source(spec, layer.inputs[0])]
             p = layer.params
+            depth += 1
+            if timing == 'stock':
+                common.update(timing='stock', depth=depth, reset_interval=int(reset_interval or 0),
+                              binary_input=src.type == 'input', delay=p.get('delay'))
+            elif p.get('delay') is not None:
+                raise ValueError(f'layer {i} ({layer.name!r}): synaptic delays run in stock NetX timing '
+                                 "only; use timing 'stock' (the default for stock files)")
             proc = GatedLayer(kind=layer.type, in_shape=tuple(src.shape), out_shape=tuple(layer.shape),
                               weight=p['weight'].astype(float), bias=p['bias'].astype(np.int64),
                               neuron=layer.neuron, stride=p.get('stride', 1),
-                              padding=p.get('padding', 0), **common)
+                              padding=p.get('padding', 0), geometry=p.get('geometry'), **common)
         elif layer.type == 'attention':
             proc = GatedAttention(shape=tuple(layer.shape), heads=layer.params['heads'],
                                   weight=layer.params['weight'], neuron=layer.neuron, **common)
@@ -251,7 +294,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         weight, bias = np.eye(n), np.zeros(n)
     in_shape = tuple(spec.layers[sources[0]].shape)
     readout = Readout(in_shape=in_shape, weight=weight, bias=bias, t_max=t_max,
-                      num_samples=num_samples, num_steps=num_steps, batch=batch)
+                      num_samples=num_samples, num_steps=num_steps, batch=batch, offset=lag)
     for j in sources:
         by_index[j].s_out.connect(readout.a_in)
     procs.append(readout)
@@ -260,7 +303,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
 
 def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = 'cpu',
         batch: int = 1, t_max: int = None, max_memory: int = None,
-        deadline_s: float = None) -> LavaResult:
+        deadline_s: float = None, timing: str = 'auto', reset_interval: int = 0) -> LavaResult:
     """Run ``spec`` on ``frames`` (``[S, C, H, W, T]``, or ``[S, C, H, W]`` shown
     for ``t_max`` steps), ``batch`` samples side by side, and collect the results.
 
@@ -275,8 +318,8 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     t_max = _frame_layout(spec, frames, t_max)
     timed = frames.ndim == len(spec.layers[0].shape) + 2
     memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory)
-    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max)
-    num_steps = windows(frames.shape[0], batch) * t_max
+    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, timing, reset_interval)
+    num_steps = readout.proc_params['num_steps']
     if deadline_s is None:
         deadline_s = default_deadline(num_steps, memory['total'])
 

@@ -51,6 +51,8 @@ def _bits(w: np.ndarray) -> int:
 
 def check_network(spec: NetSpec) -> list:
     """One ``LayerCheck`` per layer with its violations of the limits."""
+    from .netx_file import require_plain
+    require_plain(spec, '--check-loihi')
     checks = []
     max_in = {0: int(spec.layers[0].params.get('inputScale', 1))}  # max input value per layer
     for i, layer in enumerate(spec.layers):

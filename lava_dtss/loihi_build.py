@@ -133,6 +133,8 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
     input layer's scale). ``gating=False`` (diagnostics only) leaves out the DTSS
     gates: layers then spike after their active steps, which is not the trained
     network. Raises ``ValueError`` (one line) for what it cannot map."""
+    from .netx_file import require_plain
+    require_plain(spec, '--build loihi')
     period = next_pow2(t_max)
     input_max = int(spec.layers[0].params.get('inputScale', 1) if input_max is None else input_max)
     stages, value_max, relays = {}, {0: input_max}, {}

@@ -18,6 +18,9 @@ import numpy as np
 FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
 NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
+# layer types stock NetX (lava-dl 0.x hdf5.Network) raises NotImplementedError on
+STOCK_NO_NEURON = {'type': 'CUBA', 'iDecay': 0, 'vDecay': 4096, 'vThMant': 1 << 17}
+NOT_IN_NETX = ('average', 'pool', 'convT', 'unpool', 'concat')
 MAX_T = 1 << 16              # time steps per sample a file may declare
 MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); checked before reading
 # limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
@@ -169,6 +172,25 @@ class _Layer:
         return int(arr.reshape(-1)[0])
 
 
+def conv_geometry(params: dict) -> dict:
+    """``stride``, ``padding``, ``dilation`` ((H, W) pairs) and ``groups`` of a conv layer."""
+    if 'geometry' in params:
+        return params['geometry']
+    s, p = params.get('stride', 1), params.get('padding', 0)
+    return {'stride': (s, s), 'padding': (p, p), 'dilation': (1, 1), 'groups': 1}
+
+
+def require_plain(spec: NetSpec, what: str):
+    """Raise ``ValueError`` naming the first layer with a stock-only feature
+    (conv ``geometry``, dense ``delay``) that ``what`` does not handle."""
+    for i, layer in enumerate(spec.layers):
+        for key, name in (('geometry', 'conv geometry (per-axis stride/padding, dilation, groups, '
+                                       'non-square kernel)'), ('delay', 'synaptic delays')):
+            if key in layer.params:
+                raise ValueError(f'layer {i} ({layer.name!r}): {what} does not support {name}; '
+                                 'run it with the fused runtime (--build fused)')
+
+
 def _conv_out(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
@@ -216,14 +238,19 @@ def _read_meta(path, f) -> dict:
     return meta
 
 
-def read_netx(path: str) -> NetSpec:
+def read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
     """Read and validate a network file (ours or stock NetX).
+
+    An input layer with a neuron (SLAYER's ``Input`` block) is refused unless
+    ``skip_input_neuron``: then the data go straight to layer 1, as in stock
+    ``netx.hdf5.Network(path, skip_layers=1)``, the only way stock NetX runs
+    such a file on the CPU (its ``Input`` block has no CPU model).
 
     Raises ``NetXFormatError`` with the file, layer and key for any problem,
     including unreadable HDF5 structure (dangling or looping links).
     """
     try:
-        return _read_netx(path)
+        return _read_netx(path, skip_input_neuron)
     except NetXFormatError as e:   # one line, whatever a value printed into it
         raise NetXFormatError(' '.join(str(e).split())) from None
     except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -231,7 +258,7 @@ def read_netx(path: str) -> NetSpec:
                               'expected a NetX HDF5 network') from None
 
 
-def _read_netx(path: str) -> NetSpec:
+def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
     if not os.path.exists(path):
         raise NetXFormatError(f'{path}: no such file (expected a NetX HDF5 network, e.g. '
                               'netx_models/digits_tiny_dtss.net)')
@@ -257,7 +284,7 @@ def _read_netx(path: str) -> NetSpec:
             if not isinstance(g, h5py.Group):
                 raise NetXFormatError(f'{path}: layer/{i} should be a group of datasets, found a '
                                       f'{type(g).__name__}')
-            layers.append(_read_layer(_Layer(path, i, g), layers))
+            layers.append(_read_layer(_Layer(path, i, g), layers, skip_input_neuron))
     spec = NetSpec(layers=layers, meta=meta)
     _check_graph(path, spec)
     if meta.get('format') == FORMAT:
@@ -271,6 +298,16 @@ def _check_own_limits(path, spec: NetSpec):
     does not, and would surface only as a mismatch after a Lava run). Thresholds beyond
     17 bits stay readable: ``--check-loihi`` reports them."""
     for i, layer in enumerate(spec.layers):
+        stock_only = [what for what, has in (
+            ('synaptic delays', 'delay' in layer.params),
+            ('conv geometry (per-axis stride/padding, dilation, groups, non-square kernel)',
+             'geometry' in layer.params),
+            ('a dense layer without neuron', layer.type == 'dense' and layer.neuron == STOCK_NO_NEURON))
+            if has]
+        if stock_only:
+            raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {stock_only[0]} '
+                                  f'in a {FORMAT} file, which the export never writes (stock NetX '
+                                  'files only)')
         for key, (lo, hi) in OWN_LIMITS.items():
             v = layer.params.get(key)
             if isinstance(v, np.ndarray) and v.size and (v.min() < lo or v.max() > hi) and layer.type != 'readout':
@@ -280,9 +317,13 @@ def _check_own_limits(path, spec: NetSpec):
 
 
 
-def _read_layer(L: _Layer, previous: list) -> LayerSpec:
+def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> LayerSpec:
     t = L.string('type')
     L.type = t
+    if t in ('average', 'pool', 'convT', 'unpool', 'concat', 'dense_rec', 'dense_comp'):
+        L.fail(f'layer type {t!r} is not supported by this runtime (stock NetX '
+               f'{"does not run them either" if t in NOT_IN_NETX else "runs them"}); '
+               f'supported: {", ".join(LAYER_TYPES)}')
     if t not in LAYER_TYPES:
         L.fail(f'unknown layer type {t!r}; this runtime supports {", ".join(LAYER_TYPES)}')
     name = L.string('dtss/name') if L.has('dtss/name') else f'layer{L.index}'
@@ -303,55 +344,88 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         if len(spec.shape) not in (1, 3):
             L.fail(f'shape {spec.shape} should be (C, H, W) or (N,)')
         spec.params['inputScale'] = L.scalar('dtss/inputScale') if L.has('dtss/inputScale') else 1
-        if L.has('neuron'):
-            L.fail('input layers with neurons (event encoders) are not supported; '
-                   'expected an input layer with shape only')
+        if L.has('neuron') and not skip_input_neuron:
+            L.fail('an input layer with a neuron (SLAYER Input block) is not supported: stock NetX '
+                   'cannot run it on the CPU either and skips it (skip_layers=1); to do the same '
+                   'and feed the data to layer 1, pass --skip-input-neuron (read_netx(..., '
+                   'skip_input_neuron=True))')
         return spec
     if t == 'flatten':
         return spec
+    if t == 'conv' and L.has('delay'):
+        d = L.get('delay')
+        if d.size and np.any(d != 0):
+            L.fail(f'axonal delays on a conv layer (key \'delay\', up to {int(np.max(d))} steps) are '
+                   'not supported (stock NetX ignores them); refused rather than run without them')
     if t in ('conv', 'dense', 'attention'):
-        for k in ('type', 'iDecay', 'vDecay', 'vThMant'):
-            if not L.has(f'neuron/{k}'):
-                L.fail(f'missing key neuron/{k}')
-        ntype = L.string('neuron/type')
-        if ntype not in ('CUBA', 'LOIHI'):
-            L.fail(f'neuron type {ntype!r} is not supported (expected CUBA)')
-        spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
-                       'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
-            L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
-        for k in ('iDecay', 'vDecay'):
-            if not 0 <= spec.neuron[k] <= 4096:
-                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
-        if spec.neuron['vThMant'] < 0:
-            L.fail('neuron/vThMant must be >= 0')
+        if not L.has('neuron') and t != 'dense':
+            L.fail('a layer without neuron is not supported (stock NetX refuses it too); '
+                   'expected a neuron/ group')
+    if t == 'dense' and not L.has('neuron'):
+        # stock NetX's default: a non-leaky current integrator whose threshold
+        # (vThMant 1 << 17, i.e. v > 2**23) the 24-bit voltage never reaches: no spikes
+        spec.neuron = dict(STOCK_NO_NEURON)
+    elif t in ('conv', 'dense', 'attention'):
+        if L.has('neuron/type'):
+            ntype = L.string('neuron/type')
+            if ntype == 'SDNN':
+                L.fail('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); '
+                       'this runtime runs CUBA-LIF neurons only')
+            if ntype not in ('CUBA', 'LOIHI'):
+                L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
+                       'neurons only (neuron/type CUBA or LOIHI)')
+            for k in ('type', 'iDecay', 'vDecay', 'vThMant'):
+                if not L.has(f'neuron/{k}'):
+                    L.fail(f'missing key neuron/{k}')
+            spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
+                           'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
+            if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
+                L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
+            for k in ('iDecay', 'vDecay'):
+                if not 0 <= spec.neuron[k] <= 4096:
+                    L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
+            if spec.neuron['vThMant'] < 0:
+                L.fail('neuron/vThMant must be >= 0')
     if t == 'conv':
         if len(spec.shape) != 3:
             L.fail(f'shape {spec.shape} should be (C, H, W)')
-        w = L.get('weight', ndim=4)
+        w = L.get('weight')
+        if w.ndim == 5 and w.shape[4] == 1:     # SLAYER's [Co, Ci, kh, kw, 1]
+            w = w[..., 0]
+        if w.ndim != 4:
+            L.fail(f"'weight' has shape {w.shape}, expected [Co, Ci, kh, kw] (or SLAYER's "
+                   "[Co, Ci, kh, kw, 1])")
         cout, cin, kh, kw = w.shape
-        if kh != kw:
-            L.fail(f'only square kernels are supported, weight has shape {w.shape}')
-        if kh < 1:
+        if kh < 1 or kw < 1:
             L.fail(f'weight has shape {w.shape}: the kernel must be at least 1x1')
         stride = np.broadcast_to(L.get('stride'), (2,)) if L.has('stride') else np.array([1, 1])
         pad = np.broadcast_to(L.get('padding'), (2,)) if L.has('padding') else np.array([0, 0])
         dil = np.broadcast_to(L.get('dilation'), (2,)) if L.has('dilation') else np.array([1, 1])
         groups = L.scalar('groups') if L.has('groups') else 1
-        if groups != 1 or np.any(dil != 1) or stride[0] != stride[1] or pad[0] != pad[1]:
-            L.fail('only groups=1, dilation=1 and equal stride/padding in both axes are supported')
-        if np.any(stride < 1) or np.any(pad < 0):
-            L.fail(f'stride {stride.tolist()} must be >= 1 and padding {pad.tolist()} >= 0')
+        if np.any(stride < 1) or np.any(pad < 0) or np.any(dil < 1) or groups < 1:
+            L.fail(f'stride {stride.tolist()} and dilation {dil.tolist()} must be >= 1, padding '
+                   f'{pad.tolist()} >= 0 and groups {groups} >= 1')
         if cout != spec.shape[0]:
             L.fail(f'weight has {cout} output channels but shape is {spec.shape}')
+        if cout % groups:
+            L.fail(f'{cout} output channels are not divisible by groups = {groups}')
         spec.params = {'weight': w, 'stride': int(stride[0]), 'padding': int(pad[0]),
                        'bias': _bias(L, cout)}
+        if (kh != kw or groups != 1 or np.any(dil != 1) or stride[0] != stride[1]
+                or pad[0] != pad[1]):   # (H, W) order, as torch and SLAYER write them
+            spec.params['geometry'] = {'stride': tuple(int(v) for v in stride),
+                                       'padding': tuple(int(v) for v in pad),
+                                       'dilation': tuple(int(v) for v in dil), 'groups': int(groups)}
     elif t == 'dense':
         w = L.get('weight', ndim=2)
         if int(np.prod(spec.shape)) != w.shape[0]:
             L.fail(f'weight has {w.shape[0]} outputs but shape is {spec.shape}')
         spec.shape = (w.shape[0],)
         spec.params = {'weight': w, 'bias': _bias(L, w.shape[0])}
+        if L.has('delay'):
+            d = _delay(L, w.shape)
+            if np.any(d):
+                spec.params['delay'] = d
     elif t == 'attention':
         spec.params = {'weight': L.scalar('weight'), 'heads': L.scalar('heads')}
         if len(spec.shape) != 3:
@@ -368,6 +442,28 @@ def _read_layer(L: _Layer, previous: list) -> LayerSpec:
         if spec.shape != (w.shape[0],):
             L.fail(f'shape {spec.shape} does not match weight {w.shape}')
     return spec
+
+
+MAX_DELAY = 62   # NetX's limit (it clamps larger delays with a warning; we refuse them)
+
+
+def _delay(L: _Layer, shape):
+    """Synaptic delays ``[out, in]`` of a dense layer, expanded as NetX does: a
+    scalar, ``(out,)`` (axonal: every synapse of an output neuron), ``(in,)``,
+    or ``[out, in]``; whole steps in 0..62."""
+    d = L.get('delay')
+    if d.size and (d.min() < 0 or d.max() > MAX_DELAY):
+        L.fail(f'delay values {int(d.min())}..{int(d.max())} outside 0..{MAX_DELAY} steps '
+               '(NetX would clamp them)')
+    if d.ndim == 0:
+        return np.full(shape, int(d.reshape(-1)[0]), dtype=np.int64)
+    if d.ndim == 1 and d.size == shape[0]:
+        return np.repeat(d.reshape(-1, 1), shape[1], axis=1)
+    if d.ndim == 1 and d.size == shape[1]:
+        return np.repeat(d.reshape(1, -1), shape[0], axis=0)
+    if d.shape == tuple(shape):
+        return d
+    L.fail(f'delay has shape {d.shape}, expected (), ({shape[0]},), ({shape[1]},) or {tuple(shape)}')
 
 
 def _bias(L: _Layer, n: int):
@@ -406,10 +502,13 @@ def _check_graph(path, spec: NetSpec):
         in_shape = shapes.pop()
         if layer.type == 'conv':
             w = layer.params['weight']
-            if len(in_shape) != 3 or in_shape[0] != w.shape[1]:
-                fail(f'input shape {in_shape} does not match weight {w.shape} (in channels)')
-            k, s, p = w.shape[2], layer.params['stride'], layer.params['padding']
-            expect = (w.shape[0], _conv_out(in_shape[1], k, s, p), _conv_out(in_shape[2], k, s, p))
+            g = conv_geometry(layer.params)
+            if len(in_shape) != 3 or in_shape[0] != w.shape[1] * g['groups']:
+                fail(f'input shape {in_shape} does not match weight {w.shape} and groups = '
+                     f'{g["groups"]} (in channels)')
+            expect = (w.shape[0],) + tuple(
+                _conv_out(in_shape[1 + a], g['dilation'][a] * (w.shape[2 + a] - 1) + 1,
+                          g['stride'][a], g['padding'][a]) for a in (0, 1))
             if tuple(layer.shape) != expect:
                 fail(f'shape {layer.shape} but the convolution of {in_shape} gives {expect}')
         elif layer.type == 'dense':

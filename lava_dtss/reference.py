@@ -33,7 +33,7 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
 def direct_images(images: torch.Tensor, input_scale: float) -> np.ndarray:
     """Integer input frames ``[S, C, H, W]`` (direct encoding: the Lava input
     process shows each for all ``T_max`` steps)."""
-    x = torch.round(images.double() * input_scale) if input_scale != 1 else images.double()
+    x = torch.round(images.double() * input_scale)      # the schema's round(inputScale * x)
     return x.numpy().copy()
 
 

@@ -53,8 +53,20 @@ def parse_args(argv=None):
                    help='fused: our fused processes (default, fast simulation); loihi: Lava standard '
                         'processes (Conv, Dense, DelayDense, LIFReset) that Loihi 2 maps to neuro-cores, '
                         'one sample per window (docs/loihi.md)')
+    p.add_argument('--timing', default='auto', choices=('auto', 'sync', 'stock'),
+                   help='stock: stock NetX\'s pipeline (one step of synaptic latency per layer, '
+                        'one sample stream, --batch 1); sync: layer-synchronous; auto (default): '
+                        'stock for files without meta/format, sync for ours')
+    p.add_argument('--reset-interval', type=int, default=0, metavar='R',
+                   help='stock timing: reset every layer every R steps at NetX\'s per-layer offsets, '
+                        'as netx.hdf5.Network(reset_interval=R) (default 0: never, NetX\'s default)')
+    p.add_argument('--skip-input-neuron', action='store_true',
+                   help='feed the data straight to layer 1 of a file whose input layer has a neuron, '
+                        'as stock netx.hdf5.Network(skip_layers=1)')
     args = p.parse_args(argv)
     from lava_dtss.netx_file import MAX_T
+    if args.reset_interval < 0:
+        raise ValueError(f'--reset-interval must be >= 0 steps (0: never), got {args.reset_interval}')
     if args.batch < 1:
         raise ValueError(f'--batch must be at least 1 sample per Lava step, got {args.batch}')
     if args.build == 'loihi' and args.batch != 1:
@@ -94,7 +106,7 @@ def main(argv=None):
     from lava_dtss.netx_file import read_netx
     from lava_dtss.training import write_json
 
-    spec = read_netx(args.model)
+    spec = read_netx(args.model, skip_input_neuron=args.skip_input_neuron)
     if args.check_loihi:
         from lava_dtss.loihi import check_network, format_report
         checks = check_network(spec)
@@ -152,7 +164,8 @@ def main(argv=None):
         print(f'running {args.num_samples} samples x {t_max} steps on Lava ({args.backend}, {label}, '
               f'batch {batch}) ...', flush=True)
         results[label] = lava_runtime.run(spec, frames, gating=gating, backend=args.backend,
-                                          batch=batch, t_max=t_max, max_memory=limit)
+                                          batch=batch, t_max=t_max, max_memory=limit,
+                                          timing=args.timing, reset_interval=args.reset_interval)
     main_res = results['gated' if not args.no_gating else 'ungated']
     pred = main_res.predictions
     report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,

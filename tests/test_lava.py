@@ -89,7 +89,9 @@ def _sequential_net(rng):
 
 def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
     """Stock NetX adds one step of synaptic latency per layer; our runtime is
-    layer-synchronous, so stock output at step t + depth equals ours at t."""
+    layer-synchronous, so stock output at step t + depth equals ours at t; in
+    stock timing (the default for a file without ``meta/format``) ours equals
+    stock at every step."""
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -99,7 +101,9 @@ def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
     write_netx(_sequential_net(rng), path)
     t_max, depth = 6, 3
     frames = (rng.random((1, 2, 8, 8, t_max)) < 0.4).astype(float)
-    ours = lava_runtime.run(read_netx(path), frames)
+    ours = lava_runtime.run(read_netx(path), frames, timing='sync')
+    padded = np.concatenate([frames, np.zeros(frames.shape[:-1] + (depth,))], -1)
+    piped = lava_runtime.run(read_netx(path), padded)      # a file without meta/format: stock timing
 
     net = netx.hdf5.Network(net_config=path)
     assert len(net.layers) == 3
@@ -120,6 +124,8 @@ def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
         stock = np.array([fingerprint(out[..., t + d]) for t in range(t_max)])
         assert stock[:, 0].sum() > 0
         assert np.array_equal(stock, ours.fingerprints[name]), name
+        every_step = np.array([fingerprint(out[..., k]) for k in range(steps)])
+        assert np.array_equal(every_step, piped.fingerprints[name]), name
 
 
 def test_training_side_operation_counts_equal_the_lava_runs(shipped):

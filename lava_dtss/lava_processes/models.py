@@ -9,8 +9,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv_fanout, fingerprint_rows,
-                                   lif_step)
+from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv2d_general, conv_fanout,
+                                   fingerprint_rows, lif_step)
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
                                               Readout, SpikeProbe)
 
@@ -82,6 +82,8 @@ class _GatedModel(PyLoihiProcessModel):
 
     def run_spk(self):
         inputs = self.receive()
+        if self.proc_params.get('timing') == 'stock':
+            return self._run_stock(inputs)
         if self.batch is None:   # scratch, reused every step
             self.batch = self.u.shape[0]
             self._out, self._sent_spikes = np.zeros(self.u.shape), False
@@ -113,6 +115,52 @@ class _GatedModel(PyLoihiProcessModel):
         self.s_out.send(out[0].transpose(2, 1, 0) if self.whc else out)   # (1, C, H, W) -> (W, H, C)
         if self.time_step == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
+
+
+    def _run_stock(self, inputs):
+        """One Lava step with stock NetX timing (see ``GatedLayer``; batch 1)."""
+        k, p = self.time_step, self.proc_params
+        if self.batch is None:
+            self.batch = 1
+            self._pending = np.zeros(self.u.shape)   # synaptic input of the next step
+        r = p['reset_interval']
+        if r and k % r == p['depth'] % r:
+            self.u[...] = 0
+            self.v[...] = 0
+        if p['binary_input']:
+            inputs = (inputs != 0).astype(float)
+        if p.get('delay') is not None:
+            a, ops = self._delayed(inputs)
+        else:
+            a, self._pending = self._pending, None
+            self._pending, ops = self.synapse(inputs, 1)
+        self.synops[0] += ops
+        self.neuron_updates[0] += self.u.size
+        spikes = lif_step(self.u, self.v, a, self.neuron_bias(), self.du, self.dv, self.vth)
+        out = spikes.astype(float)
+        if k <= self.fingerprint.shape[0]:
+            self.fingerprint[k - 1] = fingerprint_rows(out)[0]
+        self.s_out.send(out)
+        if k == self.num_steps:
+            self.fingerprint_rec.send(self.fingerprint)
+
+
+    def _delayed(self, inputs):
+        """Dense synapse with delays (Lava's ``DelayDense``): returns the
+        synaptic input of this step ``[1, No]`` and the operations; ``_buf[j]``
+        holds what reaches the neurons ``j`` steps after the next one."""
+        delay = self.proc_params['delay']
+        if getattr(self, '_buf', None) is None:
+            w = np.asarray(self.weight, dtype=float)
+            self._buf = np.zeros((int(delay.max()) + 1,) + self.u.shape)
+            self._by_delay = [(int(d), np.where(delay == d, w, 0.0).T) for d in np.unique(delay)]
+        a = self._buf[0].copy()
+        self._buf = np.roll(self._buf, -1, axis=0)
+        self._buf[-1] = 0
+        x = inputs.reshape(1, -1)
+        for d, w_t in self._by_delay:
+            self._buf[d] += x @ w_t
+        return a, int((x != 0).sum()) * self.u.shape[1]
 
 
 @implements(proc=GatedLayer, protocol=LoihiProtocol)
@@ -152,6 +200,14 @@ class PyGatedLayerModel(_GatedModel):
         w, dtype = self._weight(a)
         if self.kind == 'dense':
             return a.reshape(n, -1).astype(dtype) @ w.T, int(nz.sum()) * w.shape[0]
+        geo = self.proc_params.get('geometry')
+        if geo is not None:   # per-axis stride/padding, dilation, groups, non-square kernels
+            if self._fanout is None:
+                self._fanout = np.ones(w.shape)
+            ops = int(conv2d_general(nz.astype(float), self._fanout, geo['stride'], geo['padding'],
+                                     geo['dilation'], geo['groups']).sum())
+            return conv2d_general(a, w, geo['stride'], geo['padding'], geo['dilation'],
+                                  geo['groups'], dtype), ops
         if self._fanout is None:
             co, _, k, _ = w.shape
             self._fanout = conv_fanout(a.shape[2], a.shape[3], k, self.stride, self.padding, co)
@@ -202,6 +258,7 @@ class PyReadoutModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         self.t_max, self.batch, self.num_steps = (proc_params[k] for k in
                                                   ('t_max', 'batch', 'num_steps'))
+        self.offset = proc_params.get('offset', 0)
 
     def run_spk(self):
         x = self.a_in.recv()

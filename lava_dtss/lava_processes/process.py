@@ -70,13 +70,38 @@ class GatedLayer(_GatedNeurons):
     updates neurons and sends zeros (``gating=True``); with ``gating=False``
     it computes every step and zeroes the output after ``active_steps`` (the
     DTSS mask), so both give the same spikes.
+
+    ``timing='stock'`` (batch 1, stock NetX files): the timing of stock NetX's
+    ``Dense``/``Conv`` + ``LIF`` blocks. The synaptic input of Lava step ``k``
+    is the synapse applied to the input received at step ``k - 1`` (zero at
+    step 1), neurons update every step from step 1 (bias included, also while
+    the pipeline fills), no DTSS gate; with ``reset_interval = R > 0`` u and v
+    are zeroed at steps ``k`` with ``k % R == depth % R`` (NetX's
+    ``reset_offset`` of the layer at ``depth``, 1 for the first), never with
+    ``R = 0``; ``binary_input``: the input counts as 1 where non-zero (NetX's
+    unary spikes, ``input_message_bits=0``). Fingerprint row ``k - 1`` records
+    step ``k``.
+    ``geometry`` (conv, optional): ``{'stride', 'padding', 'dilation'}`` as
+    (H, W) pairs and ``groups``, for kernels ``[Co, Ci/groups, kh, kw]``
+    (replaces ``stride``/``padding``).
+    ``delay`` (stock timing, dense only): synaptic delays ``[No, Ni]`` in steps,
+    as Lava's ``DelayDense``: input received at step ``k`` over a synapse of
+    delay ``d`` reaches the neuron at step ``k + 1 + d``.
     """
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
                  bias: np.ndarray, neuron: dict, t_max: int, active_steps: int,
                  gating: bool, num_samples: int, num_steps: int, batch: int = 1,
-                 stride: int = 1, padding: int = 0, name: str = 'layer'):
+                 stride: int = 1, padding: int = 0, name: str = 'layer',
+                 timing: str = 'sync', depth: int = 1, reset_interval: int = 0,
+                 binary_input: bool = False, delay: np.ndarray = None, geometry: dict = None):
+        if timing not in ('sync', 'stock') or (timing == 'stock' and int(batch) != 1):
+            raise ValueError(f"timing {timing!r} with batch {batch}: expected 'sync', or 'stock' "
+                             'with batch 1')
         super().__init__(name=name, kind=kind, stride=int(stride), padding=int(padding),
+                         timing=timing, depth=int(depth), reset_interval=int(reset_interval),
+                         binary_input=bool(binary_input), geometry=geometry,
+                         delay=None if delay is None else np.asarray(delay, dtype=np.int64),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
                          active_steps=int(active_steps), gating=bool(gating),
@@ -120,13 +145,14 @@ class GatedAttention(_GatedNeurons):
 class Readout(AbstractProcess):
     """Class readout: per sample, ``logits = weight @ sum_{t, H, W} x + bias``
     (integers) for input ``x`` of shape ``(B, C, H, W)`` or ``(B, C)``;
-    ``logits [S, K]``."""
+    ``logits [S, K]``. ``offset``: Lava steps before window step 0 (the
+    pipeline depth in stock NetX timing, else 0)."""
 
     def __init__(self, *, in_shape: tuple, weight: np.ndarray, bias: np.ndarray,
                  t_max: int, num_samples: int, num_steps: int, batch: int = 1,
-                 name: str = 'readout'):
+                 name: str = 'readout', offset: int = 0):
         super().__init__(name=name, t_max=int(t_max), batch=int(batch),
-                         num_steps=int(num_steps))
+                         num_steps=int(num_steps), offset=int(offset))
         self.a_in = InPort(shape=(int(batch),) + tuple(in_shape))
         self.weight = Var(shape=weight.shape, init=weight)
         self.bias = Var(shape=bias.shape, init=bias)
