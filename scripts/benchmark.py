@@ -20,6 +20,10 @@ in every process); then gated and ungated batched runs alternated, best of the
 rounds, start-up excluded: the measured wall-time saving of gating beside the
 saving the counted operations predict. Every Lava run's logits must equal the
 reference's, or the script exits 1.
+
+Stock NetX: a conv-heavy and a dense-heavy network made and exported with lava-dl's
+own blocks, run by stock ``netx.hdf5.Network`` and by our runtime (stock timing) on
+the same input; the last layer's spikes must be equal.
 """
 import argparse
 import glob
@@ -153,6 +157,89 @@ def bench_lava(args):
           f'{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB')
 
 
+def stock_file(path, kind):
+    """A stock NetX file exported by lava-dl's own blocks: ``conv`` (conv-heavy:
+    2x[28x28] -> conv 16 -> conv 32 stride 2 -> flatten -> dense 10) or ``dense``
+    (784 -> 512 -> 256 -> 10); integer weights drawn with a fixed seed."""
+    import h5py
+    import numpy as np
+    import torch
+    from lava.lib.dl import slayer
+    neuron = {'threshold': 0.5, 'current_decay': 0.25, 'voltage_decay': 0.1, 'requires_grad': False}
+    cuba = slayer.block.cuba
+    if kind == 'conv':
+        shape = (2, 28, 28)
+        blocks = [cuba.Conv(neuron, 2, 16, 3, padding=1), cuba.Conv(neuron, 16, 32, 3, stride=2, padding=1),
+                  cuba.Flatten(), cuba.Dense(neuron, 32 * 14 * 14, 10)]
+    else:
+        shape = (784,)
+        blocks = [cuba.Dense(neuron, 784, 512), cuba.Dense(neuron, 512, 256), cuba.Dense(neuron, 256, 10)]
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros((1,) + shape + (2,))
+    with torch.no_grad():
+        for b in blocks:
+            if getattr(b, 'synapse', None) is not None:
+                b.synapse.weight.data = torch.randint(-30, 60, b.synapse.weight.shape, generator=g).float() / 64
+            x = b(x)
+    with h5py.File(path, 'w') as f:
+        layer = f.create_group('layer')
+        g0 = layer.create_group('0')
+        g0.create_dataset('type', (1,), 'S10', [b'input'])
+        g0.create_dataset('shape', data=np.array(shape))
+        for i, b in enumerate(blocks, start=1):
+            b.export_hdf5(layer.create_group(f'{i}'))
+    return shape
+
+
+def bench_stock_netx(args):
+    """Our runtime (stock timing) against stock ``netx.hdf5.Network`` on the same
+    file and input stream; last-layer spikes must be equal."""
+    import tempfile
+    import numpy as np
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    from lava_dtss import lava_runtime
+    from lava_dtss.netx_file import read_netx
+    print(f'\n## Stock NetX files (lava-dl export): our runtime (stock timing) vs stock netx.hdf5.Network, '
+          f'{args.stock_steps} Lava steps, wall time including compile and start-up')
+    print(f'{"network":10s} {"stock NetX s":>13s} {"ours s":>8s} {"ours vs stock":>14s} {"spikes equal":>13s} '
+          f'{"last-layer spikes":>18s}')
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ('conv', 'dense'):
+            path = os.path.join(tmp, f'{kind}.net')
+            shape = stock_file(path, kind)
+            k = args.stock_steps
+            stream = (rng.random(shape + (k,)) < 0.2).astype(float)
+            net = netx.hdf5.Network(net_config=path)
+            data = stream.transpose(2, 1, 0, 3) if stream.ndim == 4 else stream
+            src = io.source.RingBuffer(data=data)
+            sink = io.sink.RingBuffer(shape=net.layers[-1].out.shape, buffer=k)
+            src.s_out.connect(net.inp)
+            net.layers[-1].out.connect(sink.a_in)
+            t0 = time.perf_counter()
+            try:
+                net.run(condition=RunSteps(num_steps=k), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+                stock_out = sink.data.get()
+            finally:
+                net.stop()
+            stock_s = time.perf_counter() - t0
+            spec = read_netx(path)
+            t0 = time.perf_counter()
+            ours = lava_runtime.run(spec, stream[None], timing='stock')
+            ours_s = time.perf_counter() - t0
+            from lava_dtss.fixed_point import fingerprint
+            last = [n.name for n in spec.layers if n.type in ('conv', 'dense')][-1]
+            expect = np.array([fingerprint(stock_out[..., t]) for t in range(k)])
+            equal = bool(np.array_equal(expect, ours.fingerprints[last][:k]))
+            print(f'{kind:10s} {stock_s:13.1f} {ours_s:8.1f} {stock_s / ours_s:13.2f}x {str(equal):>13s} '
+                  f'{int(expect[:, 0].sum()):18d}')
+            if not equal:
+                raise SystemExit(f'error: stock {kind} network: our spikes differ from stock NetX')
+
+
 def check(logits, ref, label):
     import numpy as np
     if not np.array_equal(logits, ref):
@@ -172,11 +259,13 @@ def main(argv=None):
     p.add_argument('--lava-samples', type=int, default=1000, help='test images per batched Lava run (default 1000)')
     p.add_argument('--single-samples', type=int, default=50, help='test images for the B=1 Lava run (default 50)')
     p.add_argument('--batch', type=int, default=100, help='Lava batch (default 100)')
+    p.add_argument('--stock-steps', type=int, default=200, help='Lava steps of the stock NetX comparison (default 200)')
+    p.add_argument('--skip-stock', action='store_true', help='skip the stock NetX comparison')
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--skip-lava', action='store_true')
     p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch'):
+    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.threads is not None and args.threads < 1:
@@ -190,6 +279,8 @@ def main(argv=None):
         bench_training(args)
     if not args.skip_lava:
         bench_lava(args)
+    if not args.skip_stock:
+        bench_stock_netx(args)
     return 0
 
 
