@@ -252,10 +252,7 @@ def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):
     print(f'accuracy on {args.num_samples} {dataset} test samples: {report["accuracy"]:.4f}')
     a = report['agreement']
     if a is not None:
-        print(f'agreement with training-side fixed-point inference (after each layer\'s offset): predictions '
-              f'{a["predictions"] * 100:.1f}%, logits {"identical" if a["logits_equal"] else "DIFFERENT"}, '
-              f'spikes of every layer at every step '
-              f'{"identical" if a["spikes_equal_all_layers"] else "DIFFERENT: " + ", ".join(a["layers_differing"])}')
+        print(agreement_line(a, ' (after each layer\'s offset)'))
     print(f'window P = {res.period} Lava steps, {res.num_steps} steps; offsets: '
           + ', '.join(f'{n} {o}' for n, o in res.offsets.items() if n != 'input'))
     print(loihi_build.format_resources(loihi_build.plan(spec, t_max), res.spikes_per_step))
@@ -270,14 +267,20 @@ def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):
     return 0
 
 
+def agreement_line(a, qualifier=''):
+    """One line on the agreement report ``a`` (predictions, logits, every layer's spikes)."""
+    spikes = 'identical' if a['spikes_equal_all_layers'] else 'DIFFERENT: ' + ', '.join(a['layers_differing'])
+    return (f'agreement with training-side fixed-point inference{qualifier}: predictions '
+            f'{a["predictions"] * 100:.1f}%, logits {"identical" if a["logits_equal"] else "DIFFERENT"}, '
+            f'spikes of every layer at every step {spikes}')
+
+
 def print_report(r, labels):
     print(f'\nmodel {r["model"]}  ({r["processes"]} Lava processes)')
     print(f'accuracy on {r["num_samples"]} {r["dataset"]} test samples: {r["accuracy"]:.4f}')
     a = r['agreement']
     if a is not None:
-        print(f'agreement with training-side fixed-point inference: predictions {a["predictions"] * 100:.1f}%, '
-              f'logits {"identical" if a["logits_equal"] else "DIFFERENT"}, spikes of every layer at every step '
-              f'{"identical" if a["spikes_equal_all_layers"] else "DIFFERENT: " + ", ".join(a["layers_differing"])}')
+        print(agreement_line(a))
     else:
         print('agreement: n/a (stock NetX file: no training-side model)')
     head = f'{"layer":22s} {"steps":>5s} {"spikes":>8s}'
