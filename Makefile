@@ -10,6 +10,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==24.2
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -c 'from lava_dtss import cuba_kernel; cuba_kernel.get()'   # builds the compiled neuron loop once (~1 min)
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -22,7 +27,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-bench: setup
+bench: $(VENV)/.bench
 	$(PY) scripts/benchmark.py
 
 clean:

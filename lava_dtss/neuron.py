@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from lava.lib.dl.slayer.neuron import cuba
 
+from . import cuba_kernel
+
 STATE_SCALE = 1 << 12  # integer state units per SLAYER unit (s_scale)
 
 
@@ -43,7 +45,7 @@ def _state_dtype(du: int, dv: int) -> torch.dtype:
     return torch.float32 if exact(du) and exact(dv) else torch.float64
 
 
-def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
+def cuba_forward(x, du: int, dv: int, threshold: float, bias=None, use_compiled: bool = True):
     """Integer CUBA dynamics without autograd.
 
     Parameters
@@ -54,9 +56,12 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
     bias : optional float tensor broadcastable to ``x[..., 0]``, added to the
         voltage each step (Loihi bias), SLAYER units.
 
-    Returns ``(spikes, voltage)``, both ``[N, ..., T]``: spikes (contiguous, x's
-    dtype) and the voltage before reset in integer state units (SLAYER units *
-    4096; a time-major view).
+    use_compiled : the compiled loop of ``cuba_kernel`` where it applies (same
+        integers); False forces the PyTorch path.
+
+    Returns ``(spikes, voltage)``, both ``[N, ..., T]``: spikes (x's dtype) and
+    the voltage before reset in integer state units (SLAYER units * 4096); views
+    of ``[N, T, ...]`` memory (compiled) or ``[T, N, ...]`` memory (PyTorch).
     The integer state is held in floating point and truncated toward zero
     after each decay (``sign(y) * (|y| >> 12)`` in integer terms).
     """
@@ -64,6 +69,10 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
     dtype = _state_dtype(du, dv)
     if x.dtype == torch.float64:
         dtype = torch.float64
+    if use_compiled:
+        compiled = _compiled_forward(x, du, dv, threshold, bias, dtype)
+        if compiled is not None:
+            return compiled
     steps = x.shape[-1]
     # x_int[t] = trunc(4096 x[..., t]), time-major and contiguous (one strided pass)
     x_tm = torch.empty((steps,) + tuple(x.shape[:-1]), dtype=x.dtype, device=x.device)
@@ -94,12 +103,55 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None):
     return spikes, volt.movedim(0, -1)
 
 
+def _compiled_forward(x, du, dv, threshold, bias, dtype):
+    """``cuba_forward`` by the compiled loop (``cuba_kernel``): spikes and voltage
+    as ``[N, ..., T]`` views of ``[N, T, ...]`` memory (the layout the next
+    convolution folds for free); None where it does not apply (CUDA, disabled,
+    no compiler, a bias that differs between samples)."""
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64) or x.dim() < 2:
+        return None
+    kernel = cuba_kernel.get()
+    if kernel is None:
+        return None
+    n, steps, mid = x.shape[0], x.shape[-1], tuple(x.shape[1:-1])
+    bias_vec = torch.empty(0, dtype=dtype)
+    if bias is not None:
+        b = torch.broadcast_to(torch.trunc(STATE_SCALE * bias).to(dtype), x.shape[:-1])
+        if n > 1 and b.stride(0) != 0:
+            return None
+        bias_vec = b[0].reshape(-1).contiguous()
+    x_ntm = x.movedim(-1, 1).reshape(n, steps, -1).contiguous()   # free when x is a folded convolution's output
+    thr = (threshold + 0.01 / STATE_SCALE) * STATE_SCALE
+    spikes, volt = kernel.cuba_forward(x_ntm, bias_vec, dtype == torch.float64,
+                                       _decay_factor(du), _decay_factor(dv), thr)
+    return (spikes.view(n, steps, *mid).movedim(1, -1), volt.view(n, steps, *mid).movedim(1, -1))
+
+
+def _compiled_backward(grad_spikes, voltage, params):
+    """The backward of ``_CubaFunction`` by the compiled loop; ``voltage`` is the
+    ``[N, ..., T]`` view of ``[N, T, ...]`` memory that ``_compiled_forward`` made."""
+    du, dv, thr, tau_rho, scale_rho = params
+    kernel = cuba_kernel.get()
+    n, steps, mid = voltage.shape[0], voltage.shape[-1], tuple(voltage.shape[1:-1])
+    volt = voltage.movedim(-1, 1).reshape(n, steps, -1)
+    grad = grad_spikes.movedim(-1, 1).reshape(n, steps, -1).to(volt.dtype).contiguous()
+    # surrogate: scale_rho / 2 / tau_rho * exp(-|v - theta| / tau_rho), v in SLAYER units (PyTorch's exp)
+    surrogate = torch.sub(volt, thr * STATE_SCALE).abs_()
+    surrogate.mul_(-1 / (tau_rho * STATE_SCALE)).exp_().mul_(scale_rho / 2 / tau_rho)
+    out = kernel.cuba_backward(grad, surrogate, _decay_factor(du), _decay_factor(dv))
+    return out.view(n, steps, *mid).movedim(1, -1).to(grad_spikes.dtype)
+
+
 class _CubaFunction(torch.autograd.Function):
     """Spikes from current with SLAYER's surrogate-gradient backward."""
 
     @staticmethod
     def forward(ctx, x, du, dv, threshold, tau_rho, scale_rho):
-        spikes, voltage = cuba_forward(x.detach(), du, dv, threshold)
+        x = x.detach()
+        dtype = torch.float64 if x.dtype == torch.float64 else _state_dtype(du, dv)
+        out = _compiled_forward(x, du, dv, threshold, None, dtype)
+        ctx.compiled = out is not None
+        spikes, voltage = out if ctx.compiled else cuba_forward(x, du, dv, threshold)
         ctx.save_for_backward(voltage)
         ctx.params = (du, dv, threshold + 0.01 / STATE_SCALE, tau_rho, scale_rho)
         return spikes
@@ -107,6 +159,8 @@ class _CubaFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         (voltage,) = ctx.saved_tensors
+        if ctx.compiled:
+            return (_compiled_backward(grad_spikes, voltage, ctx.params),) + (None,) * 5
         du, dv, thr, tau_rho, scale_rho = ctx.params
         volt_tm = voltage.movedim(-1, 0)   # stored time-major: a contiguous view
         grad = torch.empty_like(volt_tm)

@@ -172,6 +172,26 @@ def init_weights(model: SpikingViT, path: str):
                             f'unexpected {unexpected[:3]})')
 
 
+def learned_gate_steps(path: str) -> dict:
+    """Active steps of every DTSS gate of checkpoint ``path``, by the gate's
+    module name (``blocks.0.attn.q.gate`` -> 1..T_max): the gates a DTSS run
+    learned, to set in another model (``train_slayer.py --gates-from``)."""
+    ckpt = load_checkpoint(path)
+    try:
+        state = ckpt['model']
+        names = sorted({k[:-len('.scores')] for k in state if k.endswith('gate.scores')})
+        steps = {}
+        for name in names:
+            frozen = int(state.get(name + '.frozen_steps', 0))
+            steps[name] = frozen if frozen > 0 else int(torch.argmax(state[name + '.scores'])) + 1
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
+        raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
+                            '(expected the key model with DTSS gate scores)') from None
+    if not steps:
+        raise TrainingError(f'{path} holds no DTSS gates (a fixed-T or ANN run?)')
+    return steps
+
+
 def init_distributed():
     """``(rank, world_size, device)`` from torchrun's environment; initialises
     the process group (nccl on GPU, gloo on CPU) when ``WORLD_SIZE > 1``."""

@@ -16,7 +16,9 @@ Protocol (the same for every arm):
    initialisation), scores trained with the mask loss for the first half
    of the budget, then frozen while the weights adapt; 'alloc-' arms: the
    allocations DTSS learned, set by hand and frozen from the first step
-   (a diagnostic, never headlined);
+   (a diagnostic, never headlined); '-refit' arms (two-stage DTSS): the gates
+   a DTSS arm learned, frozen from the first step of a fresh fine-tune from the
+   common start (the gate search's budget comes on top: see docs/results.md);
 3. the ANN twin: the same architecture with a real-valued activation, trained
    by the same two stages at one time step.
 BatchNorm statistics are re-estimated on training images before every
@@ -247,10 +249,19 @@ def main(argv=None):
     for arm in (best, f'fixed-t{t_max}'):
         ship(study, arm, results, runs, args.lava_samples, quick=args.quick)
 
-    # 5. diagnostics: learned allocations set by hand, gates fixed from the first step (no mask loss)
+    # 5. two-stage DTSS: the gates each headline seed learned, weights re-fit from the common start with
+    #    those gates fixed from the first step (no mask loss), same budget; then the diagnostics: learned
+    #    allocations set by hand, over the same seeds
+    fixed_gates = ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0', '--freeze-scores', '0']
+    for seed in (0,) + tuple(study['seeds']):
+        tag = f'-seed{seed}' if seed else ''
+        gates = short(os.path.join(runs, best + tag, 'checkpoint.pt'))
+        run_arm(study, f'{best}-refit{tag}', fixed_gates + ['--gates-from', gates, '--seed', str(seed)] + ft,
+                results, runs)
     for arm, steps in study['allocations'].items():
-        run_arm(study, arm, ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0', '--freeze-scores', '0',
-                             '--init-steps', steps, '--seed', '0'] + ft, results, runs)
+        for seed in (0,) + tuple(study['seeds']):
+            tag = f'-seed{seed}' if seed else ''
+            run_arm(study, arm + tag, fixed_gates + ['--init-steps', steps, '--seed', str(seed)] + ft, results, runs)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
     return 0
 

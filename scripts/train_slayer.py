@@ -28,10 +28,11 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from lava_dtss import data  # noqa: E402
-from lava_dtss.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES  # noqa: E402
+from lava_dtss.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate  # noqa: E402
 from lava_dtss.model import PRESETS, SpikingViT, get_config  # noqa: E402
 from lava_dtss.training import (TrainingError, evaluate, init_distributed,  # noqa: E402
-                                atomic_write, init_weights, load_checkpoint, recalibrate_batchnorm,
+                                atomic_write, init_weights, learned_gate_steps, load_checkpoint,
+                                recalibrate_batchnorm,
                                 rng_state, save_checkpoint, set_rng_state, write_json)
 
 # qkv, attn and mlp in the mask loss (the paper's default), qkv with a quarter of the
@@ -88,6 +89,10 @@ def parse_args(argv=None):
                    help='initial active steps of every DTSS gate (K), or per category (e.g. qkv=2,attn=2,mlp=2; '
                         'categories not named keep the default: T_max/2, or T_max with --init-from, where the '
                         'weights were trained for every step)')
+    p.add_argument('--gates-from', default=None, metavar='CHECKPOINT',
+                   help='set every DTSS gate to the active steps the same gate learned in CHECKPOINT (a DTSS '
+                        'run of the same preset and T_max); with --lambda-m 0 --freeze-scores 0 the weights '
+                        're-fit from --init-from with those gates fixed from the first step (two-stage DTSS)')
     p.add_argument('--val-size', type=int, default=0, metavar='N',
                    help='hold out N training images (a fixed split, the same for every --seed) as a '
                         'validation set, reported as val_accuracy: choose models on it, not on the test set')
@@ -149,6 +154,10 @@ def parse_args(argv=None):
             p.error(f'--{name.replace("_", "-")} must be in 1..{MAX_T} time steps, got {v}')
     if args.fixed_t is not None and args.t_max is not None and args.t_max != args.fixed_t and not args.ann:
         p.error(f'--fixed-t {args.fixed_t} sets T_max = {args.fixed_t}; leave out --t-max {args.t_max}')
+    if args.gates_from and (args.fixed_t is not None or args.ann):
+        p.error('--gates-from sets DTSS gates: leave out --fixed-t and --ann')
+    if args.gates_from and args.init_steps:
+        p.error('--gates-from sets every gate: leave out --init-steps')
     if not 0 <= args.seed < 2**32:
         p.error(f'--seed must be in 0..{2**32 - 1} (numpy\'s seed range), got {args.seed}')
     if args.threads is not None and args.threads < 1:
@@ -215,6 +224,17 @@ def main(argv=None):
             if k > cfg.t_max:
                 raise SystemExit(f'error: --init-steps {k} exceeds T_max = {cfg.t_max}')
             g.reset_scores(k)
+    if args.gates_from and not args.resume:
+        learned = learned_gate_steps(args.gates_from)
+        mine = {n: g for n, g in model.named_modules() if isinstance(g, DTSSGate)}
+        if set(learned) != set(mine):
+            raise SystemExit(f'error: --gates-from {args.gates_from}: its gates ({len(learned)}) are not those of '
+                             f'preset {preset} ({len(mine)}); expected a DTSS run of the same preset')
+        for n, g in mine.items():
+            if learned[n] > cfg.t_max:
+                raise SystemExit(f'error: --gates-from {args.gates_from}: gate {n} learned {learned[n]} steps, '
+                                 f'more than T_max = {cfg.t_max}')
+            g.reset_scores(learned[n])
     # scores that train: the mask-loss categories (and, with --train-unselected, all)
     trained_scores = [g.scores for g in model.gates()
                       if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
@@ -357,7 +377,7 @@ def main(argv=None):
                    'ann': args.ann,
                    'lambda_m': args.lambda_m, 'mask_categories': list(args.mask_categories),
                    'mask_weights': args.mask_weights,
-                   'epochs': args.epochs, 'seed': args.seed, 'init_from': args.init_from,
+                   'epochs': args.epochs, 'seed': args.seed, 'init_from': args.init_from, 'gates_from': args.gates_from,
                    'train_images': min(len(train_set), steps_per_epoch * args.batch_size * world),
                    'val_size': args.val_size, 'val_accuracy': ev.get('val_accuracy'),
                    'bn_calibration': args.bn_calibration,

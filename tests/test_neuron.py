@@ -39,3 +39,63 @@ def test_bias_is_added_to_voltage_every_step():
     assert s.reshape(-1).tolist() == [0, 0, 0, 0]
     s, v = cuba_forward(x, du=4096, dv=0, threshold=1.0, bias=torch.tensor([0.6], dtype=torch.float64))
     assert s.reshape(-1).tolist() == [0, 1, 0, 1]
+
+
+# ------------------------------------------------ the compiled loop (lava_dtss.cuba_kernel)
+
+def _compiled_loop():
+    from lava_dtss import cuba_kernel
+    return cuba_kernel.get()
+
+
+def test_compiled_loop_is_built_here():
+    """The machine that runs the suite has a C++ compiler: the compiled path must
+    exist, or every test below would compare the PyTorch path with itself."""
+    assert _compiled_loop() is not None
+
+
+@pytest.mark.parametrize('params,dtype,with_bias', [
+    ((4096, 2048, 1.0), torch.float32, False),    # the ViT's LIF: float32 state
+    ((1024, 123, 1.25), torch.float32, False),    # general decays: float64 state from float32 input
+    ((4096, 0, 0.5), torch.float32, False),       # integrate-and-fire
+    ((4096, 2048, 1.0), torch.float64, True),     # the fixed-point reference: float64, bias
+    ((1024, 123, 1.25), torch.float64, True),
+])
+def test_compiled_forward_equals_the_pytorch_path(params, dtype, with_bias):
+    torch.manual_seed(1)
+    du, dv, theta = params
+    # integer-valued currents in 1/64 units (as the exported model sees) and large ones (24-bit state)
+    x = (torch.randint(-300, 300, (5, 6, 7, 3, 6)) / 64).to(dtype)
+    x[0] *= 4000
+    bias = (torch.randint(-40, 40, (1, 6, 1, 1)) / 64).to(torch.float64) if with_bias else None
+    s_c, v_c = cuba_forward(x, du, dv, theta, bias)
+    s_t, v_t = cuba_forward(x, du, dv, theta, bias, use_compiled=False)
+    assert s_c.sum() > 0 and torch.equal(s_c, s_t) and torch.equal(v_c, v_t)
+    assert s_c.dtype == s_t.dtype and v_c.dtype == v_t.dtype
+
+
+def test_compiled_gradients_equal_the_pytorch_path(monkeypatch):
+    """Training step of the fmnist network: the same spikes in every layer, the
+    same logits and bitwise the same gradient of every parameter with the
+    compiled loop as with the PyTorch path (LAVA_DTSS_KERNEL=0)."""
+    from lava_dtss.model import build_model
+
+    def run(flag):
+        monkeypatch.setenv('LAVA_DTSS_KERNEL', flag)
+        torch.manual_seed(0)
+        model = build_model('fmnist')
+        spikes = []
+        for m in model.modules():
+            if hasattr(m, 'gate') and hasattr(m, 'neuron'):
+                m.register_forward_hook(lambda mod, i, o: spikes.append(o.detach().clone()))
+        x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        return logits.detach(), spikes, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    compiled, plain = run('1'), run('0')
+    assert torch.equal(compiled[0], plain[0])
+    assert len(compiled[1]) == 11 and all(torch.equal(a, b) for a, b in zip(compiled[1], plain[1]))
+    assert set(compiled[2]) == set(plain[2]) and len(plain[2]) > 30
+    for name, g in compiled[2].items():
+        assert torch.equal(g, plain[2][name]), name

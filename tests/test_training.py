@@ -20,6 +20,7 @@ import sys
 
 import pytest
 import torch
+from lava_dtss.training import TrainingError, learned_gate_steps  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'train_slayer.py')
@@ -388,6 +389,8 @@ def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
     (['--init-steps', 'stem=2'], "unknown category 'stem'"),
     (['--init-steps', 'qkv=0'], 'whole numbers K >= 1'),
     (['--init-steps', '2.5'], 'whole numbers K >= 1'),
+    (['--gates-from', 'x.pt', '--fixed-t', '2'], '--gates-from sets DTSS gates'),
+    (['--gates-from', 'x.pt', '--init-steps', '2'], '--gates-from sets every gate'),
     (['--seed', '100000000000000000000'], '--seed must be in 0..4294967295'),
     (['--seed', '-5'], '--seed must be in 0..4294967295'),
 ])
@@ -404,6 +407,28 @@ def test_init_steps_per_category(script):
     assert script.parse_args(['--init-steps', '3']).init_steps == {'*': 3}
     assert script.parse_args(['--init-steps', 'qkv=2,mlp=1']).init_steps == {'qkv': 2, 'mlp': 1}
     assert script.parse_args([]).init_steps is None
+
+
+def test_gates_from_sets_the_learned_gates_and_keeps_them(run_a, tmp_path):
+    """Two-stage DTSS: ``--gates-from`` copies the active steps every gate learned
+    in another run; with ``--freeze-scores 0 --lambda-m 0`` they stay fixed."""
+    ckpt = os.path.join(run_a[0], 'checkpoint.pt')
+    learned = learned_gate_steps(ckpt)
+    assert learned and all(1 <= k <= 4 for k in learned.values())
+    out = str(tmp_path / 'refit')
+    _train(out, '--epochs', '1', '--init-from', ckpt, '--gates-from', ckpt, '--lambda-m', '0',
+           '--mask-warmup', '0', '--freeze-scores', '0')
+    assert learned_gate_steps(os.path.join(out, 'checkpoint.pt')) == learned
+    with open(os.path.join(out, 'metrics.json')) as f:
+        metrics = json.load(f)
+    assert metrics['gates_from'] == ckpt
+
+
+def test_gates_from_a_checkpoint_without_gates_is_one_error(tmp_path):
+    path = tmp_path / 'fixed.pt'
+    torch.save({'model': {'head.weight': torch.zeros(2)}, 'config': {}}, path)
+    with pytest.raises(TrainingError, match='holds no DTSS gates'):
+        learned_gate_steps(str(path))
 
 
 # Runs the script as __main__ with a full disk at one place: FULL_AT=save (the
