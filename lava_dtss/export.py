@@ -106,10 +106,11 @@ def export_hdf5(model: SpikingViT, path: str, dataset: str = '', command: str = 
     return spec
 
 
-def deployed_model(spec_or_path) -> SpikingViT:
+def deployed_model(spec_or_path, dtype: torch.dtype = torch.float64) -> SpikingViT:
     """The training-side fixed-point model of a file: the same ``SpikingViT``
-    blocks and neuron, with the file's integers, float64, eval mode. Its spikes
-    are what Lava must reproduce exactly."""
+    blocks and neuron, with the file's integers, eval mode. Its spikes are what
+    Lava must reproduce exactly. The layers compute in ``dtype`` (float32 only
+    where ``reference.float32_is_exact`` holds), the readout in float64."""
     spec = spec_or_path if isinstance(spec_or_path, NetSpec) else read_netx(spec_or_path)
     if 'config' not in spec.meta:
         raise ValueError('file has no lava_dtss model configuration (meta/config): '
@@ -132,7 +133,9 @@ def deployed_model(spec_or_path) -> SpikingViT:
         elif layer.type == 'input':
             model.input_scale = float(layer.params['inputScale'])
     model.readout_sum = True
-    return model.double().requires_grad_(False)
+    model = model.to(dtype)
+    model.head.double()
+    return model.requires_grad_(False)
 
 
 def deployed_accuracy(path: str, loader) -> float:

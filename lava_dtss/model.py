@@ -168,8 +168,9 @@ class SpikingViT(torch.nn.Module):
         if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
             raise ValueError(f'expected images of shape [N, {c}, {s}, {s}], '
                              f'got {tuple(images.shape)}')
-        x = images if self.input_scale == 1 else torch.round(images * self.input_scale)
-        return x.unsqueeze(-1).expand(*x.shape, self.cfg.t_max).to(self.head.weight.dtype)
+        dtype = next(self.sps.parameters()).dtype
+        x = images if self.input_scale == 1 else torch.round(images.double() * self.input_scale)
+        return x.to(dtype).unsqueeze(-1).expand(*x.shape, self.cfg.t_max)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Output of the last block, ``[N, C, H', W', T]`` (graded: sums of spikes)."""
@@ -185,7 +186,7 @@ class SpikingViT(torch.nn.Module):
         """Logits ``[N, classes]`` for images ``[N, C, H, W]`` in [0, 1]."""
         x = self.features(images)
         if self.readout_sum:  # exported integer readout: W sum + b L T
-            return self.head(x.sum(dim=(2, 3, 4)))
+            return self.head(x.sum(dim=(2, 3, 4)).to(self.head.weight.dtype))
         return self.head(x.mean(dim=(2, 3, 4)))
 
     def forward_with_spikes(self, images: torch.Tensor):
