@@ -11,7 +11,7 @@ from lava_dtss.export import conv_spec, dense_spec, deployed_model, export_hdf5
 from lava_dtss.fixed_point import fingerprint
 from lava_dtss.model import build_model
 from lava_dtss.netx_file import LayerSpec, NetSpec, read_netx, write_netx
-from lava_dtss.reference import direct_frames, reference_run
+from lava_dtss.reference import direct_frames, float32_is_exact, reference_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -36,6 +36,25 @@ def test_shipped_model_in_lava_equals_training_side_inference(shipped):
     assert sum(int(fp[:, 0].sum()) for fp in ref_fps.values()) > 0   # spikes happen
     assert np.array_equal(ref_logits, gated.logits)
     assert np.array_equal(ref_logits.argmax(1), gated.predictions)
+
+
+def test_float32_reference_only_where_exact_and_equal_to_float64():
+    """The reference runs in float32 only where the file's integers bound every
+    sum and state below 2**24; there it equals the float64 model bit for bit."""
+    import copy
+    spec = read_netx(SHIPPED)
+    assert float32_is_exact(spec)
+    images = data.load_dataset('digits', 'test').tensors[0][:32]
+    with torch.no_grad():
+        a, sa = deployed_model(spec, torch.float32).forward_with_spikes(images)
+        b, sb = deployed_model(spec, torch.float64).forward_with_spikes(images)
+    assert a.dtype == b.dtype == torch.float64 and torch.equal(a, b)
+    assert all(torch.equal(sa[n].double(), sb[n]) for n in sb) and sum(int(s.sum()) for s in sb.values()) > 0
+    for change in ({'inputScale': 1e9}, {'iDecay': 0}, {'vDecay': 0}):
+        bad = copy.deepcopy(spec)
+        target = bad.layers[0] if 'inputScale' in change else next(l for l in bad.layers if l.type == 'conv')
+        (target.params if 'inputScale' in change else target.neuron).update(change)
+        assert not float32_is_exact(bad), change
 
 
 def test_gating_changes_no_spike_and_saves_predicted_operations(shipped):
