@@ -87,6 +87,8 @@ class DTSSGate(torch.nn.Module):
         if spikes.shape[-1] != self.t_max:
             raise ValueError(f'expected {self.t_max} time steps on the last axis, '
                              f'got shape {tuple(spikes.shape)}')
+        if not self.enabled and int(self.frozen_steps) == 0:
+            return spikes   # fixed T: a mask of ones (no pass over the spikes)
         return spikes * self.mask().to(spikes.dtype)
 
     def extra_repr(self):
