@@ -163,7 +163,9 @@ def get():
     try:
         with contextlib.redirect_stderr(io.StringIO()):   # its import prints a CUDA_HOME notice on CPU machines
             from torch.utils.cpp_extension import load_inline
-        flags = ['-O3']
+        # -fno-trapping-math lets the spike select vectorise (no change to any result: floating-point
+        # exceptions do not trap in PyTorch); no -ffast-math, no FMA: the arithmetic stays as written
+        flags = ['-O3', '-fno-trapping-math']
         if platform.machine() in ('x86_64', 'AMD64'):
             flags.append('-msse4.1')   # vectorised trunc (roundps); every x86-64 CPU of the last 15 years
         _module = load_inline('lava_dtss_cuba', _SOURCE, functions=['cuba_forward', 'cuba_backward'],
