@@ -316,10 +316,13 @@ def test_dense_without_neuron_runs_as_stock_netx_default(tmp_path):
     assert counts[0] > 0 and counts[1] == 0
 
 
-def test_stock_input_is_round_of_input_scale_times_pixel():
+def test_stock_input_is_round_of_input_scale_times_pixel(tmp_path):
     """A stock file has no ``dtss/inputScale`` (read as 1): pixels in [0, 1] are
     sent as ``round(1 * x)``, never as fractions."""
+    from lava.lib.dl import slayer
     from lava_dtss.reference import direct_images
+    path = _export(str(tmp_path / 'scale.net'), (8,), _init([slayer.block.cuba.Dense(NEURON, 8, 6)], 14))
+    assert read_netx(path).layers[0].params['inputScale'] == 1
     x = torch.tensor([[[[0.0, 0.3, 0.5, 0.51, 1.0]]]])
     assert direct_images(x, 1).tolist() == [[[[0.0, 0.0, 0.0, 1.0, 1.0]]]]
     assert direct_images(x, 255).tolist() == [[[[0.0, 77.0, 128.0, 130.0, 255.0]]]]
