@@ -156,6 +156,9 @@ def test_dense_axonal_delays_are_step_identical_to_stock_netx(tmp_path):
     spec = read_netx(path)
     with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): synaptic delays run in stock NetX timing"):
         lava_runtime.build(spec, frames, timing='sync')
+    from lava_dtss import loihi_build
+    with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): --build loihi does not support synaptic delays"):
+        loihi_build.plan(spec, 8)
 
 
 def test_conv_delays_and_delays_beyond_62_are_refused(tmp_path):
