@@ -27,6 +27,10 @@ MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); che
 OWN_LIMITS = {'weight': (-128, 127), 'bias': (-(1 << 12), (1 << 12) - 1)}
 
 
+SDNN_REFUSED = ('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); this runtime '
+                'runs CUBA-LIF neurons only')
+
+
 class NetXFormatError(ValueError):
     """A network file is missing, unreadable or does not follow the schema."""
 
@@ -344,6 +348,8 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         if len(spec.shape) not in (1, 3):
             L.fail(f'shape {spec.shape} should be (C, H, W) or (N,)')
         spec.params['inputScale'] = L.scalar('dtss/inputScale') if L.has('dtss/inputScale') else 1
+        if L.has('neuron/type') and L.string('neuron/type') == 'SDNN':
+            L.fail(SDNN_REFUSED)
         if L.has('neuron') and not skip_input_neuron:
             L.fail('an input layer with a neuron (SLAYER Input block) is not supported: stock NetX '
                    'cannot run it on the CPU either and skips it (skip_layers=1); to do the same '
@@ -366,26 +372,29 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         # (vThMant 1 << 17, i.e. v > 2**23) the 24-bit voltage never reaches: no spikes
         spec.neuron = dict(STOCK_NO_NEURON)
     elif t in ('conv', 'dense', 'attention'):
-        if L.has('neuron/type'):
-            ntype = L.string('neuron/type')
-            if ntype == 'SDNN':
-                L.fail('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); '
-                       'this runtime runs CUBA-LIF neurons only')
-            if ntype not in ('CUBA', 'LOIHI'):
-                L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
-                       'neurons only (neuron/type CUBA or LOIHI)')
-            for k in ('type', 'iDecay', 'vDecay', 'vThMant'):
-                if not L.has(f'neuron/{k}'):
-                    L.fail(f'missing key neuron/{k}')
-            spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
-                           'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-            if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
-                L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
-            for k in ('iDecay', 'vDecay'):
-                if not 0 <= spec.neuron[k] <= 4096:
-                    L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
-            if spec.neuron['vThMant'] < 0:
-                L.fail('neuron/vThMant must be >= 0')
+        if not L.has('neuron/type'):
+            L.fail('missing key neuron/type (stock NetX needs it too; expected CUBA)')
+        ntype = L.string('neuron/type')
+        if ntype == 'SDNN':
+            L.fail(SDNN_REFUSED)
+        if ntype not in ('CUBA', 'LOIHI'):
+            L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
+                   'neurons only (neuron/type CUBA or LOIHI)')
+        for k in ('iDecay', 'vDecay', 'vThMant'):
+            if not L.has(f'neuron/{k}'):
+                L.fail(f'missing key neuron/{k}')
+        spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
+                       'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
+        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
+            L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
+        if L.has('neuron/messageBits') and L.scalar('neuron/messageBits'):
+            L.fail('graded output messages (neuron/messageBits) are not supported (stock NetX cannot '
+                   'read that key either); CUBA-LIF spikes are binary')
+        for k in ('iDecay', 'vDecay'):
+            if not 0 <= spec.neuron[k] <= 4096:
+                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
+        if spec.neuron['vThMant'] < 0:
+            L.fail('neuron/vThMant must be >= 0')
     if t == 'conv':
         if len(spec.shape) != 3:
             L.fail(f'shape {spec.shape} should be (C, H, W)')
@@ -417,7 +426,15 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
                                        'padding': tuple(int(v) for v in pad),
                                        'dilation': tuple(int(v) for v in dil), 'groups': int(groups)}
     elif t == 'dense':
-        w = L.get('weight', ndim=2)
+        if L.has('weight/real') or L.has('weight/imag'):
+            L.fail("complex weights (weight/real, weight/imag: NetX's ComplexDense, for resonate-and-fire "
+                   'neurons) are not supported')
+        w = L.get('weight')
+        n = int(np.prod(spec.shape))
+        if w.ndim == 1 and w.size % n == 0:     # NetX reads a flat weight as [out, -1]
+            w = w.reshape(n, -1)
+        if w.ndim != 2:
+            L.fail(f"'weight' has shape {w.shape}, expected [out, in] (or a flat array of out x in)")
         if int(np.prod(spec.shape)) != w.shape[0]:
             L.fail(f'weight has {w.shape[0]} outputs but shape is {spec.shape}')
         spec.shape = (w.shape[0],)

@@ -116,7 +116,7 @@ def main(argv=None):
             t_max = spec.t_max or args.t_max
             if t_max is None:
                 raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
-            print('\n' + loihi_build.format_resources(loihi_build.plan(spec, t_max)))
+            print('\n' + loihi_build.format_resources(loihi_plan(args, spec, t_max)))
         bad = [c for c in checks if c.violations]
         for c in bad:
             print(f'error: layer {c.name}: {"; ".join(c.violations)}', file=sys.stderr)
@@ -131,9 +131,10 @@ def main(argv=None):
     if args.build == 'loihi':
         from lava_dtss import loihi_build
         from lava.utils import loihi
+        plan = loihi_plan(args, spec, t_max)     # what cannot be mapped fails here, before any data
         if args.backend == 'loihi2' and not loihi.is_installed():
-            print(loihi_build.dry_run(loihi_build.plan(spec, t_max), args.num_samples, 'loihi2'))
-            print(loihi_build.format_resources(loihi_build.plan(spec, t_max)))
+            print(loihi_build.dry_run(plan, args.num_samples, 'loihi2'))
+            print(loihi_build.format_resources(plan))
             raise lava_runtime.BackendUnavailable(lava_runtime.INRC_MESSAGE)
     # refuse sizes beyond the memory limit before loading data or building any Lava process
     limit = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
@@ -222,6 +223,15 @@ def main(argv=None):
               f'{agree["layers_differing"]}', file=sys.stderr)
         return 2
     return 0
+
+
+def loihi_plan(args, spec, t_max):
+    """The ``--build loihi`` plan; what it cannot map is one error naming the file."""
+    from lava_dtss import loihi_build
+    try:
+        return loihi_build.plan(spec, t_max)
+    except ValueError as e:
+        raise ValueError(f'{args.model}: {e}') from None
 
 
 def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):

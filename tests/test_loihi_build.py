@@ -2,9 +2,11 @@
 (``Loihi2SimCfg(select_tag='fixed_pt')``) every layer's spikes equal the fused
 runtime's after the layer's pipeline offset, and the logits are identical."""
 import os
+import shutil
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -129,6 +131,21 @@ def test_unmappable_gated_layer_is_one_clear_error(tmp_path):
     spec.layers[1].neuron = dict(NEURON, iDecay=1024)
     with pytest.raises(ValueError, match=r"layer 1 \(conv 'c1'\).*iDecay = 4096"):
         loihi_build.plan(spec, 6)
+
+
+def test_cli_refuses_a_gated_layer_with_current_memory_in_one_line(tmp_path):
+    """iDecay != 4096 on a gated layer: one ``error:`` line naming the layer,
+    exit 2, before any data is loaded or Lava is started."""
+    path = str(tmp_path / 'idecay.net')
+    shutil.copy(SHIPPED, path)
+    with h5py.File(path, 'r+') as f:
+        f['layer/1/neuron/iDecay'][()] = 1024
+    r = _cli('--model', path, '--build', 'loihi', '--num-samples', '2')
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr and 'running' not in r.stdout
+    errors = [line for line in r.stderr.splitlines() if line.startswith('error:')]
+    assert errors == [f"error: {path}: layer 1 (conv 'sps.0'): the DTSS gate by inhibition needs iDecay = 4096 "
+                      "(a current without memory), found 1024"], r.stderr
 
 
 def _cli(*args):

@@ -156,6 +156,9 @@ def test_dense_axonal_delays_are_step_identical_to_stock_netx(tmp_path):
     spec = read_netx(path)
     with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): synaptic delays run in stock NetX timing"):
         lava_runtime.build(spec, frames, timing='sync')
+    from lava_dtss import loihi_build
+    with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): --build loihi does not support synaptic delays"):
+        loihi_build.plan(spec, 8)
 
 
 def test_conv_delays_and_delays_beyond_62_are_refused(tmp_path):
@@ -176,12 +179,98 @@ def test_conv_delays_and_delays_beyond_62_are_refused(tmp_path):
 
 
 def test_sigma_delta_network_is_refused_as_sigma_delta(tmp_path):
+    """SDNN layers, and a whole SDNN network as lava-dl exports it (``sigma_delta``
+    ``Input``, ``Dense``, ``Output``): refused at its first layer as sigma-delta,
+    with or without ``skip_input_neuron``."""
     from lava.lib.dl import slayer
     sd = {'threshold': 0.1, 'activation': torch.nn.functional.relu, 'requires_grad': False}
     blocks = [slayer.block.sigma_delta.Dense(sd, 8, 6)]
     path = _export(str(tmp_path / 'sdnn.net'), (8,), blocks)
-    with pytest.raises(NetXFormatError, match=r'sigma-delta \(SDNN\) neurons are not supported'):
+    with pytest.raises(NetXFormatError, match=r'layer 1 \(dense\): sigma-delta \(SDNN\) neurons are not supported'):
         read_netx(path)
+    inp = slayer.block.sigma_delta.Input(sd)
+    inp(torch.zeros(1, 8, 2))
+    blocks = [slayer.block.sigma_delta.Dense(sd, 8, 6), slayer.block.sigma_delta.Output(sd, 6, 3)]
+    path = _export(str(tmp_path / 'sdnn_full.net'), (8,), blocks, input_neuron=inp)
+    for skip in (False, True):
+        with pytest.raises(NetXFormatError, match=r'layer 0 \(input\): sigma-delta \(SDNN\) neurons are '
+                                                  r'not supported \(neuron/type = SDNN\)'):
+            read_netx(path, skip_input_neuron=skip)
+
+
+def _retype(f, type_name):
+    del f['layer/1/type']
+    f.create_dataset('layer/1/type', (1,), 'S10', [type_name.encode()])
+
+
+def _neuron_type(type_name):
+    def edit(f):
+        del f['layer/1/neuron/type']
+        f.create_dataset('layer/1/neuron/type', (1,), 'S10', [type_name.encode()])
+    return edit
+
+
+def _complex_weight(f):
+    w = f['layer/1/weight'][()]
+    del f['layer/1/weight']
+    f['layer/1/weight/real'], f['layer/1/weight/imag'] = w, w
+
+
+# every other layer and neuron kind stock netx.hdf5.Network knows -> words of the refusal
+OTHER_KINDS = {
+    'dense_comp': (lambda f: _retype(f, 'dense_comp'), "layer type 'dense_comp' is not supported"),
+    'pool': (lambda f: _retype(f, 'pool'), "layer type 'pool' is not supported"),
+    'convT': (lambda f: _retype(f, 'convT'), "layer type 'convT' is not supported"),
+    'unpool': (lambda f: _retype(f, 'unpool'), "layer type 'unpool' is not supported"),
+    'concat': (lambda f: _retype(f, 'concat'), "layer type 'concat' is not supported"),
+    'RF': (_neuron_type('RF'), "neuron type 'RF' is not supported"),
+    'RF_IZ': (_neuron_type('RF_IZ'), "neuron type 'RF_IZ' is not supported"),
+    'complex_weight': (_complex_weight, r"complex weights \(weight/real, weight/imag: NetX's ComplexDense"),
+    'no_neuron_type': (lambda f: f.__delitem__('layer/1/neuron/type'), 'missing key neuron/type'),
+    'graded_spike': (lambda f: f['layer/1/neuron/gradedSpike'].__setitem__((), True),
+                     'graded-spike neurons are not supported'),
+    'message_bits': (lambda f: f.__setitem__('layer/1/neuron/messageBits', 8),
+                     r'graded output messages \(neuron/messageBits\) are not supported'),
+}
+
+
+@pytest.mark.parametrize('kind', sorted(OTHER_KINDS))
+def test_other_stock_layer_and_neuron_kinds_are_refused_by_name(tmp_path, kind):
+    """What stock NetX builds (``dense_comp``, RF neurons, complex weights; a
+    ``gradedSpike`` flag it ignores) or fails on (``pool``, ``convT``, ``unpool``,
+    ``concat``, ``messageBits``, a neuron without type) and this runtime does
+    not run: one error naming the layer and the feature."""
+    from lava.lib.dl import slayer
+    path = _export(str(tmp_path / f'{kind}.net'), (8,), _init([slayer.block.cuba.Dense(NEURON, 8, 6)], 11))
+    edit, words = OTHER_KINDS[kind]
+    with h5py.File(path, 'a') as f:
+        edit(f)
+    with pytest.raises(NetXFormatError, match=r'layer 1 \(\w+\): ' + words):
+        read_netx(path)
+
+
+def test_recurrent_dense_from_lava_dl_is_refused_by_name(tmp_path):
+    """``slayer.block.cuba.Recurrent`` exports ``dense_rec`` (NetX's RecurrentDense)."""
+    from lava.lib.dl import slayer
+    path = _export(str(tmp_path / 'rec.net'), (8,), _init([slayer.block.cuba.Recurrent(NEURON, 8, 6)], 12))
+    with pytest.raises(NetXFormatError, match=r"layer 1 \(dense_rec\): layer type 'dense_rec' is not "
+                                              r'supported by this runtime \(stock NetX runs them\)'):
+        read_netx(path)
+
+
+def test_flat_dense_weight_is_step_identical_to_stock_netx(tmp_path):
+    """A dense weight stored flat: NetX reads it as ``[out, -1]``, so do we."""
+    from lava.lib.dl import slayer
+    blocks = _init([slayer.block.cuba.Dense(NEURON, 12, 8), slayer.block.cuba.Dense(NEURON, 8, 5)], seed=13)
+    path = _export(str(tmp_path / 'flat.net'), (12,), blocks)
+    with h5py.File(path, 'a') as f:
+        w = f['layer/1/weight'][()]
+        del f['layer/1/weight']
+        f['layer/1/weight'] = w.reshape(-1)
+    assert np.array_equal(read_netx(path).layers[1].params['weight'], w)
+    frames = (np.random.default_rng(13).random((1, 12, 6)) < 0.5).astype(float)
+    counts = _compare(path, frames, 6)
+    assert all(c > 0 for c in counts), counts
 
 
 @pytest.mark.parametrize('kwargs', [{'stride': (1, 2), 'padding': (0, 1)}, {'dilation': 2, 'padding': 1},
@@ -230,10 +319,13 @@ def test_dense_without_neuron_runs_as_stock_netx_default(tmp_path):
     assert counts[0] > 0 and counts[1] == 0
 
 
-def test_stock_input_is_round_of_input_scale_times_pixel():
+def test_stock_input_is_round_of_input_scale_times_pixel(tmp_path):
     """A stock file has no ``dtss/inputScale`` (read as 1): pixels in [0, 1] are
     sent as ``round(1 * x)``, never as fractions."""
+    from lava.lib.dl import slayer
     from lava_dtss.reference import direct_images
+    path = _export(str(tmp_path / 'scale.net'), (8,), _init([slayer.block.cuba.Dense(NEURON, 8, 6)], 14))
+    assert read_netx(path).layers[0].params['inputScale'] == 1
     x = torch.tensor([[[[0.0, 0.3, 0.5, 0.51, 1.0]]]])
     assert direct_images(x, 1).tolist() == [[[[0.0, 0.0, 0.0, 1.0, 1.0]]]]
     assert direct_images(x, 255).tolist() == [[[[0.0, 77.0, 128.0, 130.0, 255.0]]]]
