@@ -340,6 +340,33 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                       input_analog=analog, batch=int(batch), memory=memory, startup_s=startup_s)
 
 
+def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, skip_layers: int = 0,
+                   record: str = 'all') -> list:
+    """Stock ``lava.lib.dl.netx.hdf5.Network`` on a file: the reference that this
+    runtime's stock timing reproduces (tests, benchmark). ``frames``: the input
+    stream, ``[C, H, W, K]`` or ``[N, K]`` for K Lava steps. Returns, for every
+    layer NetX builds (``record='last'``: the last one only), its output
+    ``[..., K]`` with conv outputs in (C, H, W) order. Stopped on every path."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval, skip_layers=skip_layers)
+    steps = frames.shape[-1]
+    src = io.source.RingBuffer(data=frames.transpose(2, 1, 0, 3) if frames.ndim == 4 else frames)  # NetX: (W, H, C)
+    layers = net.layers if record == 'all' else net.layers[-1:]
+    sinks = [io.sink.RingBuffer(shape=layer.out.shape, buffer=steps) for layer in layers]
+    src.s_out.connect(net.inp)
+    for layer, sink in zip(layers, sinks):
+        layer.out.connect(sink.a_in)
+    try:
+        net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+        outs = [sink.data.get() for sink in sinks]
+    finally:
+        net.stop()
+    return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
+
+
 def default_deadline(num_steps: int, memory_bytes: int = 0) -> float:
     """Generous wall-clock bound of a run: 10 minutes for start-up, plus 1 s per
     Lava step per 256 MiB of run data (at least 1 s per step). A healthy run

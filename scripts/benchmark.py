@@ -247,10 +247,6 @@ def bench_stock_netx(args):
     file and input stream; last-layer spikes must be equal."""
     import tempfile
     import numpy as np
-    from lava.lib.dl import netx
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc import io
     from lava_dtss import lava_runtime
     from lava_dtss.netx_file import read_netx
     print(f'\n## Stock NetX files (lava-dl export): our runtime (stock timing) vs stock netx.hdf5.Network, '
@@ -264,18 +260,8 @@ def bench_stock_netx(args):
             shape = stock_file(path, kind)
             k = args.stock_steps
             stream = (rng.random(shape + (k,)) < 0.2).astype(float)
-            net = netx.hdf5.Network(net_config=path)
-            data = stream.transpose(2, 1, 0, 3) if stream.ndim == 4 else stream
-            src = io.source.RingBuffer(data=data)
-            sink = io.sink.RingBuffer(shape=net.layers[-1].out.shape, buffer=k)
-            src.s_out.connect(net.inp)
-            net.layers[-1].out.connect(sink.a_in)
             t0 = time.perf_counter()
-            try:
-                net.run(condition=RunSteps(num_steps=k), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
-                stock_out = sink.data.get()
-            finally:
-                net.stop()
+            stock_out = lava_runtime.run_stock_netx(path, stream, record='last')[0]
             stock_s = time.perf_counter() - t0
             spec = read_netx(path)
             t0 = time.perf_counter()

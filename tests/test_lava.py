@@ -112,9 +112,6 @@ def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
     stock timing (the default for a file without ``meta/format``) ours equals
     stock at every step."""
     from lava.lib.dl import netx
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc import io
     rng = np.random.default_rng(0)
     path = str(tmp_path / 'seq.net')
     write_netx(_sequential_net(rng), path)
@@ -124,22 +121,10 @@ def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
     padded = np.concatenate([frames, np.zeros(frames.shape[:-1] + (depth,))], -1)
     piped = lava_runtime.run(read_netx(path), padded)      # a file without meta/format: stock timing
 
-    net = netx.hdf5.Network(net_config=path)
-    assert len(net.layers) == 3
+    assert len(netx.hdf5.Network(net_config=path).layers) == 3
     steps = t_max + depth
-    inp = np.concatenate([frames[0].transpose(2, 1, 0, 3), np.zeros((8, 8, 2, depth))], -1)
-    src = io.source.RingBuffer(data=inp)
-    sinks = [io.sink.RingBuffer(shape=layer.out.shape, buffer=steps) for layer in net.layers]
-    src.s_out.connect(net.inp)
-    for layer, sink in zip(net.layers, sinks):
-        layer.out.connect(sink.a_in)
-    try:
-        net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
-        outs = [s.data.get() for s in sinks]
-    finally:
-        net.stop()
+    outs = lava_runtime.run_stock_netx(path, padded[0])    # every layer, (C, H, W) order
     for d, (name, out) in enumerate(zip(['c1', 'c2', 'd'], outs), start=1):
-        out = out.transpose(2, 1, 0, 3) if out.ndim == 4 else out   # WHC -> CHW
         stock = np.array([fingerprint(out[..., t + d]) for t in range(t_max)])
         assert stock[:, 0].sum() > 0
         assert np.array_equal(stock, ours.fingerprints[name]), name

@@ -51,36 +51,13 @@ def _init(blocks, seed, lo=-40, hi=80):
     return blocks
 
 
-def _stock_run(path, frames, reset_interval=None, skip_layers=0):
-    """Stock NetX on ``frames [C, H, W, K]`` (K Lava steps); per built layer the
-    output ``[..., K]`` in (C, H, W) order."""
-    from lava.lib.dl import netx
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc import io
-    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval, skip_layers=skip_layers)
-    k = frames.shape[-1]
-    data = frames.transpose(2, 1, 0, 3) if frames.ndim == 4 else frames
-    src = io.source.RingBuffer(data=data)
-    sinks = [io.sink.RingBuffer(shape=layer.out.shape, buffer=k) for layer in net.layers]
-    src.s_out.connect(net.inp)
-    for layer, sink in zip(net.layers, sinks):
-        layer.out.connect(sink.a_in)
-    try:
-        net.run(condition=RunSteps(num_steps=k), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
-        outs = [s.data.get() for s in sinks]
-    finally:
-        net.stop()
-    return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
-
-
 def _compare(path, frames, t_max, reset_interval=None, last=False, skip_input_neuron=False):
     """Run both on ``frames [S, C, H, W, T]`` (samples back to back) and assert
     every layer's (count, checksum) equal at every Lava step; returns the spike
     counts per layer (and, with ``last``, our last layer's fingerprints)."""
     spec = read_netx(path, skip_input_neuron=skip_input_neuron)
     stream = np.concatenate(list(frames), axis=-1)
-    stock = _stock_run(path, stream, reset_interval, skip_layers=int(skip_input_neuron))
+    stock = lava_runtime.run_stock_netx(path, stream, reset_interval, skip_layers=int(skip_input_neuron))
     ours = lava_runtime.run(spec, frames, reset_interval=reset_interval or 0)
     names = [l.name for l in spec.layers if l.type in ('conv', 'dense')]
     assert len(names) == len(stock)
@@ -127,7 +104,7 @@ def test_conv_flatten_dense_is_step_identical_to_stock_netx(tmp_path, reset):
     # the readout counts the last layer's spikes of each sample's T steps, lagged by the depth (3)
     spec = read_netx(path)
     res = lava_runtime.run(spec, frames, reset_interval=reset or 0)
-    last = _stock_run(path, np.concatenate(list(frames) + [np.zeros((2, 8, 8, 3))], -1), reset)[-1]
+    last = lava_runtime.run_stock_netx(path, np.concatenate(list(frames) + [np.zeros((2, 8, 8, 3))], -1), reset)[-1]
     expect = np.stack([last[:, 3 + 6 * s:9 + 6 * s].sum(-1) for s in range(2)])
     assert res.num_steps == 15 and np.array_equal(res.logits, expect)
 
