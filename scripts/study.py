@@ -113,24 +113,33 @@ def run_arm(study, name, args, results, runs):
         with open(os.path.join(out, 'stdout.log')) as f:
             tail = f.read()[-1500:]
         raise StudyError(f'arm {name} failed (exit {proc.returncode}); its log {out}/stdout.log ends:\n{tail}')
-    tmp = dest + '.partial'
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for f in ('metrics.json', 'log.jsonl', 'model.json'):
-        if os.path.exists(os.path.join(out, f)):
-            shutil.copy(os.path.join(out, f), tmp)
-    with open(os.path.join(tmp, 'metrics.json')) as f:
-        metrics = json.load(f)
-    metrics['wall_s'] = round(time.time() - t0, 1)
-    metrics['arm'] = name
-    with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
-        json.dump(metrics, f, indent=2)
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)  # the arm counts as done only with all its files
+    metrics = load_json(os.path.join(out, 'metrics.json'))
+    metrics.update(wall_s=round(time.time() - t0, 1), arm=name)
+    publish(dest, out, ('metrics.json', 'log.jsonl', 'model.json'), metrics)
     m = metrics
     print(f'[{name}] val {m.get("val_accuracy") or 0:.4f} test {m["test_accuracy"]:.4f} '
           f'avg steps {m["avg_steps"]:.2f} ({m["wall_s"]:.0f} s)', flush=True)
     return metrics
+
+
+def publish(dest, run_dir, files, metrics, keep=False):
+    """Write the result folder ``dest`` whole or not at all: ``files`` copied from
+    ``run_dir`` (those that exist) and ``metrics`` as metrics.json go into
+    ``dest.partial`` (a copy of ``dest`` when ``keep``), which then replaces
+    ``dest``: an arm counts as done only with all its files."""
+    tmp = dest + '.partial'
+    shutil.rmtree(tmp, ignore_errors=True)
+    if keep:
+        shutil.copytree(dest, tmp)
+    else:
+        os.makedirs(tmp)
+    for f in files:
+        if os.path.exists(os.path.join(run_dir, f)):
+            shutil.copy(os.path.join(run_dir, f), tmp)
+    with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
+        json.dump(metrics, f, indent=2)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
 
 
 def load(dest):
@@ -156,11 +165,12 @@ def headline(arms: dict, t_max: int):
     the seed-0 DTSS arms within 0.5 pp (ISO_PP) of fixed T_max's validation accuracy;
     the most accurate DTSS arm if none is."""
     ref = arms[f'fixed-t{t_max}']['val_accuracy']
-    dtss = {n: m for n, m in arms.items() if n.startswith('dtss-') and '-seed' not in n}
+    dtss = {n: m for n, m in arms.items()
+            if n.startswith('dtss-') and '-seed' not in n and '-refit' not in n}   # refit: a headline's stage 2
     iso = {n: m for n, m in dtss.items() if m['val_accuracy'] >= ref - ISO_PP / 100}
     if iso:
-        return min(iso, key=lambda n: (iso[n]['avg_steps'], -iso[n]['val_accuracy']))
-    return max(dtss, key=lambda n: dtss[n]['val_accuracy'])
+        return min(iso, key=lambda n: (iso[n]['avg_steps'], -iso[n]['val_accuracy'], n))   # ties: by name
+    return min(dtss, key=lambda n: (-dtss[n]['val_accuracy'], n))
 
 
 def main(argv=None):
@@ -290,20 +300,11 @@ def reevaluate(results, t_max):
         with open(os.path.join(ROOT, out, 'reevaluate.log'), 'w') as log:
             if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                 raise StudyError(f're-evaluating {name} failed: see {out}/reevaluate.log')
-        tmp = dest + '.partial'
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(dest, tmp)
-        for f in ('metrics.json', 'model.json'):
-            if os.path.exists(os.path.join(ROOT, out, f)):
-                shutil.copy(os.path.join(ROOT, out, f), tmp)
-        new = load(tmp)
+        new = load_json(os.path.join(ROOT, out, 'metrics.json'))
         new.update(arm=name, wall_s=old.get('wall_s'), reevaluated=True,
                    before_reevaluation={k: old.get(k) for k in ('val_accuracy', 'test_accuracy',
                                                                  'quantized_test_accuracy', 'avg_steps')})
-        with open(os.path.join(tmp, 'metrics.json'), 'w') as f:
-            json.dump(new, f, indent=2)
-        shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        publish(dest, os.path.join(ROOT, out), ('model.json',), new, keep=True)
         print(f'[{name}] val {old.get("val_accuracy") or 0:.4f} -> {new.get("val_accuracy") or 0:.4f}, '
               f'test {old["test_accuracy"]:.4f} -> {new["test_accuracy"]:.4f}', flush=True)
     arms = {n: load(os.path.join(results, n)) for n in names}

@@ -121,7 +121,12 @@ def test_quick_study_and_report_end_to_end(tmp_path):
     assert {n: s for n, s in alloc['active_steps'].items() if s != 4} == {'blocks.0.ssa.attn': 1,
                                                                          'blocks.0.ssa.proj': 1}
     head = json.loads((results / 'headline.json').read_text())
-    assert f'{head["headline_arm"]}-seed1' in arms
+    assert f'{head["headline_arm"]}-seed1' in arms and 'alloc-attn1-seed1' in arms
+    for tag in ('', '-seed1'):   # two-stage DTSS: the headline seed's learned gates, frozen, weights re-fit
+        learned = json.loads((results / f'{head["headline_arm"]}{tag}' / 'metrics.json').read_text())
+        refit = json.loads((results / f'{head["headline_arm"]}-refit{tag}' / 'metrics.json').read_text())
+        assert refit['active_steps'] == learned['active_steps'] and refit['lambda_m'] == 0
+        assert refit['gates_from'].endswith(f'{head["headline_arm"]}{tag}/checkpoint.pt')
     sens = json.loads((results / 'sensitivity.json').read_text())
     assert set(sens['category_cut']) == {'sps', 'qkv', 'attn', 'mlp'}
     fixed = json.loads((results / 'fixed-t2' / 'metrics.json').read_text())
@@ -152,6 +157,7 @@ def test_quick_study_and_report_end_to_end(tmp_path):
     text = doc.read_text()
     for arm in arms:
         assert f'| {arm} |' in text
+    assert '## Two-stage DTSS' in text
     for png in ('pareto.png', 'active_steps.png', 'sensitivity_hist.png', 'sensitivity_curves.png'):
         assert (doc.parent / 'figures' / png).stat().st_size > 10_000
 
