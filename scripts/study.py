@@ -66,7 +66,10 @@ STUDIES = {
                                     ('dtss-default-l1', 1.0, DEFAULT_CATEGORIES, ())),
                           # diagnostic: the allocation DTSS learned (lambda_m 1 and 2), set by hand and
                           # frozen from the first step: what the mixed steps cost without gate training
-                          allocations={'alloc-attn1': 'attn=1'}),
+                          allocations={'alloc-attn1': 'attn=1'},
+                          # two-stage DTSS on the gates of the arms that cut the most steps (seed 0): whether
+                          # re-fitting the weights rescues an allocation below T_max - 1 on average
+                          refit_also=('dtss-default-l8', 'dtss-default-l2-init2')),
     'digits-quick': dict(dataset='digits', preset='tiny', t_max=4, val_size=200,
                          pretrain=['--epochs', '2', '--batches-per-epoch', '6', '--lr', '3e-3',
                                    '--lr-schedule', 'step'],
@@ -269,6 +272,9 @@ def main(argv=None):
         gates = short(os.path.join(runs, best + tag, 'checkpoint.pt'))
         run_arm(study, f'{best}-refit{tag}', fixed_gates + ['--gates-from', gates, '--seed', str(seed)] + ft,
                 results, runs)
+    for arm in study.get('refit_also', ()):
+        gates = short(os.path.join(runs, arm, 'checkpoint.pt'))
+        run_arm(study, f'{arm}-refit', fixed_gates + ['--gates-from', gates, '--seed', '0'] + ft, results, runs)
     for arm, steps in study['allocations'].items():
         for seed in (0,) + tuple(study['seeds']):
             tag = f'-seed{seed}' if seed else ''
