@@ -2,7 +2,7 @@
 
 ``lava_dtss.neuron`` holds the dynamics and their PyTorch form; this module
 builds (once per machine, with ``torch.utils.cpp_extension``, cached under
-``~/.cache/torch_extensions``) the same arithmetic as a C++ loop that reads the
+``build_directory()``) the same arithmetic as a C++ loop that reads the
 input once and writes spikes and voltage once, instead of about ten passes over
 memory per time step. Same integers, so the same spikes; the surrogate
 gradient agrees with the PyTorch path to float rounding.
@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import platform
+import time
 import warnings
 
 _SOURCE = r'''
@@ -144,6 +145,16 @@ torch::Tensor cuba_backward(torch::Tensor grad, torch::Tensor surrogate, double 
 
 _module = None
 _failed = None
+STALE_LOCK_S = 600   # a build takes about a minute; a lock older than this belongs to a killed build
+
+
+def build_directory() -> str:
+    """Where the loop is built and cached: ``$TORCH_EXTENSIONS_DIR`` or
+    ``~/.cache/torch_extensions``, in ``lava_dtss_cuba_<python>``."""
+    import sys
+    root = os.environ.get('TORCH_EXTENSIONS_DIR') or os.path.join(os.path.expanduser('~'), '.cache',
+                                                                   'torch_extensions')
+    return os.path.join(root, f'lava_dtss_cuba_py{sys.version_info[0]}{sys.version_info[1]}')
 
 
 def enabled() -> bool:
@@ -168,8 +179,13 @@ def get():
         flags = ['-O3', '-fno-trapping-math']
         if platform.machine() in ('x86_64', 'AMD64'):
             flags.append('-msse4.1')   # vectorised trunc (roundps); every x86-64 CPU of the last 15 years
+        build = build_directory()
+        os.makedirs(build, exist_ok=True)
+        lock = os.path.join(build, 'lock')
+        if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
+            os.remove(lock)   # left by a build that was killed; PyTorch would wait for it forever
         _module = load_inline('lava_dtss_cuba', _SOURCE, functions=['cuba_forward', 'cuba_backward'],
-                              extra_cflags=flags, verbose=False)
+                              extra_cflags=flags, build_directory=build, verbose=False)
     except Exception as e:   # no compiler, no headers: the PyTorch path still gives the same spikes
         _failed = f'{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ""}'
         warnings.warn(f'lava_dtss: the compiled CUBA neuron could not be built ({_failed}); '

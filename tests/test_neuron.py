@@ -99,3 +99,35 @@ def test_compiled_gradients_equal_the_pytorch_path(monkeypatch):
     assert set(compiled[2]) == set(plain[2]) and len(plain[2]) > 30
     for name, g in compiled[2].items():
         assert torch.equal(g, plain[2][name]), name
+
+
+def test_kernel_build_removes_a_stale_lock_and_falls_back_with_one_warning(tmp_path, monkeypatch):
+    """A lock left by a killed build is removed (PyTorch would wait on it forever);
+    a failed build gives one warning and the PyTorch path."""
+    import os
+    import time
+    import warnings
+    import torch.utils.cpp_extension as ext
+    from lava_dtss import cuba_kernel
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
+    monkeypatch.setattr(cuba_kernel, '_module', None)
+    monkeypatch.setattr(cuba_kernel, '_failed', None)
+    build = cuba_kernel.build_directory()
+    os.makedirs(build)
+    lock = os.path.join(build, 'lock')
+    open(lock, 'w').close()
+    os.utime(lock, (time.time() - 3600, time.time() - 3600))
+    calls = []
+
+    def failing_build(*args, **kwargs):
+        calls.append(kwargs['build_directory'])
+        raise RuntimeError('Error building extension\ng++: not found')
+    monkeypatch.setattr(ext, 'load_inline', failing_build)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert cuba_kernel.get() is None and cuba_kernel.get() is None   # tried once
+    assert calls == [build] and not os.path.exists(lock)
+    assert len(caught) == 1 and 'g++: not found' in str(caught[0].message)
+    x = torch.rand(2, 3, 4)
+    s, _ = cuba_forward(x, 4096, 2048, 0.5)   # the PyTorch path still runs
+    assert torch.equal(s, cuba_forward(x, 4096, 2048, 0.5, use_compiled=False)[0])
