@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import platform
+import sys
 import time
 import warnings
 
@@ -151,7 +152,6 @@ STALE_LOCK_S = 600   # a build takes about a minute; a lock older than this belo
 def build_directory() -> str:
     """Where the loop is built and cached: ``$TORCH_EXTENSIONS_DIR`` or
     ``~/.cache/torch_extensions``, in ``lava_dtss_cuba_<python>``."""
-    import sys
     root = os.environ.get('TORCH_EXTENSIONS_DIR') or os.path.join(os.path.expanduser('~'), '.cache',
                                                                    'torch_extensions')
     return os.path.join(root, f'lava_dtss_cuba_py{sys.version_info[0]}{sys.version_info[1]}')
@@ -167,10 +167,10 @@ def get():
     use; None when disabled or when it cannot be built here (then one warning
     says why, and the PyTorch path, same spikes, is used)."""
     global _module, _failed
-    if _module is not None or not enabled():
-        return _module if enabled() else None
-    if _failed is not None:
+    if not enabled():
         return None
+    if _module is not None or _failed is not None:   # built, or tried once and failed
+        return _module
     try:
         with contextlib.redirect_stderr(io.StringIO()):   # its import prints a CUDA_HOME notice on CPU machines
             from torch.utils.cpp_extension import load_inline

@@ -28,6 +28,12 @@ def hard_prefix_mask(scores: torch.Tensor) -> torch.Tensor:
     return (steps <= last).to(scores.dtype)
 
 
+def chosen_steps(scores: torch.Tensor, frozen_steps: int = 0) -> int:
+    """Active steps a gate's ``scores`` select, ``argmax + 1`` (1..T_max), unless
+    ``frozen_steps`` (> 0, set by a deployed model) fixes them."""
+    return int(frozen_steps) if int(frozen_steps) > 0 else int(torch.argmax(scores.detach())) + 1
+
+
 class DTSSGate(torch.nn.Module):
     """Per-layer time-step gate.
 
@@ -63,11 +69,9 @@ class DTSSGate(torch.nn.Module):
     @property
     def active_steps(self) -> int:
         """Number of time steps ``T_l`` this layer is active (1..T_max)."""
-        if int(self.frozen_steps) > 0:
-            return int(self.frozen_steps)
-        if not self.enabled:
+        if not self.enabled and int(self.frozen_steps) == 0:
             return self.t_max
-        return int(torch.argmax(self.scores.detach())) + 1
+        return chosen_steps(self.scores, self.frozen_steps)
 
     def soft_mask(self) -> torch.Tensor:
         """``m~`` (differentiable), shape ``[T_max]``."""

@@ -45,6 +45,19 @@ def _state_dtype(du: int, dv: int) -> torch.dtype:
     return torch.float32 if exact(du) and exact(dv) else torch.float64
 
 
+def _state_dtype_for(x: torch.Tensor, du: int, dv: int) -> torch.dtype:
+    """The integer state's dtype for input ``x``: float64 for a float64 input,
+    else ``_state_dtype``."""
+    return torch.float64 if x.dtype == torch.float64 else _state_dtype(du, dv)
+
+
+def _surrogate(volt: torch.Tensor, thr: float, tau_rho: float, scale_rho: float) -> torch.Tensor:
+    """SLAYER's spike derivative ``scale_rho / 2 / tau_rho * exp(-|v - thr| / tau_rho)``
+    of the voltage ``volt`` (1/4096 units; ``thr`` in SLAYER units), a new tensor."""
+    dist = torch.sub(volt, thr * STATE_SCALE).abs_()
+    return dist.mul_(-1 / (tau_rho * STATE_SCALE)).exp_().mul_(scale_rho / 2 / tau_rho)
+
+
 def cuba_forward(x, du: int, dv: int, threshold: float, bias=None, use_compiled: bool = True):
     """Integer CUBA dynamics without autograd.
 
@@ -66,9 +79,7 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None, use_compiled:
     after each decay (``sign(y) * (|y| >> 12)`` in integer terms).
     """
     x = x.detach()  # no autograd here (_CubaFunction supplies the backward)
-    dtype = _state_dtype(du, dv)
-    if x.dtype == torch.float64:
-        dtype = torch.float64
+    dtype = _state_dtype_for(x, du, dv)
     if use_compiled:
         compiled = _compiled_forward(x, du, dv, threshold, bias, dtype)
         if compiled is not None:
@@ -135,10 +146,7 @@ def _compiled_backward(grad_spikes, voltage, params):
     n, steps, mid = voltage.shape[0], voltage.shape[-1], tuple(voltage.shape[1:-1])
     volt = voltage.movedim(-1, 1).reshape(n, steps, -1)
     grad = grad_spikes.movedim(-1, 1).reshape(n, steps, -1).to(volt.dtype).contiguous()
-    # surrogate: scale_rho / 2 / tau_rho * exp(-|v - theta| / tau_rho), v in SLAYER units (PyTorch's exp)
-    surrogate = torch.sub(volt, thr * STATE_SCALE).abs_()
-    surrogate.mul_(-1 / (tau_rho * STATE_SCALE)).exp_().mul_(scale_rho / 2 / tau_rho)
-    out = kernel.cuba_backward(grad, surrogate, _decay_factor(du), _decay_factor(dv))
+    out = kernel.cuba_backward(grad, _surrogate(volt, thr, tau_rho, scale_rho), _decay_factor(du), _decay_factor(dv))
     return out.view(n, steps, *mid).movedim(1, -1).to(grad_spikes.dtype)
 
 
@@ -148,10 +156,9 @@ class _CubaFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, du, dv, threshold, tau_rho, scale_rho):
         x = x.detach()
-        dtype = torch.float64 if x.dtype == torch.float64 else _state_dtype(du, dv)
-        out = _compiled_forward(x, du, dv, threshold, None, dtype)
+        out = _compiled_forward(x, du, dv, threshold, None, _state_dtype_for(x, du, dv))
         ctx.compiled = out is not None
-        spikes, voltage = out if ctx.compiled else cuba_forward(x, du, dv, threshold)
+        spikes, voltage = out if ctx.compiled else cuba_forward(x, du, dv, threshold, use_compiled=False)
         ctx.save_for_backward(voltage)
         ctx.params = (du, dv, threshold + 0.01 / STATE_SCALE, tau_rho, scale_rho)
         return spikes
@@ -165,10 +172,7 @@ class _CubaFunction(torch.autograd.Function):
         volt_tm = voltage.movedim(-1, 0)   # stored time-major: a contiguous view
         grad = torch.empty_like(volt_tm)
         grad.copy_(grad_spikes.movedim(-1, 0))
-        # surrogate: scale_rho / 2 / tau_rho * exp(-|v - theta| / tau_rho), v in SLAYER units
-        dist = torch.sub(volt_tm, thr * STATE_SCALE).abs_()
-        dist.mul_(-1 / (tau_rho * STATE_SCALE)).exp_().mul_(scale_rho / 2 / tau_rho)
-        grad.mul_(dist)
+        grad.mul_(_surrogate(volt_tm, thr, tau_rho, scale_rho))
         # transposed leaky integrators: voltage, then current
         for a in (_decay_factor(dv), _decay_factor(du)):
             if a:

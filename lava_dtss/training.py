@@ -10,6 +10,7 @@ import tempfile
 import numpy as np
 import torch
 
+from .dtss import chosen_steps
 from .model import SpikingViT
 
 
@@ -180,10 +181,7 @@ def learned_gate_steps(path: str) -> dict:
     try:
         state = ckpt['model']
         names = sorted({k[:-len('.scores')] for k in state if k.endswith('gate.scores')})
-        steps = {}
-        for name in names:
-            frozen = int(state.get(name + '.frozen_steps', 0))
-            steps[name] = frozen if frozen > 0 else int(torch.argmax(state[name + '.scores'])) + 1
+        steps = {n: chosen_steps(state[n + '.scores'], state.get(n + '.frozen_steps', 0)) for n in names}
     except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
         raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
                             '(expected the key model with DTSS gate scores)') from None

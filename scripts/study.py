@@ -146,6 +146,11 @@ def publish(dest, run_dir, files, metrics, keep=False):
     os.replace(tmp, dest)
 
 
+def seed_tag(seed: int) -> str:
+    """Arm-name suffix of a seed: '' for seed 0, '-seedN' otherwise."""
+    return f'-seed{seed}' if seed else ''
+
+
 def load(dest):
     """The metrics of the arm folder ``dest``."""
     return load_json(os.path.join(dest, 'metrics.json'))
@@ -268,7 +273,7 @@ def main(argv=None):
     #    allocations set by hand, over the same seeds
     fixed_gates = ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0', '--freeze-scores', '0']
     for seed in (0,) + tuple(study['seeds']):
-        tag = f'-seed{seed}' if seed else ''
+        tag = seed_tag(seed)
         gates = short(os.path.join(runs, best + tag, 'checkpoint.pt'))
         run_arm(study, f'{best}-refit{tag}', fixed_gates + ['--gates-from', gates, '--seed', str(seed)] + ft,
                 results, runs)
@@ -277,7 +282,7 @@ def main(argv=None):
         run_arm(study, f'{arm}-refit', fixed_gates + ['--gates-from', gates, '--seed', '0'] + ft, results, runs)
     for arm, steps in study['allocations'].items():
         for seed in (0,) + tuple(study['seeds']):
-            tag = f'-seed{seed}' if seed else ''
+            tag = seed_tag(seed)
             run_arm(study, arm + tag, fixed_gates + ['--init-steps', steps, '--seed', str(seed)] + ft, results, runs)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
     return 0
@@ -335,7 +340,7 @@ def demo_comparison(args):
     results = os.path.abspath(args.results or os.path.join(ROOT, 'results', 'digits-demo'))
     runs = os.path.abspath(args.runs or os.path.join(ROOT, 'runs', 'study', 'digits-demo'))
     for seed in (0, 1, 2):
-        tag = '' if seed == 0 else f'-seed{seed}'
+        tag = seed_tag(seed)
         run_arm(study, f'dtss-default{tag}', ['--seed', str(seed)], results, runs)
         for t in ((1, 2, 4, 8) if seed == 0 else (1, 8)):
             run_arm(study, f'fixed-t{t}{tag}', ['--fixed-t', str(t), '--seed', str(seed)],
