@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==24.2
 	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -c 'from lava_dtss import cuba_kernel; cuba_kernel.get()'   # builds the compiled neuron loop once (~1 min)
+	$(PY) -c 'from lava_dtss.model import cuba_kernel; cuba_kernel.get()'   # builds the compiled neuron loop once (~1 min)
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.installed

@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import wasserstein_distance  # noqa: E402
 
-from lava_dtss import data  # noqa: E402
-from lava_dtss.dtss import CATEGORIES  # noqa: E402
+from lava_dtss.training import data  # noqa: E402
+from lava_dtss.model.dtss import CATEGORIES  # noqa: E402
 from lava_dtss.model import SpikingViT, ViTConfig  # noqa: E402
 from lava_dtss.training import TrainingError, evaluate, load_checkpoint, write_json  # noqa: E402
 

@@ -69,7 +69,7 @@ def build_bench_model(impl, preset):
     (tau 2, hard reset to 0, input not decayed: the same LIF, in float) in place of
     every CUBA neuron; 'ann' is the ReLU twin at the same T."""
     import torch
-    from lava_dtss import blocks
+    from lava_dtss.model import blocks
     from lava_dtss.model import build_model
     neuron = {'fast-torch': 'fast', 'stock-block': 'stock', 'jelly': 'fast'}.get(impl, impl)
     model = build_model(preset, neuron_impl=neuron)
@@ -159,9 +159,10 @@ def bench_training(args):
 def bench_lava(args):
     import numpy as np
     import torch
-    from lava_dtss import data, lava_runtime
-    from lava_dtss.netx_file import read_netx
-    from lava_dtss.reference import direct_images, reference_run
+    from lava_dtss.training import data
+    from lava_dtss.deploy import lava_runtime
+    from lava_dtss.deploy.netx_file import read_netx
+    from lava_dtss.deploy.reference import direct_images, reference_run
     spec = read_netx(args.model)
     test = data.load_dataset(spec.meta.get('dataset') or 'digits', 'test', args.data_dir)
     n = min(args.lava_samples, len(test))
@@ -247,8 +248,8 @@ def bench_stock_netx(args):
     file and input stream; last-layer spikes must be equal."""
     import tempfile
     import numpy as np
-    from lava_dtss import lava_runtime
-    from lava_dtss.netx_file import read_netx
+    from lava_dtss.deploy import lava_runtime
+    from lava_dtss.deploy.netx_file import read_netx
     print(f'\n## Stock NetX files (lava-dl export): our runtime (stock timing) vs stock netx.hdf5.Network, '
           f'{args.stock_steps} Lava steps, wall time including compile and start-up')
     print(f'{"network":10s} {"stock NetX s":>13s} {"ours s":>8s} {"ours vs stock":>14s} {"spikes equal":>13s} '
@@ -267,7 +268,7 @@ def bench_stock_netx(args):
             t0 = time.perf_counter()
             ours = lava_runtime.run(spec, stream[None], timing='stock')
             ours_s = time.perf_counter() - t0
-            from lava_dtss.fixed_point import fingerprint
+            from lava_dtss.deploy.fixed_point import fingerprint
             last = [n.name for n in spec.layers if n.type in ('conv', 'dense')][-1]
             expect = np.array([fingerprint(stock_out[..., t]) for t in range(k)])
             equal = bool(np.array_equal(expect, ours.fingerprints[last][:k]))

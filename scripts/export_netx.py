@@ -17,8 +17,8 @@ def main(argv=None):
     p.add_argument('--out', required=True, help='output .net file (a .json model card is written beside it)')
     p.add_argument('--data-dir', default=None, help='dataset folder, for the accuracy of the exported model')
     args = p.parse_args(argv)
-    from lava_dtss import data
-    from lava_dtss.export import deployed_accuracy, export_hdf5
+    from lava_dtss.training import data
+    from lava_dtss.deploy.export import deployed_accuracy, export_hdf5
     from lava_dtss.training import evaluate, load_checkpoint, write_json
     ckpt = load_checkpoint(args.checkpoint)
     model, train_args = model_from_checkpoint(ckpt, args.checkpoint)
@@ -111,7 +111,7 @@ if __name__ == '__main__':
     try:
         sys.exit(main())
     except Exception as e:
-        from lava_dtss.data import DatasetError
+        from lava_dtss.training.data import DatasetError
         from lava_dtss.training import TrainingError
         if isinstance(e, (DatasetError, TrainingError, ValueError, OSError)):
             print(f'error: {e}', file=sys.stderr)

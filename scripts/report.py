@@ -23,8 +23,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lava_dtss.dtss import CATEGORIES  # noqa: E402
-from lava_dtss.energy import EnergyModel, ann_energy, snn_energy  # noqa: E402
+from lava_dtss.model.dtss import CATEGORIES  # noqa: E402
+from lava_dtss.analysis.energy import EnergyModel, ann_energy, snn_energy  # noqa: E402
 from lava_dtss.training import atomic_write  # noqa: E402
 
 ISO_PP = 0.5

@@ -22,7 +22,7 @@ DEFAULT_MODEL = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
 
 
 def parse_args(argv=None):
-    from lava_dtss.data import DATASETS
+    from lava_dtss.training.data import DATASETS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default=DEFAULT_MODEL, help='NetX HDF5 file (default: the shipped digits model)')
     p.add_argument('--dataset', default=None, choices=sorted(DATASETS),
@@ -64,7 +64,7 @@ def parse_args(argv=None):
                    help='feed the data straight to layer 1 of a file whose input layer has a neuron, '
                         'as stock netx.hdf5.Network(skip_layers=1)')
     args = p.parse_args(argv)
-    from lava_dtss.netx_file import MAX_T
+    from lava_dtss.deploy.netx_file import MAX_T
     if args.reset_interval < 0:
         raise ValueError(f'--reset-interval must be >= 0 steps (0: never), got {args.reset_interval}')
     if args.batch < 1:
@@ -102,17 +102,18 @@ def main(argv=None):
     args = parse_args(argv)
     import numpy as np
     import torch
-    from lava_dtss import data, lava_runtime
-    from lava_dtss.netx_file import read_netx
+    from lava_dtss.training import data
+    from lava_dtss.deploy import lava_runtime
+    from lava_dtss.deploy.netx_file import read_netx
     from lava_dtss.training import write_json
 
     spec = read_netx(args.model, skip_input_neuron=args.skip_input_neuron)
     if args.check_loihi:
-        from lava_dtss.loihi import check_network, format_report
+        from lava_dtss.deploy.loihi_check import check_network, format_report
         checks = check_network(spec)
         print(format_report(checks))
         if args.build == 'loihi':
-            from lava_dtss import loihi_build
+            from lava_dtss.deploy import loihi_build
             t_max = spec.t_max or args.t_max
             if t_max is None:
                 raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
@@ -129,7 +130,7 @@ def main(argv=None):
     if spec.t_max and args.t_max and args.t_max != spec.t_max:
         raise ValueError(f'--t-max {args.t_max} differs from the file\'s T_max {spec.t_max}')
     if args.build == 'loihi':
-        from lava_dtss import loihi_build
+        from lava_dtss.deploy import loihi_build
         from lava.utils import loihi
         plan = loihi_plan(args, spec, t_max)     # what cannot be mapped fails here, before any data
         if args.backend == 'loihi2' and not loihi.is_installed():
@@ -151,7 +152,7 @@ def main(argv=None):
         raise ValueError(f'{dataset} images have shape {tuple(images.shape[1:])} but the network '
                          f'{args.model} expects input {in_shape}')
 
-    from lava_dtss.reference import direct_images
+    from lava_dtss.deploy.reference import direct_images
     frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))   # [S, C, H, W]
     if args.build == 'loihi':
         return run_loihi_build(args, spec, images, labels, frames, dataset, t_max)
@@ -177,7 +178,7 @@ def main(argv=None):
 
     # agreement with training-side fixed-point inference (our files only)
     if 'config' in spec.meta:
-        from lava_dtss.reference import reference_run
+        from lava_dtss.deploy.reference import reference_run
         ref_logits, ref_fps = reference_run(spec, images)
         layer_ok = {n: bool(np.array_equal(ref_fps[n], r.fingerprints[n]))
                     for r in results.values() for n in ref_fps}
@@ -227,7 +228,7 @@ def main(argv=None):
 
 def loihi_plan(args, spec, t_max):
     """The ``--build loihi`` plan; what it cannot map is one error naming the file."""
-    from lava_dtss import loihi_build
+    from lava_dtss.deploy import loihi_build
     try:
         return loihi_build.plan(spec, t_max)
     except ValueError as e:
@@ -238,7 +239,7 @@ def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):
     """``--build loihi``: run the standard-process build, compare it with
     training-side inference (our files), report offsets and resources."""
     import numpy as np
-    from lava_dtss import loihi_build
+    from lava_dtss.deploy import loihi_build
     from lava_dtss.training import write_json
     print(f'running {args.num_samples} samples on Lava ({args.backend}, standard-process build, '
           f'one sample per window) ...', flush=True)
@@ -250,7 +251,7 @@ def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):
               'offsets': res.offsets, 'wall_s': round(res.wall_s, 3), 'startup_s': round(res.startup_s, 3),
               'command': ' '.join(['python'] + sys.argv)}
     if 'config' in spec.meta:
-        from lava_dtss.reference import reference_run
+        from lava_dtss.deploy.reference import reference_run
         ref_logits, ref_fps = reference_run(spec, images)
         differing = [n for n in ref_fps if not np.array_equal(ref_fps[n], res.fingerprints[n])]
         report['agreement'] = {'predictions': float((ref_logits.argmax(1) == pred).mean()),
@@ -326,9 +327,9 @@ if __name__ == '__main__':
         print('interrupted; Lava stopped', file=sys.stderr)
         code = 130
     except Exception as e:  # one clear line for bad input
-        from lava_dtss.netx_file import NetXFormatError
-        from lava_dtss.data import DatasetError
-        from lava_dtss.lava_runtime import BackendUnavailable, LavaRunError
+        from lava_dtss.deploy.netx_file import NetXFormatError
+        from lava_dtss.training.data import DatasetError
+        from lava_dtss.deploy.lava_runtime import BackendUnavailable, LavaRunError
         if isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, LavaRunError, ValueError)):
             print(f'error: {e}', file=sys.stderr)
             code = 3 if isinstance(e, BackendUnavailable) else 4 if isinstance(e, LavaRunError) else 2

@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from lava_dtss import data  # noqa: E402
-from lava_dtss.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate  # noqa: E402
+from lava_dtss.training import data  # noqa: E402
+from lava_dtss.model.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate  # noqa: E402
 from lava_dtss.model import PRESETS, SpikingViT, get_config  # noqa: E402
 from lava_dtss.training import (TrainingError, evaluate, init_distributed,  # noqa: E402
                                 atomic_write, init_weights, learned_gate_steps, load_checkpoint,
@@ -388,8 +388,8 @@ def main(argv=None):
         command = ' '.join(['python'] + sys.argv)
         metrics['command'] = command
         if not args.no_export:
-            from lava_dtss.export import deployed_model, export_hdf5
-            from lava_dtss.operations import OperationCounter
+            from lava_dtss.deploy.export import deployed_model, export_hdf5
+            from lava_dtss.analysis.operations import OperationCounter
             net_path = os.path.join(args.out, 'model.net')
             export_hdf5(model, net_path, dataset=args.dataset, command=command)
             try:

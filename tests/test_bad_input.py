@@ -24,8 +24,8 @@ import pytest
 import torch
 
 import lava_dtss.model
-from lava_dtss.export import export_hdf5
-from lava_dtss.netx_file import LAYER_TYPES, LayerSpec, NetSpec, NetXFormatError, read_netx
+from lava_dtss.deploy.export import export_hdf5
+from lava_dtss.deploy.netx_file import LAYER_TYPES, LayerSpec, NetSpec, NetXFormatError, read_netx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_LAVA = os.path.join(ROOT, 'scripts', 'run_lava.py')
@@ -258,7 +258,7 @@ def test_library_error_names_file_layer_and_key(files, name):
 
 
 def test_huge_threshold_is_readable_but_fails_the_loihi_check(files):
-    from lava_dtss.loihi import check_network
+    from lava_dtss.deploy.loihi_check import check_network
     spec = read_netx(files['huge_threshold'])
     assert spec.layers[3].neuron['vThMant'] == 300000
     bad = [c for c in check_network(spec) if c.violations]
@@ -269,7 +269,7 @@ def test_huge_threshold_is_readable_but_fails_the_loihi_check(files):
 def test_unknown_layer_type_is_never_skipped_by_the_runtime():
     """A spec built in code (bypassing read_netx) with an unknown type fails
     in ``build`` instead of being dropped."""
-    from lava_dtss import lava_runtime
+    from lava_dtss.deploy import lava_runtime
     spec = NetSpec(layers=[LayerSpec(type='input', name='input', shape=(1, 4, 4),
                                      params={'inputScale': 1}),
                            LayerSpec(type='pool', name='p', shape=(1, 2, 2), inputs=[0])],
@@ -618,7 +618,7 @@ def test_declared_sizes_beyond_the_memory_limit_are_refused_before_lava(tmp_path
 def test_huge_t_max_is_refused_by_the_memory_estimate(files, tmp_path):
     """``meta/t_max`` at the reader's bound: the training-side check alone would
     need tens of GiB; refused in one line before any Lava process."""
-    from lava_dtss.netx_file import MAX_T
+    from lava_dtss.deploy.netx_file import MAX_T
     path = str(tmp_path / 'long.net')
     shutil.copy(files['good'], path)
     with h5py.File(path, 'r+') as f:
@@ -630,7 +630,7 @@ def test_huge_t_max_is_refused_by_the_memory_estimate(files, tmp_path):
 
 
 def test_memory_limit_is_a_flag_and_checked_by_the_library(files, tmp_path):
-    from lava_dtss import lava_runtime
+    from lava_dtss.deploy import lava_runtime
     spec = read_netx(files['good'])
     mem = lava_runtime.check_memory(spec, 2, 8)
     assert 0 < mem['total'] < 2**30 and mem['weights'] > 0
@@ -666,7 +666,7 @@ FAILING_MODEL = '''
 import os, runpy, sys, time
 sys.path.insert(0, '.')
 import lava_dtss.lava_processes.models as models
-import lava_dtss.lava_runtime as lava_runtime
+import lava_dtss.deploy.lava_runtime as lava_runtime
 mode, run_spk = os.environ['FAIL_MODE'], models.PyGatedLayerModel.run_spk
 def failing(self):
     if self.time_step == 3 and self.kind == 'conv':

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lava_dtss.model import build_model
-from lava_dtss.netx_file import read_netx
+from lava_dtss.deploy.netx_file import read_netx
 from lava_dtss.training import save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,11 +153,11 @@ def test_export_netx_failure_after_writing_leaves_no_half_export(tmp_path, monke
     model) removes it: the .net and its .json exist together or not at all."""
     ckpt = tmp_path / 'checkpoint.pt'
     torch.save(_good_ckpt(), ckpt)
-    import lava_dtss.export
+    import lava_dtss.deploy.export
 
     def broken(*a, **k):
         raise OSError('No space left on device')
-    monkeypatch.setattr(lava_dtss.export, 'deployed_accuracy', broken)
+    monkeypatch.setattr(lava_dtss.deploy.export, 'deployed_accuracy', broken)
     with pytest.raises(OSError):
         _script('export_netx').main([str(ckpt), '--out', str(tmp_path / 'm.net')])
     assert not (tmp_path / 'm.net').exists() and not (tmp_path / 'm.json').exists()

@@ -1,4 +1,4 @@
-"""Tests for lava_dtss.data: real-format tiny files written to tmp_path."""
+"""Tests for lava_dtss.training.data: real-format tiny files written to tmp_path."""
 
 import gzip
 import os
@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lava_dtss.data import (
+from lava_dtss.training.data import (
     DATASETS,
     DEFAULT_FASHION_MNIST_DIR,
     DatasetError,
@@ -405,7 +405,7 @@ def test_fashion_gzip_bomb_is_never_decompressed_whole(tmp_path, monkeypatch):
         f.write(raw)
         for _ in range(64):
             f.write(bytes(1 << 20))
-    import lava_dtss.data
+    import lava_dtss.training.data
     reads = []
 
     class Counting(gzip.GzipFile):
@@ -413,7 +413,7 @@ def test_fashion_gzip_bomb_is_never_decompressed_whole(tmp_path, monkeypatch):
             out = super().read(size)
             reads.append(len(out))
             return out
-    monkeypatch.setattr(lava_dtss.data.gzip, "open", lambda path, mode="rb": Counting(path, mode))
+    monkeypatch.setattr(lava_dtss.training.data.gzip, "open", lambda path, mode="rb": Counting(path, mode))
     with pytest.raises(DatasetError, match=r"t10k-images.*bytes but its header"):
         load_dataset("fashion-mnist", "test", data_dir=d)
     assert sum(reads) <= len(raw) + 1, reads

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lava_dtss.dtss import DTSSGate, mask_loss, soft_prefix_mask
+from lava_dtss.model.dtss import DTSSGate, mask_loss, soft_prefix_mask
 from lava_dtss.model import build_model
 
 

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lava_dtss import lava_runtime
-from lava_dtss.netx_file import NetSpec, NetXFormatError, read_netx
+from lava_dtss.deploy import lava_runtime
+from lava_dtss.deploy.netx_file import NetSpec, NetXFormatError, read_netx
 from test_bad_input import _DRIVER, _env, _marked_pids, _shm_segments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lava_dtss import data, lava_runtime
-from lava_dtss.export import conv_spec, dense_spec, deployed_model, export_hdf5
-from lava_dtss.fixed_point import fingerprint
+from lava_dtss.training import data
+from lava_dtss.deploy import lava_runtime
+from lava_dtss.deploy.export import conv_spec, dense_spec, deployed_model, export_hdf5
+from lava_dtss.deploy.fixed_point import fingerprint
 from lava_dtss.model import build_model
-from lava_dtss.netx_file import LayerSpec, NetSpec, read_netx, write_netx
-from lava_dtss.reference import direct_frames, float32_is_exact, reference_run
+from lava_dtss.deploy.netx_file import LayerSpec, NetSpec, read_netx, write_netx
+from lava_dtss.deploy.reference import direct_frames, float32_is_exact, reference_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -135,7 +136,7 @@ def test_sequential_export_loads_in_stock_netx_and_runs_identically(tmp_path):
 def test_training_side_operation_counts_equal_the_lava_runs(shipped):
     """OperationCounter (what the study's energy figures use) counts exactly
     what the gated and the ungated Lava processes executed."""
-    from lava_dtss.operations import OperationCounter
+    from lava_dtss.analysis.operations import OperationCounter
     spec, images, gated, ungated = shipped
     model = deployed_model(spec)
     for gating, res in ((True, gated), (False, ungated)):
@@ -163,7 +164,7 @@ def _lif_step_plain(u, v, a_in, bias, du, dv, vth):
 
 @pytest.mark.parametrize('du,dv', [(4096, 2048), (0, 0), (1234, 4000), (100, 4096)])
 def test_in_place_lif_step_is_bit_exact(du, dv):
-    from lava_dtss.fixed_point import lif_step
+    from lava_dtss.deploy.fixed_point import lif_step
     rng = np.random.default_rng(du + dv)
     shape, m = (3, 4, 5, 6), 1 << 23
     u, v = rng.integers(-m + 1, m, shape), rng.integers(-m + 1, m, shape)
@@ -177,7 +178,7 @@ def test_in_place_lif_step_is_bit_exact(du, dv):
 
 
 def test_batched_conv_and_fingerprints_match_torch_and_per_sample():
-    from lava_dtss.fixed_point import conv2d, fingerprint_rows
+    from lava_dtss.deploy.fixed_point import conv2d, fingerprint_rows
     rng = np.random.default_rng(3)
     for b, ci, h, co, k, stride, pad in [(3, 4, 9, 5, 3, 1, 1), (3, 4, 9, 5, 3, 2, 1),
                                          (2, 6, 7, 8, 1, 1, 0), (2, 1, 28, 16, 3, 1, 1)]:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from lava.lib.dl.slayer.neuron import cuba
 
-from lava_dtss.neuron import FastCubaNeuron, cuba_forward
+from lava_dtss.model.neuron import FastCubaNeuron, cuba_forward
 
 
 @pytest.mark.parametrize('params', [
@@ -41,10 +41,10 @@ def test_bias_is_added_to_voltage_every_step():
     assert s.reshape(-1).tolist() == [0, 1, 0, 1]
 
 
-# ------------------------------------------------ the compiled loop (lava_dtss.cuba_kernel)
+# ------------------------------------------------ the compiled loop (lava_dtss.model.cuba_kernel)
 
 def _compiled_loop():
-    from lava_dtss import cuba_kernel
+    from lava_dtss.model import cuba_kernel
     return cuba_kernel.get()
 
 
@@ -108,7 +108,7 @@ def test_kernel_build_removes_a_stale_lock_and_falls_back_with_one_warning(tmp_p
     import time
     import warnings
     import torch.utils.cpp_extension as ext
-    from lava_dtss import cuba_kernel
+    from lava_dtss.model import cuba_kernel
     monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
     monkeypatch.setattr(cuba_kernel, '_module', None)
     monkeypatch.setattr(cuba_kernel, '_failed', None)

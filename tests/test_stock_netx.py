@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lava_dtss import lava_runtime
-from lava_dtss.fixed_point import fingerprint
-from lava_dtss.netx_file import NetXFormatError, read_netx
+from lava_dtss.deploy import lava_runtime
+from lava_dtss.deploy.fixed_point import fingerprint
+from lava_dtss.deploy.netx_file import NetXFormatError, read_netx
 
 NEURON = {'threshold': 0.5, 'current_decay': 0.25, 'voltage_decay': 0.1, 'requires_grad': False}
 
@@ -133,7 +133,7 @@ def test_dense_axonal_delays_are_step_identical_to_stock_netx(tmp_path):
     spec = read_netx(path)
     with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): synaptic delays run in stock NetX timing"):
         lava_runtime.build(spec, frames, timing='sync')
-    from lava_dtss import loihi_build
+    from lava_dtss.deploy import loihi_build
     with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): --build loihi does not support synaptic delays"):
         loihi_build.plan(spec, 8)
 
@@ -264,7 +264,7 @@ def test_odd_conv_geometries_are_step_identical_to_stock_netx(tmp_path, kwargs):
     counts = _compare(path, frames, 6)
     assert all(c > 0 for c in counts), counts
     with pytest.raises(ValueError, match=r"layer 1 \('layer1'\): --build loihi does not support conv geometry"):
-        from lava_dtss import loihi_build
+        from lava_dtss.deploy import loihi_build
         loihi_build.plan(read_netx(path), 6)
 
 
@@ -300,7 +300,7 @@ def test_stock_input_is_round_of_input_scale_times_pixel(tmp_path):
     """A stock file has no ``dtss/inputScale`` (read as 1): pixels in [0, 1] are
     sent as ``round(1 * x)``, never as fractions."""
     from lava.lib.dl import slayer
-    from lava_dtss.reference import direct_images
+    from lava_dtss.deploy.reference import direct_images
     path = _export(str(tmp_path / 'scale.net'), (8,), _init([slayer.block.cuba.Dense(NEURON, 8, 6)], 14))
     assert read_netx(path).layers[0].params['inputScale'] == 1
     x = torch.tensor([[[[0.0, 0.3, 0.5, 0.51, 1.0]]]])
@@ -327,7 +327,7 @@ def test_input_neuron_refused_or_skipped_as_stock_netx_skip_layers(tmp_path):
 
 
 def test_general_conv_equals_torch():
-    from lava_dtss.fixed_point import conv2d_general
+    from lava_dtss.deploy.fixed_point import conv2d_general
     rng = np.random.default_rng(8)
     a = rng.integers(0, 3, (2, 4, 7, 9)).astype(float)
     w = rng.integers(-9, 9, (6, 2, 3, 2)).astype(float)

@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-from lava_dtss import blocks, data
-from lava_dtss.energy import EnergyModel, ann_energy, snn_energy
+from lava_dtss.model import blocks
+from lava_dtss.training import data
+from lava_dtss.analysis.energy import EnergyModel, ann_energy, snn_energy
 from lava_dtss.model import build_model
 from lava_dtss.training import recalibrate_batchnorm
 

@@ -437,7 +437,7 @@ FULL_DISK_WRAPPER = '''
 import errno, os, runpy, sys
 sys.path.insert(0, '.')
 import torch
-import lava_dtss.export as export
+import lava_dtss.deploy.export as export
 def full(*a, **k):
     raise OSError(errno.ENOSPC, 'No space left on device', 'checkpoint.pt')
 if os.environ['FULL_AT'] == 'save':

@@ -119,7 +119,7 @@ class GatedAttention(_GatedNeurons):
 
     ``layout='whc'`` (batch 1 only): ports carry one sample as ``(W, H, C)``,
     the layout of Lava's ``Conv``/``LIF`` processes (the hybrid host process of
-    ``lava_dtss.loihi_build``). ``offset``: Lava steps before window step 0 of
+    ``lava_dtss.deploy.loihi_build``). ``offset``: Lava steps before window step 0 of
     the first window (the layer's pipeline offset; 0 in the fused runtime).
     """
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .lava_runtime import _frame_layout, _record, _source, execute, run_config
-from .loihi import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER_CORE
+from .loihi_check import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER_CORE
 from .netx_file import NetSpec
 
 MAX_CURRENT = 1 << 17      # |a_in| below which u = a_in << 6 fits the 24-bit state
@@ -220,7 +220,7 @@ def build(p: LoihiPlan, frames: np.ndarray):
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIF
     from lava.utils.weightutils import SignMode
-    from .lava_processes.process import GatedAttention, SpikeProbe
+    from ..lava_processes.process import GatedAttention, SpikeProbe
 
     spec, period, t_max = p.spec, p.period, p.t_max
     s_count = frames.shape[0]
@@ -386,7 +386,7 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
 def resources(p: LoihiPlan, spikes_per_step: dict = None) -> list:
     """Per part of the build: ``where`` ('chip' or 'host'), neurons, synapses
     (connections), weights stored, input axons, delay (steps), cores (neuro
-    cores: the larger of the neuron and synapse bounds of ``lava_dtss.loihi``),
+    cores: the larger of the neuron and synapse bounds of ``lava_dtss.loihi2``),
     ``traffic`` (host <-> chip bits per Lava step) and a note.
     ``spikes_per_step``: measured mean spikes per step by layer (optional)."""
     spec, rows = p.spec, []

@@ -1,6 +1,6 @@
 """The CUBA-LIF neuron's forward and backward as one compiled CPU loop each.
 
-``lava_dtss.neuron`` holds the dynamics and their PyTorch form; this module
+``lava_dtss.model.neuron`` holds the dynamics and their PyTorch form; this module
 builds (once per machine, with ``torch.utils.cpp_extension``, cached under
 ``build_directory()``) the same arithmetic as a C++ loop that reads the
 input once and writes spikes and voltage once, instead of about ten passes over

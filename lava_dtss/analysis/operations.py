@@ -18,8 +18,8 @@ import functools
 import numpy as np
 import torch
 
-from .blocks import SpikingAttention, SpikingConv
-from .fixed_point import conv_fanout
+from ..deploy.fixed_point import conv_fanout
+from ..model.blocks import SpikingAttention, SpikingConv
 
 
 @functools.lru_cache(maxsize=64)

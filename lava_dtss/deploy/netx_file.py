@@ -230,7 +230,7 @@ def _read_meta(path, f) -> dict:
     if 'dtss' in meta and (isinstance(meta['dtss'], str) or meta['dtss'] not in (0, 1)):
         raise NetXFormatError(f'{path}: meta/dtss = {meta["dtss"]!r}: expected 0 or 1')
     if 'config' in meta:
-        from .model import ViTConfig  # lazy: the reader serves stock files without torch models too
+        from ..model.presets import ViTConfig  # lazy: the reader serves stock files without torch models too
         try:
             cfg = json.loads(meta['config'])
             if not isinstance(cfg, dict):

@@ -12,8 +12,9 @@ import json
 import numpy as np
 import torch
 
-from .blocks import MAX_WEIGHT, SpikingConv
-from .model import SpikingViT, ViTConfig
+from ..model.blocks import MAX_WEIGHT, SpikingConv
+from ..model.presets import ViTConfig
+from ..model.vit import SpikingViT
 from .netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
 
 INPUT_SCALE = 255  # image value in [0, 1] -> integer input of 8 bits
@@ -140,5 +141,5 @@ def deployed_model(spec_or_path, dtype: torch.dtype = torch.float64) -> SpikingV
 
 def deployed_accuracy(path: str, loader) -> float:
     """Test accuracy of the exported fixed-point model."""
-    from .training import evaluate
+    from ..training.checkpoints import evaluate
     return evaluate(deployed_model(path), loader)['accuracy']

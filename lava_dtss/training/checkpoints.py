@@ -10,8 +10,8 @@ import tempfile
 import numpy as np
 import torch
 
-from .dtss import chosen_steps
-from .model import SpikingViT
+from ..model.dtss import chosen_steps
+from ..model.vit import SpikingViT
 
 
 class TrainingError(RuntimeError):

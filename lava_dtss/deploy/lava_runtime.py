@@ -218,7 +218,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
     """
-    from .lava_processes.process import FrameInput, GatedAttention, GatedLayer, Readout
+    from ..lava_processes.process import FrameInput, GatedAttention, GatedLayer, Readout
     if int(batch) < 1:
         raise ValueError(f'batch must be >= 1, got {batch}')
     t_max = _frame_layout(spec, frames, t_max)

@@ -1,0 +1,10 @@
+"""The training stage: data sets (``data``), checkpoints, RNG state,
+BatchNorm re-estimation and evaluation (``checkpoints``)."""
+from .checkpoints import (TrainingError, atomic_write, evaluate, init_distributed, init_weights,
+                          learned_gate_steps, load_checkpoint, recalibrate_batchnorm, rng_state,
+                          save_checkpoint, set_rng_state, write_json)
+from .data import DatasetError, load_dataset
+
+__all__ = ['TrainingError', 'atomic_write', 'evaluate', 'init_distributed', 'init_weights',
+           'learned_gate_steps', 'load_checkpoint', 'recalibrate_batchnorm', 'rng_state', 'save_checkpoint',
+           'set_rng_state', 'write_json', 'DatasetError', 'load_dataset']
