@@ -15,6 +15,7 @@ from lava_dtss.deploy import lava_runtime, loihi_build
 from lava_dtss.deploy.export import conv_spec, dense_spec
 from lava_dtss.deploy.netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
 from lava_dtss.deploy.reference import direct_images
+from lava_dtss.loihi2 import reset_interval
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -114,7 +115,7 @@ def test_plan_offsets_delays_and_gate_phases():
             if (g1 - 1) % p.period in st.gate[3]:
                 inhibited.add((g1 + 1 - st.offset) % p.period)
         assert inhibited == set(range(st.active_steps, p.period)), st.name
-    assert loihi_build.plan(spec, 5).period == 8 and loihi_build.next_pow2(8) == 8
+    assert loihi_build.plan(spec, 5).period == 8 and reset_interval(8) == 8
     rows = loihi_build.resources(p)
     chip = [r for r in rows if r['where'] == 'chip']
     layer_neurons = sum(int(np.prod(l.shape)) for l in spec.layers

@@ -12,7 +12,8 @@ import json
 import numpy as np
 import torch
 
-from ..model.blocks import MAX_WEIGHT, SpikingConv
+from ..loihi2 import MAX_WEIGHT
+from ..model.blocks import SpikingConv
 from ..model.presets import ViTConfig
 from ..model.vit import SpikingViT
 from .netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx

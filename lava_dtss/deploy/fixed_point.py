@@ -1,5 +1,6 @@
-"""Pure numpy functions for the Lava process models: Loihi 2 fixed-point
-CUBA-LIF step, integer convolution, fan-out and spike fingerprints.
+"""Pure numpy functions for the Lava process models: integer convolution,
+fan-out and spike fingerprints (the fixed-point CUBA-LIF step and every Loihi 2
+limit: ``lava_dtss.loihi2``).
 
 Arrays are integers carried as float64 (exact below 2**53) or int64.
 """
@@ -8,61 +9,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-
-DECAY_SHIFT = 12
-ACT_SHIFT = 6            # Loihi: synaptic input and threshold are MSB-aligned by 6 bits
-MAX_UV = 1 << 23         # 24-bit signed u and v
-
-
-def _decay(x: np.ndarray, decay: int, tmp: np.ndarray) -> None:
-    """In place: ``x <- sign(y) * (|y| >> 12)``, ``y = x * (4096 - decay)`` (round
-    toward zero); ``x`` int64, ``tmp`` int64 scratch of its shape."""
-    factor = (1 << DECAY_SHIFT) - int(decay)
-    if factor == 1 << DECAY_SHIFT:
-        return
-    if factor == 0:
-        x[...] = 0
-        return
-    x *= factor
-    np.right_shift(x, 63, out=tmp)           # -1 where negative, else 0
-    tmp &= (1 << DECAY_SHIFT) - 1            # add 4095 to negatives: floor -> trunc
-    x += tmp
-    x >>= DECAY_SHIFT
-
-
-def lif_step(u, v, a_in, bias, du: int, dv: int, vth: int, tmp=None, spikes=None):
-    """One step of Lava's ``PyLifModelBitAcc`` (bias exponent 6, as NetX sets it).
-
-    ``u, v``: int64 state, updated in place (C-contiguous, e.g. the first rows
-    of a batch); ``a_in``: synaptic input (integers, any dtype); ``bias``: bias
-    mantissa (broadcasts to ``u``); ``tmp`` (int64) and ``spikes`` (bool):
-    optional scratch of ``u``'s shape. Returns the boolean spikes.
-    """
-    tmp = np.empty(u.shape, np.int64) if tmp is None else tmp
-    spikes = np.empty(u.shape, bool) if spikes is None else spikes
-    if du == 1 << DECAY_SHIFT:               # the current decays fully: u = a_in << 6
-        np.multiply(a_in, 1 << ACT_SHIFT, out=u, casting='unsafe')     # exact for integers
-    else:
-        _decay(u, du, tmp)
-        np.multiply(a_in, 1 << ACT_SHIFT, out=tmp, casting='unsafe')
-        u += tmp
-    if u.size and u.max() > MAX_UV:          # 24-bit wrap-around
-        np.greater(u, MAX_UV, out=spikes)
-        np.multiply(spikes, 2 * MAX_UV, out=tmp)
-        u -= tmp
-    if u.size and u.min() <= -MAX_UV:
-        np.less_equal(u, -MAX_UV, out=spikes)
-        np.multiply(spikes, 2 * MAX_UV, out=tmp)
-        u += tmp
-    _decay(v, dv, tmp)
-    v += u
-    v += np.asarray(bias, dtype=np.int64) << ACT_SHIFT
-    np.clip(v, -MAX_UV + 1, MAX_UV - 1, out=v)
-    np.greater(v, int(vth) << ACT_SHIFT, out=spikes)
-    np.multiply(v, spikes, out=tmp)          # reset: v = 0 where it spiked
-    v -= tmp
-    return spikes
-
 
 # float32 sums integers exactly while every partial sum stays below 2**24
 FLOAT32_EXACT = 1 << 24

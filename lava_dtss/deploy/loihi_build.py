@@ -46,17 +46,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..loihi2 import (ACT_SHIFT, BIAS_EXP, CORES_PER_CHIP, CURRENT_DECAY_OFFSET, DECAY_UNITY, MAX_CURRENT,
+                      MAX_DECAY_FIELD, MAX_DELAY, NEURONS_PER_CORE, SYNAPSES_PER_CORE, input_bounds, message_bits,
+                      reset_interval)
 from .lava_runtime import _frame_layout, _record, _source, execute, run_config
-from .loihi_check import CORES_PER_CHIP, NEURONS_PER_CORE, SYNAPSES_PER_CORE
 from .netx_file import NetSpec
 
-MAX_CURRENT = 1 << 17      # |a_in| below which u = a_in << 6 fits the 24-bit state
-MAX_DELAY = 62             # Loihi 2 axon/synaptic delay limit (design notes)
-RELAY = dict(du=4095, dv=4095, vth=0)   # identity stage: spike iff an input spike arrived
-
-
-def next_pow2(n: int) -> int:
-    return 1 << (int(n) - 1).bit_length()
+# identity stage: the current forgets everything (du 4095 + offset 1 = 4096) and the voltage keeps
+# 1/4096 (truncated to 0): spike iff an input spike arrived
+RELAY = dict(du=DECAY_UNITY - CURRENT_DECAY_OFFSET, dv=MAX_DECAY_FIELD, vth=0)
 
 
 @dataclass
@@ -109,22 +107,11 @@ def lava_shape(shape) -> tuple:
     return tuple(shape)[::-1]
 
 
-def _bits(vmax: int) -> int:
-    """``num_message_bits`` for values in ``0..vmax`` (0: binary spikes)."""
-    return 0 if vmax <= 1 else int(vmax).bit_length()
-
-
 def _current_bounds(spec, layer, value_max):
     """Per output channel ``(max, min)`` synaptic input (``a_in`` units) over all
     edges, for inputs in ``0..value_max[src]``."""
     w = np.asarray(layer.params['weight'], dtype=np.int64)
-    rows = w.reshape(w.shape[0], -1)
-    hi, lo = np.zeros(w.shape[0], np.int64), np.zeros(w.shape[0], np.int64)
-    for j in layer.inputs:
-        vmax = value_max[_source(spec, j)]
-        hi += np.clip(rows, 0, None).sum(1) * vmax
-        lo += np.clip(rows, None, 0).sum(1) * vmax
-    return hi, lo
+    return input_bounds(w, sum(value_max[_source(spec, j)] for j in layer.inputs))
 
 
 def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) -> LoihiPlan:
@@ -135,7 +122,7 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
     network. Raises ``ValueError`` (one line) for what it cannot map."""
     from .netx_file import require_plain
     require_plain(spec, '--build loihi')
-    period = next_pow2(t_max)
+    period = reset_interval(t_max)
     input_max = int(spec.layers[0].params.get('inputScale', 1) if input_max is None else input_max)
     stages, value_max, relays = {}, {0: input_max}, {}
     for i, layer in enumerate(spec.layers):
@@ -163,8 +150,8 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
             st.edges.append(Edge(r, d, via))
         if gating and not host and steps < period:
             n = layer.neuron
-            if n['iDecay'] != 4096:
-                raise ValueError(f'{where}: the DTSS gate by inhibition needs iDecay = 4096 (a current '
+            if n['iDecay'] != DECAY_UNITY:
+                raise ValueError(f'{where}: the DTSS gate by inhibition needs iDecay = {DECAY_UNITY} (a current '
                                  f'without memory), found {n["iDecay"]}')
             hi, lo = _current_bounds(spec, layer, value_max)
             need = int(max(0, (hi + layer.params['bias']).max()))
@@ -190,9 +177,9 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
 def _lif(shape, neuron, bias, period, offset, name):
     from lava.proc.lif.process import LIFReset
     bias = np.asarray(bias, dtype=np.int64)      # per channel: the last axis of (W, H, C)
-    return LIFReset(shape=lava_shape(shape), du=neuron['iDecay'] - 1, dv=neuron['vDecay'],
+    return LIFReset(shape=lava_shape(shape), du=neuron['iDecay'] - CURRENT_DECAY_OFFSET, dv=neuron['vDecay'],
                     vth=neuron['vThMant'], bias_mant=np.broadcast_to(bias, lava_shape(shape)).copy(),
-                    bias_exp=6, reset_interval=period, reset_offset=(offset + 1) % period, name=name)
+                    bias_exp=BIAS_EXP, reset_interval=period, reset_offset=(offset + 1) % period, name=name)
 
 
 def _dense(weight, bits, delay=0, name=None):
@@ -256,7 +243,7 @@ def build(p: LoihiPlan, frames: np.ndarray):
         return relay_ports[r, d]
 
     probes, neurons = {}, {}
-    bits = {i: (_bits(p.input_max) if st.type == 'input' else 0) for i, st in p.stages.items()}
+    bits = {i: (message_bits(p.input_max) if st.type == 'input' else 0) for i, st in p.stages.items()}
     for i, st in p.stages.items():
         if st.type == 'input':
             continue
@@ -298,14 +285,14 @@ def build(p: LoihiPlan, frames: np.ndarray):
         procs.append(probe)
     gated = p.gated
     if gated:
-        # timer: neuron 0 counts its bias (64 per step) to (P-1) << 6 and fires every P
+        # timer: neuron 0 counts its bias (64 per step: bias 1 << BIAS_EXP) to (P-1) << 6 and fires every P
         # steps from step 1 on; neuron j relays it j steps later (shift weights P > P-1)
         bias = np.zeros(period, np.int64)
         bias[0] = 1
         v0 = np.zeros(period, np.int64)
-        v0[0] = (period - 1) << 6
-        ring = LIF(shape=(period,), du=4095, dv=0, vth=period - 1, bias_mant=bias, bias_exp=6, v=v0,
-                   name='dtss.timer')
+        v0[0] = (period - 1) << ACT_SHIFT
+        ring = LIF(shape=(period,), du=RELAY['du'], dv=0, vth=period - 1, bias_mant=bias, bias_exp=BIAS_EXP,
+                   v=v0, name='dtss.timer')
         shift = Dense(weights=np.eye(period, k=-1, dtype=np.int64) * period, name='dtss.timer.shift')
         ring.s_out.connect(shift.s_in)
         shift.a_out.connect(ring.a_in)
@@ -353,7 +340,7 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
         gating: bool = True) -> LoihiResult:
     """Run the standard-process build of ``spec`` on integer ``frames``
     (``[S, C, H, W]``, or ``[S, C, H, W, T]``), one sample per window of
-    ``P = next_pow2(T_max)`` Lava steps; always stopped."""
+    ``P = reset_interval(T_max)`` Lava steps (``lava_dtss.loihi2``); always stopped."""
     frames = np.asarray(frames)
     t_max = _frame_layout(spec, frames, t_max)
     if frames.size and (frames.min() < 0 or np.any(frames != np.round(frames))):
@@ -394,7 +381,7 @@ def resources(p: LoihiPlan, spikes_per_step: dict = None) -> list:
     def cores(n, syn):
         return max(math.ceil(n / NEURONS_PER_CORE), math.ceil(syn / SYNAPSES_PER_CORE), 1)
     size = {i: int(np.prod(st.shape)) for i, st in p.stages.items()}
-    in_bits = _bits(p.input_max) or 1
+    in_bits = message_bits(p.input_max) or 1
     rows.append(dict(name='input', where='host', neurons=0, synapses=0, weights=0, axons=0, delay=0,
                      cores=0, traffic=size[0] * in_bits,
                      note=f'RingBuffer: {size[0]} values of {in_bits} bits per step to the chip'))

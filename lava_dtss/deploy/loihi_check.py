@@ -1,10 +1,11 @@
 """Static check of a network file against Loihi 2's limits (no hardware needed).
 
-Limits (design notes, section 5): 8-bit weights (signed, with a shared
-exponent), 24-bit u/v state, 12-bit decays, 13-bit bias mantissa, 17-bit
-threshold mantissa (<< 6), delays <= 62. Core estimate: a neuro core holds at
-most ``NEURONS_PER_CORE`` neurons and ``SYNAPSES_PER_CORE`` 8-bit synapses
-(128 KiB of synaptic memory); the estimate is the larger of the two bounds.
+Limits (``lava_dtss.loihi2``, with their sources): 8-bit weights (signed, with
+a shared exponent), 24-bit u/v state, 12-bit decays, 13-bit bias mantissa,
+17-bit threshold mantissa (<< 6), delays <= 62. Core estimate: a neuro core
+holds at most ``NEURONS_PER_CORE`` neurons and ``SYNAPSES_PER_CORE`` 8-bit
+synapses (128 KiB of synaptic memory); the estimate is the larger of the two
+bounds.
 """
 from __future__ import annotations
 
@@ -13,14 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fixed_point import ACT_SHIFT, MAX_UV
+from ..loihi2 import (ACT_SHIFT, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, MAX_BIAS, MAX_DECAY, MAX_UV,
+                      MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, VTH_MANT_BITS,
+                      WEIGHT_MANTISSA_BITS, graded_bits, max_abs_input, weight_mantissa_bits)
 from .netx_file import NetSpec
 
-NEURONS_PER_CORE = 8192
-SYNAPSES_PER_CORE = 128 * 1024
-CORES_PER_CHIP = 128
-LIMITS = {'vThMant': (0, (1 << 17) - 1), 'bias': (-(1 << 12), (1 << 12) - 1),
-          'decay': (0, 4096)}
+LIMITS = {'vThMant': (0, MAX_VTH), 'bias': (MIN_BIAS, MAX_BIAS), 'decay': (0, MAX_DECAY)}
 
 
 @dataclass
@@ -36,19 +35,6 @@ class LayerCheck:
     notes: list = field(default_factory=list)
 
 
-def _bits(w: np.ndarray) -> int:
-    """Signed mantissa bits of the integers in ``w`` with the best shared
-    exponent (Loihi: weight = mantissa << exponent)."""
-    w = np.asarray(w, dtype=np.int64)
-    if not w.size or not np.any(w):
-        return 1
-    exp = 0
-    while exp < 8 and not np.any(w & ((1 << (exp + 1)) - 1)):
-        exp += 1
-    m = w >> exp
-    return max(int(m.max()).bit_length(), int(-m.min() - 1).bit_length() if m.min() < 0 else 0) + 1
-
-
 def check_network(spec: NetSpec) -> list:
     """One ``LayerCheck`` per layer with its violations of the limits."""
     from .netx_file import require_plain
@@ -58,7 +44,7 @@ def check_network(spec: NetSpec) -> list:
     for i, layer in enumerate(spec.layers):
         c = LayerCheck(layer.name, layer.type)
         if layer.type == 'input':
-            c.notes.append(f'inputs up to {max_in[0]} ({_bits(np.array([max_in[0]])) - 1}-bit graded spikes)')
+            c.notes.append(f'inputs up to {max_in[0]} ({graded_bits(max_in[0])}-bit graded spikes)')
             checks.append(c)
             continue
         if layer.type == 'flatten':
@@ -69,19 +55,19 @@ def check_network(spec: NetSpec) -> list:
         p = layer.params
         if layer.type in ('conv', 'dense', 'readout'):
             w = np.asarray(p['weight'])
-            c.weight_bits = _bits(w)
-            if c.weight_bits > 8 and layer.type != 'readout':
+            c.weight_bits = weight_mantissa_bits(w)
+            if c.weight_bits > WEIGHT_MANTISSA_BITS and layer.type != 'readout':
                 c.violations.append(f'weights in [{w.min()}, {w.max()}] need a {c.weight_bits}-bit '
-                                    'mantissa (Loihi 2: 8 bits with a shared exponent)')
+                                    f'mantissa (Loihi 2: {WEIGHT_MANTISSA_BITS} bits with a shared exponent)')
             fan_in = int(np.prod(w.shape[1:]))
             c.synapses = c.neurons * fan_in if layer.type != 'readout' else int(w.size)
-            row = np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
-            c.max_state = int(row.max() * src_max) << ACT_SHIFT
+            c.max_state = int(max_abs_input(w, src_max)) << ACT_SHIFT
             b = np.asarray(p.get('bias', np.zeros(1)))
             if layer.type != 'readout':
                 blo, bhi = LIMITS['bias']
                 if b.min() < blo or b.max() > bhi:
-                    c.violations.append(f'bias in [{b.min()}, {b.max()}] exceeds the 13-bit mantissa [{blo}, {bhi}]')
+                    c.violations.append(f'bias in [{b.min()}, {b.max()}] exceeds the {BIAS_MANT_BITS}-bit mantissa '
+                                        f'[{blo}, {bhi}]')
         elif layer.type == 'attention':
             c.synapses = 0
             d = layer.shape[0] // p['heads']
@@ -95,15 +81,16 @@ def check_network(spec: NetSpec) -> list:
             n = layer.neuron
             vlo, vhi = LIMITS['vThMant']
             if not vlo <= n['vThMant'] <= vhi:
-                c.violations.append(f'vThMant {n["vThMant"]} exceeds 17 bits [{vlo}, {vhi}]')
+                c.violations.append(f'vThMant {n["vThMant"]} exceeds {VTH_MANT_BITS} bits [{vlo}, {vhi}]')
+            dlo, dhi = LIMITS['decay']
             for k in ('iDecay', 'vDecay'):
-                if not 0 <= n[k] <= 4096:
-                    c.violations.append(f'{k} {n[k]} outside the 12-bit decay range [0, 4096]')
+                if not dlo <= n[k] <= dhi:
+                    c.violations.append(f'{k} {n[k]} outside the {DECAY_BITS}-bit decay range [{dlo}, {dhi}]')
             if (n['vThMant'] << ACT_SHIFT) >= MAX_UV:
-                c.violations.append(f'threshold vThMant << 6 = {n["vThMant"] << ACT_SHIFT} does not fit '
-                                    f'the 24-bit voltage (< {MAX_UV})')
+                c.violations.append(f'threshold vThMant << {ACT_SHIFT} = {n["vThMant"] << ACT_SHIFT} does not fit '
+                                    f'the {STATE_BITS}-bit voltage (< {MAX_UV})')
             if c.max_state >= MAX_UV:
-                c.notes.append(f'worst-case input {c.max_state} exceeds the 24-bit state; real inputs are '
+                c.notes.append(f'worst-case input {c.max_state} exceeds the {STATE_BITS}-bit state; real inputs are '
                                'far smaller: run_lava.py checks exactness (the simulator wraps like the chip)')
         c.cores = max(math.ceil(c.neurons / NEURONS_PER_CORE), math.ceil(c.synapses / SYNAPSES_PER_CORE), 1) \
             if layer.type != 'readout' else 0

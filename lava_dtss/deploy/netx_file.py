@@ -15,16 +15,19 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from ..loihi2 import MAX_BIAS, MAX_DECAY, MAX_DELAY, MAX_WEIGHT, MIN_BIAS, MIN_WEIGHT, VTH_MANT_BITS
+
 FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
 NEURON_KEYS = ('type', 'iDecay', 'vDecay', 'vThMant', 'refDelay', 'gradedSpike')
+# stock NetX's neuron of a dense layer without neuron/ (see _read_layer): its threshold never fires
+STOCK_NO_NEURON = {'type': 'CUBA', 'iDecay': 0, 'vDecay': MAX_DECAY, 'vThMant': 1 << VTH_MANT_BITS}
 # layer types stock NetX (lava-dl 0.x hdf5.Network) raises NotImplementedError on
-STOCK_NO_NEURON = {'type': 'CUBA', 'iDecay': 0, 'vDecay': 4096, 'vThMant': 1 << 17}
 NOT_IN_NETX = ('average', 'pool', 'convT', 'unpool', 'concat')
 MAX_T = 1 << 16              # time steps per sample a file may declare
 MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); checked before reading
 # limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
-OWN_LIMITS = {'weight': (-128, 127), 'bias': (-(1 << 12), (1 << 12) - 1)}
+OWN_LIMITS = {'weight': (MIN_WEIGHT, MAX_WEIGHT), 'bias': (MIN_BIAS, MAX_BIAS)}
 
 
 SDNN_REFUSED = ('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); this runtime '
@@ -391,8 +394,8 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
             L.fail('graded output messages (neuron/messageBits) are not supported (stock NetX cannot '
                    'read that key either); CUBA-LIF spikes are binary')
         for k in ('iDecay', 'vDecay'):
-            if not 0 <= spec.neuron[k] <= 4096:
-                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..4096')
+            if not 0 <= spec.neuron[k] <= MAX_DECAY:
+                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..{MAX_DECAY}')
         if spec.neuron['vThMant'] < 0:
             L.fail('neuron/vThMant must be >= 0')
     if t == 'conv':
@@ -461,13 +464,11 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
     return spec
 
 
-MAX_DELAY = 62   # NetX's limit (it clamps larger delays with a warning; we refuse them)
-
-
 def _delay(L: _Layer, shape):
     """Synaptic delays ``[out, in]`` of a dense layer, expanded as NetX does: a
     scalar, ``(out,)`` (axonal: every synapse of an output neuron), ``(in,)``,
-    or ``[out, in]``; whole steps in 0..62."""
+    or ``[out, in]``; whole steps in 0..62 (``MAX_DELAY``: NetX clamps larger
+    delays with a warning; we refuse them)."""
     d = L.get('delay')
     if d.size and (d.min() < 0 or d.max() > MAX_DELAY):
         L.fail(f'delay values {int(d.min())}..{int(d.max())} outside 0..{MAX_DELAY} steps '

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..loihi2 import max_abs_input, state_bounds
 from .export import deployed_model
-from .fixed_point import fingerprint_weights
+from .fixed_point import FLOAT32_EXACT, fingerprint_weights
 from .netx_file import NetSpec
-
-
-STATE_LIMIT = 1 << 24   # float32 holds every integer below this exactly
 
 
 def float32_is_exact(spec: NetSpec) -> bool:
@@ -20,7 +18,8 @@ def float32_is_exact(spec: NetSpec) -> bool:
     ``|x| <= max_o sum_i |w[o, i]| * max input`` (inputs: the summed outputs of
     the layers feeding it, 1 per spike, ``inputScale`` per input pixel),
     ``|u| <= 64 |x| / (1 - a_u)``, ``|v| <= (|u| + 64 |bias|) / (1 - a_v)`` with
-    ``a = (4096 - decay) / 4096``. Every bound must stay below 2**24."""
+    ``a = (4096 - decay) / 4096`` (``lava_dtss.loihi2.max_abs_input`` and
+    ``state_bounds``). Every bound must stay below 2**24."""
     peak = {}   # layer index -> largest output magnitude
     for i, layer in enumerate(spec.layers):
         if layer.type == 'input':
@@ -30,20 +29,16 @@ def float32_is_exact(spec: NetSpec) -> bool:
             continue
         fan_in = sum(peak.get(j, float('inf')) for j in layer.inputs)
         if layer.type == 'conv':
-            w = np.abs(np.asarray(layer.params['weight'], dtype=np.float64))
-            x = float(w.reshape(w.shape[0], -1).sum(1).max()) * fan_in
+            x = max_abs_input(layer.params['weight'], fan_in)
             bias = float(np.abs(np.asarray(layer.params.get('bias', 0), dtype=np.float64)).max())
         else:   # q (k^T v): at most tokens x head width counts, each weighing `weight`
             c, h, w_ = layer.shape
             x = abs(float(layer.params['weight'])) * (c // int(layer.params['heads'])) * h * w_
             bias = 0.0
-        keep_u = (4096 - int(layer.neuron['iDecay'])) / 4096
-        keep_v = (4096 - int(layer.neuron['vDecay'])) / 4096
-        if keep_u >= 1 or keep_v >= 1 or not np.isfinite(x):
+        bounds = state_bounds(x, bias, layer.neuron['iDecay'], layer.neuron['vDecay'])
+        if bounds is None or not np.isfinite(x):
             return False
-        u = 64 * x / (1 - keep_u)
-        v = (u + 64 * bias) / (1 - keep_v)
-        if max(x, u, v) >= STATE_LIMIT:
+        if max(x, *bounds) >= FLOAT32_EXACT:
             return False
         peak[i] = 1.0
     return True

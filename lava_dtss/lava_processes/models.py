@@ -1,6 +1,7 @@
 """Vectorised Python process models (``fixed_pt``) of the DTSS ViT processes,
-bit-accurate to Lava's Loihi 2 fixed-point LIF, a leading sample axis of size
-``B`` on every state and message. Models only: no side effects."""
+bit-accurate to Lava's Loihi 2 fixed-point LIF (``lava_dtss.loihi2.lif_step``), a
+leading sample axis of size ``B`` on every state and message. Models only: no
+side effects."""
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
@@ -10,7 +11,8 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lava_dtss.deploy.fixed_point import (FLOAT32_EXACT, conv2d, conv2d_general, conv_fanout,
-                                   fingerprint_rows, lif_step)
+                                          fingerprint_rows)
+from lava_dtss.loihi2 import lif_step
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
                                               Readout, SpikeProbe)
 

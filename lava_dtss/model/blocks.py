@@ -10,7 +10,8 @@ a 1x1 convolution over the ``H x W`` token grid (weights shared over tokens, the
 way Loihi maps it).
 
 Units: SLAYER units; the hardware (Loihi 2, Lava fixed point) integer of a
-weight, bias or threshold is ``64 x`` its SLAYER value (``WEIGHT_SCALE``).
+weight, bias or threshold is ``64 x`` its SLAYER value (``WEIGHT_SCALE``; this
+and every other limit the blocks scale to: ``lava_dtss.loihi2``).
 """
 from __future__ import annotations
 
@@ -21,13 +22,9 @@ import torch
 import torch.nn.functional as F
 from lava.lib.dl import slayer
 
+from ..loihi2 import MAX_BIAS, MAX_VTH, MAX_WEIGHT, WEIGHT_SCALE
 from .dtss import DTSSGate
 from .neuron import AnalogActivation, FastCubaNeuron
-
-WEIGHT_SCALE = 64          # SLAYER value -> hardware integer
-MAX_WEIGHT = 127           # 8-bit signed weights (Loihi mantissa, exponent 0)
-MAX_VTH = (1 << 17) - 1    # Loihi 2 threshold mantissa (17 bits, unsigned)
-MAX_BIAS = (1 << 12) - 1   # Loihi bias mantissa (13 bits signed, NetX bias_exp=6)
 
 
 NEURON_IMPLS = ('fast', 'stock', 'ann')

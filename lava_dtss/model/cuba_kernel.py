@@ -23,6 +23,8 @@ import sys
 import time
 import warnings
 
+from ..loihi2 import STATE_SCALE
+
 _SOURCE = r'''
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -35,7 +37,7 @@ static void fwd_step(const in_t* __restrict__ x, const st_t* __restrict__ bias, 
                      st_t* __restrict__ volt, st_t* __restrict__ u, st_t* __restrict__ v, int64_t S,
                      st_t a_u, st_t a_v, st_t thr) {
   for (int64_t s = 0; s < S; ++s) {
-    const st_t xi = static_cast<st_t>(std::trunc(x[s] * in_t(4096)));
+    const st_t xi = static_cast<st_t>(std::trunc(x[s] * in_t(STATE_SCALE)));
     const st_t uu = DECAY_U ? std::trunc(u[s] * a_u) + xi : xi;
     st_t vv = DECAY_V ? std::trunc(v[s] * a_v) + uu : uu;
     if (BIAS) vv += bias[s];
@@ -142,7 +144,7 @@ torch::Tensor cuba_backward(torch::Tensor grad, torch::Tensor surrogate, double 
   }
   return out;
 }
-'''
+'''.replace('STATE_SCALE', str(STATE_SCALE))   # the same text as the literal: the cached build stays valid
 
 _module = None
 _failed = None

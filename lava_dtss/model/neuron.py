@@ -16,7 +16,10 @@ Units: the input ``x`` is a synaptic current in SLAYER units (hardware units /
     s[t] = v[t] > theta_int          (SLAYER: v >= theta + 0.01 / 4096)
     v[t] = 0 where s[t]               (hard reset)
 
-``rshift0`` is a right shift that rounds toward zero. The backward pass is
+``rshift0`` is a right shift that rounds toward zero. This is
+``lava_dtss.loihi2.lif_step`` (the one definition, with every constant)
+without its 24-bit wrap and clip: the same integers while the state stays in
+24 bits (``tests/test_neuron.py`` ties both paths to it). The backward pass is
 SLAYER's: the spike's surrogate derivative
 ``scale_rho/2/tau_rho * exp(-|v - theta|/tau_rho)`` followed by the transposed
 leaky integrators for voltage and current (the reset is not differentiated).
@@ -26,21 +29,15 @@ from __future__ import annotations
 import torch
 from lava.lib.dl.slayer.neuron import cuba
 
+from ..loihi2 import DECAY_UNITY, STATE_SCALE, THRESHOLD_EPS, decay_factor, spike_level
 from . import cuba_kernel
-
-STATE_SCALE = 1 << 12  # integer state units per SLAYER unit (s_scale)
-
-
-def _decay_factor(decay: int) -> float:
-    """Fraction of the state kept per step, ``(4096 - decay) / 4096``."""
-    return (STATE_SCALE - int(decay)) / STATE_SCALE
 
 
 def _state_dtype(du: int, dv: int) -> torch.dtype:
     """float32 holds the integer state exactly (|state| < 2**24, SLAYER's own
     limit) when each decay factor is 0 or a power of two; otherwise float64."""
     def exact(d):
-        k = STATE_SCALE - int(d)
+        k = DECAY_UNITY - int(d)
         return k == 0 or (k & (k - 1)) == 0
     return torch.float32 if exact(du) and exact(dv) else torch.float64
 
@@ -89,9 +86,8 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None, use_compiled:
     x_tm = torch.empty((steps,) + tuple(x.shape[:-1]), dtype=x.dtype, device=x.device)
     torch.mul(x.movedim(-1, 0), STATE_SCALE, out=x_tm)
     x_int = x_tm.trunc_().to(dtype)
-    # SLAYER's threshold test: v_int >= (theta + 0.01 / 4096) * 4096.
-    thr = (threshold + 0.01 / STATE_SCALE) * STATE_SCALE
-    a_u, a_v = _decay_factor(du), _decay_factor(dv)
+    thr = spike_level(threshold)   # SLAYER's threshold test: v_int >= (theta + 0.01 / 4096) * 4096
+    a_u, a_v = decay_factor(du), decay_factor(dv)
     bias_int = None if bias is None else torch.trunc(STATE_SCALE * bias).to(dtype)
     volt = torch.empty_like(x_int)
     fired = torch.empty(x_int.shape, dtype=torch.bool, device=x.device)
@@ -132,9 +128,8 @@ def _compiled_forward(x, du, dv, threshold, bias, dtype):
             return None
         bias_vec = b[0].reshape(-1).contiguous()
     x_ntm = x.movedim(-1, 1).reshape(n, steps, -1).contiguous()   # free when x is a folded convolution's output
-    thr = (threshold + 0.01 / STATE_SCALE) * STATE_SCALE
     spikes, volt = kernel.cuba_forward(x_ntm, bias_vec, dtype == torch.float64,
-                                       _decay_factor(du), _decay_factor(dv), thr)
+                                       decay_factor(du), decay_factor(dv), spike_level(threshold))
     return (spikes.view(n, steps, *mid).movedim(1, -1), volt.view(n, steps, *mid).movedim(1, -1))
 
 
@@ -146,7 +141,7 @@ def _compiled_backward(grad_spikes, voltage, params):
     n, steps, mid = voltage.shape[0], voltage.shape[-1], tuple(voltage.shape[1:-1])
     volt = voltage.movedim(-1, 1).reshape(n, steps, -1)
     grad = grad_spikes.movedim(-1, 1).reshape(n, steps, -1).to(volt.dtype).contiguous()
-    out = kernel.cuba_backward(grad, _surrogate(volt, thr, tau_rho, scale_rho), _decay_factor(du), _decay_factor(dv))
+    out = kernel.cuba_backward(grad, _surrogate(volt, thr, tau_rho, scale_rho), decay_factor(du), decay_factor(dv))
     return out.view(n, steps, *mid).movedim(1, -1).to(grad_spikes.dtype)
 
 
@@ -160,7 +155,7 @@ class _CubaFunction(torch.autograd.Function):
         ctx.compiled = out is not None
         spikes, voltage = out if ctx.compiled else cuba_forward(x, du, dv, threshold, use_compiled=False)
         ctx.save_for_backward(voltage)
-        ctx.params = (du, dv, threshold + 0.01 / STATE_SCALE, tau_rho, scale_rho)
+        ctx.params = (du, dv, threshold + THRESHOLD_EPS, tau_rho, scale_rho)
         return spikes
 
     @staticmethod
@@ -174,7 +169,7 @@ class _CubaFunction(torch.autograd.Function):
         grad.copy_(grad_spikes.movedim(-1, 0))
         grad.mul_(_surrogate(volt_tm, thr, tau_rho, scale_rho))
         # transposed leaky integrators: voltage, then current
-        for a in (_decay_factor(dv), _decay_factor(du)):
+        for a in (decay_factor(dv), decay_factor(du)):
             if a:
                 for t in range(grad.shape[0] - 2, -1, -1):
                     grad[t].add_(grad[t + 1], alpha=a)

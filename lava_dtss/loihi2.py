@@ -1,0 +1,223 @@
+"""Loihi 2's integer conventions and limits, and the fixed-point CUBA-LIF step.
+
+Every hardware fact the package uses is defined here, once: the export scales
+to these limits, the file reader and the Loihi check test against them, the
+Lava process models and the standard-process build compute with them, and the
+training-side neuron (``lava_dtss.model.neuron``, its compiled loop) is tied to
+:func:`lif_step` by ``tests/test_neuron.py``, :func:`lif_step` to Lava's own
+``PyLifModelBitAcc`` by ``tests/test_lava.py``.
+
+Sources, cited beside each fact:
+
+[lava]    lava-nc 0.10.0, ``lava/proc/lif/models.py``: ``AbstractPyLifModelFixed``
+          and ``PyLifModelBitAcc``, Lava's CPU model of the LIF neuron,
+          bit-accurate to the chip (state widths, shifts, decays, wrap and clip).
+[netx]    lava-dl 0.6.0, ``lava/lib/dl/netx/hdf5.py``: how NetX maps a file's
+          CUBA neuron onto Lava's ``LIF`` (``du = iDecay - 1``, ``dv = vDecay``,
+          ``bias_exp = 6``) and clamps delays to 0..62.
+[slayer]  lava-dl 0.6.0, ``lava/lib/dl/slayer/neuron/cuba.py``: the training
+          side's weight scale ``1 << 6``, state scale ``scale << 6`` and
+          threshold test ``v >= theta + 0.01 / s_scale`` ("Loihi spikes if
+          voltage > vth").
+[weights] lava-nc 0.10.0, ``lava/utils/weightutils.py``: 8-bit weight mantissa
+          with a shared exponent.
+[notes]   the project's design notes, section 5 (Loihi 2 through lava-loihi:
+          8-bit weights with a shared exponent, 24-bit u/v, 12-bit decays,
+          13-bit bias mantissa, threshold mantissa << 6, delays <= 62, reset
+          interval a power of two).
+[brief]   Intel, Loihi 2 brief (2021): 128 neuro cores and up to 1 M neurons
+          per chip. The synapses per core are this project's estimate (128 KiB
+          of 8-bit synapses), not a documented allocation.
+
+Units: a weight, bias or threshold of SLAYER value ``x`` is the integer
+``64 x`` (:data:`WEIGHT_SCALE`); in the neuron the synaptic input and the
+threshold are shifted left by :data:`ACT_SHIFT` and the bias by
+:data:`BIAS_EXP` (6 bits each), so the state ``u``, ``v`` counts
+:data:`STATE_SCALE` = 4096 per SLAYER unit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# ------------------------------------------------------------------ scales
+ACT_SHIFT = 6                             # [lava] act_shift, vth_shift: input and threshold MSB-aligned by 6 bits
+WEIGHT_SCALE = 1 << ACT_SHIFT             # [slayer] scale = 1 << 6: SLAYER value x -> integer 64 x
+STATE_SCALE = WEIGHT_SCALE << ACT_SHIFT   # [slayer] s_scale = scale << 6 = 4096 state units per SLAYER unit
+THRESHOLD_EPS = 0.01 / STATE_SCALE        # [slayer] threshold_eps: SLAYER's v >= theta + eps is Loihi's v > theta
+
+# ------------------------------------------------------------------ weights
+WEIGHT_MANTISSA_BITS = 8                  # [weights], [notes] signed 8-bit mantissa, one exponent per process
+MAX_WEIGHT = (1 << (WEIGHT_MANTISSA_BITS - 1)) - 1   # 127: the export writes |w| <= 127 (exponent 0)
+MIN_WEIGHT = -(1 << (WEIGHT_MANTISSA_BITS - 1))      # -128: the reader's lower bound
+
+# ------------------------------------------------------------------ threshold and bias
+VTH_MANT_BITS = 17                        # [lava] PyLifModelBitAcc vth: unsigned 17 bits (0 to 131071)
+MAX_VTH = (1 << VTH_MANT_BITS) - 1
+BIAS_MANT_BITS = 13                       # [lava] bias_mant: signed 13 bits (-4096 to 4095)
+MAX_BIAS = (1 << (BIAS_MANT_BITS - 1)) - 1
+MIN_BIAS = -(1 << (BIAS_MANT_BITS - 1))
+BIAS_EXP = 6                              # [netx] bias_exp = 6: the bias mantissa is aligned like the input
+
+# ------------------------------------------------------------------ decays
+DECAY_BITS = 12                           # [lava] du, dv: unsigned 12 bits (0 to 4095)
+DECAY_SHIFT = 12                          # [lava] decay_shift: state * (4096 - decay) >> 12, toward zero
+DECAY_UNITY = 1 << DECAY_SHIFT            # 4096: a decay of 4096 forgets the state in one step
+MAX_DECAY_FIELD = (1 << DECAY_BITS) - 1   # 4095: the largest du, dv of Lava's LIF
+MAX_DECAY = DECAY_UNITY                   # the range files and the reader accept, iDecay and vDecay in 0..4096
+CURRENT_DECAY_OFFSET = 1                  # [lava] ds_offset = 1 (dm_offset = 0); [netx] passes du = iDecay - 1
+# 4096 is NOT a 12-bit value. Lava's current decay adds a 1-bit offset, so iDecay 1..4096 is du 0..4095;
+# the voltage decay has none, so vDecay = 4096 has no 12-bit encoding (and iDecay = 0 none either). Files
+# here keep the range 0..4096 for both, as NetX's reader and our models do; --check-loihi reports 0..4096.
+
+# ------------------------------------------------------------------ state
+STATE_BITS = 24                           # [lava] uv_bitwidth: u and v are 24-bit signed
+MAX_UV = 1 << (STATE_BITS - 1)            # [lava] max_uv_val = 2**23: u wraps beyond it, v clips to +-(2**23 - 1)
+MAX_CURRENT = MAX_UV >> ACT_SHIFT         # 2**17: |a_in| below which a_in << 6 fits the 24-bit current
+
+# ------------------------------------------------------------------ time, cores
+MAX_DELAY = 62                            # [netx] delays clamped to 0..62; [notes] delays <= 62
+NEURONS_PER_CORE = 8192                   # [brief] 1 M neurons / 128 cores
+SYNAPSES_PER_CORE = 128 * 1024            # [brief] our estimate: 128 KiB of 8-bit synapses per core
+CORES_PER_CHIP = 128                      # [brief]
+
+
+def reset_interval(t_max: int) -> int:
+    """The shortest reset interval that holds ``t_max`` steps: Loihi 2's reset
+    interval is a power of two [notes]."""
+    return 1 << (int(t_max) - 1).bit_length()
+
+
+# ------------------------------------------------------------------ bit widths
+def weight_mantissa_bits(w: np.ndarray) -> int:
+    """Signed mantissa bits of the integers in ``w`` with the best shared
+    exponent (weight = mantissa << exponent, exponent 0..8) [weights]."""
+    w = np.asarray(w, dtype=np.int64)
+    if not w.size or not np.any(w):
+        return 1
+    exp = 0
+    while exp < 8 and not np.any(w & ((1 << (exp + 1)) - 1)):
+        exp += 1
+    m = w >> exp
+    return max(int(m.max()).bit_length(), int(-m.min() - 1).bit_length() if m.min() < 0 else 0) + 1
+
+
+def graded_bits(vmax: int) -> int:
+    """Bits of an unsigned graded spike that carries the values ``0..vmax``."""
+    return int(vmax).bit_length()
+
+
+def message_bits(vmax: int) -> int:
+    """Lava's ``num_message_bits`` for values ``0..vmax``: 0 (binary spikes)
+    when ``vmax <= 1``, else :func:`graded_bits`."""
+    return 0 if vmax <= 1 else graded_bits(vmax)
+
+
+# ------------------------------------------------------------------ worst-case inputs and states
+def input_bounds(weight: np.ndarray, input_max):
+    """Per output neuron ``o``, ``(hi[o], lo[o])``: the largest and the smallest
+    synaptic input ``a_in`` (integer units, before the << 6) for inputs in
+    ``0..input_max`` (spikes 1, graded sums, pixels): ``input_max`` times the
+    sum of the positive, and of the negative, weights of row ``o``."""
+    w = np.asarray(weight)
+    rows = w.reshape(w.shape[0], -1)
+    return np.clip(rows, 0, None).sum(1) * input_max, np.clip(rows, None, 0).sum(1) * input_max
+
+
+def max_abs_input(weight: np.ndarray, input_max) -> float:
+    """The worst-case ``|a_in|`` of a layer: ``max_o sum_i |w[o, i]| * input_max``."""
+    w = np.abs(np.asarray(weight, dtype=np.float64))
+    return float(w.reshape(w.shape[0], -1).sum(1).max()) * input_max
+
+
+def state_bounds(max_input: float, max_bias: float, i_decay: int, v_decay: int):
+    """``(|u|, |v|)`` bounds of a neuron whose ``|a_in|`` stays below
+    ``max_input`` and ``|bias|`` below ``max_bias`` (geometric series of the
+    decays): ``|u| <= (|a_in| << 6) / (1 - a_u)``, ``|v| <= (|u| + (|bias| << 6)) / (1 - a_v)``
+    with ``a = decay_factor(decay)``; ``None`` where a decay keeps the whole
+    state (no bound)."""
+    keep_u, keep_v = decay_factor(i_decay), decay_factor(v_decay)
+    if keep_u >= 1 or keep_v >= 1:
+        return None
+    u = (1 << ACT_SHIFT) * max_input / (1 - keep_u)
+    v = (u + (1 << BIAS_EXP) * max_bias) / (1 - keep_v)
+    return u, v
+
+
+# ------------------------------------------------------------------ the neuron
+def decay_factor(decay: int) -> float:
+    """Fraction of the state kept per step, ``(4096 - decay) / 4096`` [lava]."""
+    return (DECAY_UNITY - int(decay)) / DECAY_UNITY
+
+
+def apply_decay(x: np.ndarray, decay: int, tmp: np.ndarray) -> None:
+    """In place: ``x <- sign(y) * (|y| >> 12)``, ``y = x * (4096 - decay)``
+    (rounded toward zero) [lava]; ``x`` int64, ``tmp`` int64 scratch of its shape."""
+    factor = DECAY_UNITY - int(decay)
+    if factor == DECAY_UNITY:
+        return
+    if factor == 0:
+        x[...] = 0
+        return
+    x *= factor
+    np.right_shift(x, 63, out=tmp)           # -1 where negative, else 0
+    tmp &= DECAY_UNITY - 1                   # add 4095 to negatives: floor -> trunc
+    x += tmp
+    x >>= DECAY_SHIFT
+
+
+def fires(v: np.ndarray, vth: int, out: np.ndarray = None) -> np.ndarray:
+    """Loihi's threshold test [lava] ``spiking_activation``: a spike where
+    ``v > vth << 6``; a voltage exactly at the threshold does not fire."""
+    return np.greater(v, int(vth) << ACT_SHIFT, out=out)
+
+
+def spike_level(threshold: float) -> float:
+    """The same test on the training side's state (float, 1/4096 units): SLAYER
+    spikes where ``v >= (threshold + THRESHOLD_EPS) * 4096`` [slayer]. For an
+    integer state and a threshold that is a whole number of 1/64 (every
+    exported one: ``vThMant / 64``) that is ``v > vThMant << 6``: :func:`fires`."""
+    return (threshold + THRESHOLD_EPS) * STATE_SCALE
+
+
+def lif_step(u, v, a_in, bias, du: int, dv: int, vth: int, tmp=None, spikes=None):
+    """One step of the fixed-point CUBA-LIF neuron, Lava's ``PyLifModelBitAcc``
+    [lava] with the bias exponent NetX sets (:data:`BIAS_EXP`), in the file's
+    terms (``du = iDecay``, ``dv = vDecay``, ``vth = vThMant``)::
+
+        u <- apply_decay(u, du) + (a_in << 6), wrapped once into the 24-bit range:
+             u > 2**23: u - 2**24;  u <= -2**23: u + 2**24
+        v <- clip(apply_decay(v, dv) + u + (bias << 6), -(2**23 - 1), 2**23 - 1)
+        s <- v > vth << 6;  v <- 0 where s
+
+    Lava's model shifts ``a_in`` in its own integer type (int32 from a
+    ``Dense``); here everything is int64, the same while ``|a_in| < 2**25``.
+
+    ``u, v``: int64 state, updated in place (C-contiguous, e.g. the first rows
+    of a batch); ``a_in``: synaptic input (integers, any dtype); ``bias``: bias
+    mantissa (broadcasts to ``u``); ``tmp`` (int64) and ``spikes`` (bool):
+    optional scratch of ``u``'s shape. Returns the boolean spikes.
+    """
+    tmp = np.empty(u.shape, np.int64) if tmp is None else tmp
+    spikes = np.empty(u.shape, bool) if spikes is None else spikes
+    if du == DECAY_UNITY:                    # the current decays fully: u = a_in << 6
+        np.multiply(a_in, 1 << ACT_SHIFT, out=u, casting='unsafe')     # exact for integers
+    else:
+        apply_decay(u, du, tmp)
+        np.multiply(a_in, 1 << ACT_SHIFT, out=tmp, casting='unsafe')
+        u += tmp
+    if u.size and u.max() > MAX_UV:          # 24-bit wrap-around
+        np.greater(u, MAX_UV, out=spikes)
+        np.multiply(spikes, 2 * MAX_UV, out=tmp)
+        u -= tmp
+    if u.size and u.min() <= -MAX_UV:
+        np.less_equal(u, -MAX_UV, out=spikes)
+        np.multiply(spikes, 2 * MAX_UV, out=tmp)
+        u += tmp
+    apply_decay(v, dv, tmp)
+    v += u
+    v += np.asarray(bias, dtype=np.int64) << BIAS_EXP
+    np.clip(v, -MAX_UV + 1, MAX_UV - 1, out=v)
+    fires(v, vth, out=spikes)
+    np.multiply(v, spikes, out=tmp)          # reset: v = 0 where it spiked
+    v -= tmp
+    return spikes
