@@ -148,33 +148,77 @@ def test_training_side_operation_counts_equal_the_lava_runs(shipped):
     assert sum(gated.synops.values()) < sum(ungated.synops.values())
 
 
-def _lif_step_plain(u, v, a_in, bias, du, dv, vth):
-    """Lava's PyLifModelBitAcc written out plainly (what lif_step must equal)."""
-    def decay(x, d):
-        y = x * (4096 - d)
-        return np.sign(y) * (np.abs(y) >> 12)
-    m = 1 << 23
-    u = decay(u, du) + (a_in.astype(np.int64) << 6)
-    u = np.where(u > m, u - 2 * m, u)
-    u = np.where(u <= -m, u + 2 * m, u)
-    v = np.clip(decay(v, dv) + u + (bias << 6), -m + 1, m - 1)
-    s = v > (vth << 6)
-    return u, np.where(s, 0, v), s
+# (iDecay, vDecay) of the three Lava LIF processes: the ViT's neuron, general decays, and a current
+# that barely decays into a voltage that never does (integrate-and-fire: the most overflow)
+LIF_DECAYS = [(4096, 2048), (1234, 4000), (1, 0)]
 
 
-@pytest.mark.parametrize('du,dv', [(4096, 2048), (0, 0), (1234, 4000), (100, 4096)])
-def test_in_place_lif_step_is_bit_exact(du, dv):
-    from lava_dtss.deploy.fixed_point import lif_step
-    rng = np.random.default_rng(du + dv)
-    shape, m = (3, 4, 5, 6), 1 << 23
-    u, v = rng.integers(-m + 1, m, shape), rng.integers(-m + 1, m, shape)
-    bias = rng.integers(-3000, 3000, (4, 1, 1))
-    for scale in (10, 3000, 300000):          # the last wraps u around
-        a = np.round(rng.normal(0, scale, shape))
-        ru, rv, rs = _lif_step_plain(u[:2], v[:2], a[:2], bias, du, dv, 700)
-        s = lif_step(u[:2], v[:2], a[:2].astype(np.float32 if scale < 1e4 else float), bias,
-                     du, dv, 700)   # in place, on the first rows of a batch
-        assert np.array_equal(s, rs) and np.array_equal(u[:2], ru) and np.array_equal(v[:2], rv)
+def test_lif_step_is_lavas_bit_accurate_lif():
+    """``lava_dtss.loihi2.lif_step`` against Lava's own ``PyLifModelBitAcc``
+    (``LIF`` under ``Loihi2SimCfg(select_tag='fixed_pt')``, du = iDecay - 1 and
+    bias_exp 6 as NetX maps a file): u, v and spikes after every step, on random
+    13-bit biases, random initial states across the 24-bit range and random
+    inputs up to 2**18.5 (the current wraps, the voltage clips), plus neurons
+    whose voltage lands exactly on the threshold (no spike). ``lif_step`` runs in
+    place on rows of one state array, with float32, float64 and int64 inputs, as
+    the process models call it."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.process import LIF
+    from lava_dtss.loihi2 import (ACT_SHIFT, BIAS_EXP, CURRENT_DECAY_OFFSET, MAX_BIAS, MAX_UV, MIN_BIAS,
+                                  apply_decay, lif_step)
+    rng = np.random.default_rng(7)
+    n, steps, vth, exact = 96, 12, 1000, 16          # the first `exact` neurons land on the threshold
+    bias = rng.integers(MIN_BIAS, MAX_BIAS + 1, n)
+    bias[:exact] = rng.integers(-300, 300, exact)
+    scale = np.repeat([600, 30000, 300000, 380000], n // 4)[rng.permutation(n)]
+    a_in = np.round(rng.normal(0, 1, (n, steps)) * scale[:, None]).astype(np.int64)
+    # exact neurons, from zero state: v = (a + bias) << 6 = vth << 6 at step 1 (no spike); with
+    # iDecay 4096 (no current memory) a spike (a + 1) then resets v and the next step lands again
+    a_in[:exact] = (vth - bias[:exact])[:, None] + (np.arange(steps) % 2)[None, :]
+    u0 = rng.integers(-MAX_UV + 1, MAX_UV, (len(LIF_DECAYS), n))
+    v0 = rng.integers(-MAX_UV + 1, MAX_UV, (len(LIF_DECAYS), n))
+    u0[:, :exact] = v0[:, :exact] = 0
+    src = Source(data=a_in.astype(np.int32))
+    lifs, sinks = [], []
+    for k, (i_decay, v_decay) in enumerate(LIF_DECAYS):
+        lif = LIF(shape=(n,), du=i_decay - CURRENT_DECAY_OFFSET, dv=v_decay, vth=vth, bias_mant=bias,
+                  bias_exp=BIAS_EXP, u=u0[k], v=v0[k], name=f'lif{k}')
+        sink = Sink(shape=(n,), buffer=steps)
+        src.s_out.connect(lif.a_in)
+        lif.s_out.connect(sink.a_in)
+        lifs.append(lif)
+        sinks.append(sink)
+    u, v = u0.copy(), v0.copy()
+    ours = np.zeros((len(LIF_DECAYS), n, steps), bool)
+    seen = {'wrapped': 0, 'clipped': 0, 'on threshold': 0}
+    try:
+        for t in range(steps):
+            src.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+            for k, (i_decay, v_decay) in enumerate(LIF_DECAYS):
+                tmp = np.empty(n, np.int64)
+                raw_u, raw_v = u[k].copy(), v[k].copy()
+                apply_decay(raw_u, i_decay, tmp)
+                apply_decay(raw_v, v_decay, tmp)
+                raw_u += a_in[:, t] << ACT_SHIFT
+                x = a_in[:, t].astype((np.float32, np.float64, np.int64)[k])
+                ours[k, :, t] = lif_step(u[k], v[k], x, bias, i_decay, v_decay, vth)   # in place, a row
+                raw_v += u[k] + (bias << BIAS_EXP)
+                seen['wrapped'] += int(np.sum((raw_u > MAX_UV) | (raw_u <= -MAX_UV)))
+                seen['clipped'] += int(np.sum(np.abs(raw_v) >= MAX_UV))
+                seen['on threshold'] += int(np.sum(raw_v == vth << ACT_SHIFT))
+                assert np.array_equal(lifs[k].u.get(), u[k]), (LIF_DECAYS[k], t)
+                assert np.array_equal(lifs[k].v.get(), v[k]), (LIF_DECAYS[k], t)
+        lava_spikes = [sink.data.get() for sink in sinks]
+    finally:
+        src.stop()
+    for k in range(len(LIF_DECAYS)):
+        assert np.array_equal(lava_spikes[k], ours[k]), LIF_DECAYS[k]
+    assert ours.any() and not ours.all()
+    assert ours[0, :exact, 0].sum() == 0 and ours[0, :exact, 1].all()   # at the threshold: no spike
+    assert min(seen.values()) > 10, seen
 
 
 def test_batched_conv_and_fingerprints_match_torch_and_per_sample():
