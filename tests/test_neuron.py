@@ -1,4 +1,5 @@
 """The fused neuron reproduces stock SLAYER CUBA spikes exactly (and its gradients)."""
+import numpy as np
 import pytest
 import torch
 from lava.lib.dl.slayer.neuron import cuba
@@ -39,6 +40,45 @@ def test_bias_is_added_to_voltage_every_step():
     assert s.reshape(-1).tolist() == [0, 0, 0, 0]
     s, v = cuba_forward(x, du=4096, dv=0, threshold=1.0, bias=torch.tensor([0.6], dtype=torch.float64))
     assert s.reshape(-1).tolist() == [0, 1, 0, 1]
+
+
+# ------------------------------------------------ the one fixed-point LIF step (lava_dtss.loihi2)
+
+@pytest.mark.parametrize('du,dv,dtype', [
+    (4096, 2048, torch.float32),     # the ViT's LIF: float32 state
+    (4096, 2048, torch.float64),     # the deployed (exported) model
+    (1234, 4000, torch.float64),     # general decays
+    (1, 0, torch.float32),           # a current that barely decays, integrate-and-fire (float64 state)
+])
+def test_both_neuron_paths_equal_the_one_fixed_point_lif_step(du, dv, dtype):
+    """The compiled loop and the PyTorch path of ``cuba_forward`` give, step by
+    step, the spikes and the voltage of ``lava_dtss.loihi2.lif_step`` (the
+    definition the Lava models use, itself tied to Lava's ``PyLifModelBitAcc`` in
+    ``tests/test_lava.py``), on random integer inputs, biases and thresholds in
+    SLAYER units (integer / 64), with neurons landing exactly on the threshold.
+    The training side neither wraps the current nor clips the voltage, so the
+    inputs keep both within 24 bits, where Loihi does neither either (checked)."""
+    from lava_dtss.loihi2 import MAX_UV, WEIGHT_SCALE, lif_step
+    rng = np.random.default_rng(du + dv)
+    n, c, steps, vth = 4, 40, 10, 900
+    a_in = rng.integers(-600, 600, (n, c, steps))
+    bias = rng.integers(-500, 500, c)
+    a_in[:, :8] = (vth - bias[:8])[None, :, None] + (np.arange(steps) % 2)   # on the threshold, then over
+    x = torch.from_numpy(a_in / WEIGHT_SCALE).to(dtype)
+    b = torch.from_numpy(bias / WEIGHT_SCALE)
+    u, v = np.zeros((n, c), np.int64), np.zeros((n, c), np.int64)
+    spikes, volt = np.zeros(a_in.shape, bool), np.zeros(a_in.shape, np.int64)
+    for t in range(steps):
+        spikes[..., t] = lif_step(u, v, a_in[..., t], bias, du, dv, vth)
+        volt[..., t] = v
+        assert np.abs(u).max() < MAX_UV and np.abs(v).max() < MAX_UV - 1
+    assert spikes.any() and not spikes.all() and not spikes[:, :8, 0].any() and spikes[:, :8, 1].all()
+    assert _compiled_loop() is not None
+    for compiled in (True, False):
+        s, vt = cuba_forward(x, du, dv, vth / WEIGHT_SCALE, b, use_compiled=compiled)
+        assert np.array_equal(s.numpy().astype(bool), spikes), compiled
+        after_reset = torch.where(s.bool(), torch.zeros((), dtype=vt.dtype), vt)
+        assert np.array_equal(after_reset.numpy(), volt), compiled
 
 
 # ------------------------------------------------ the compiled loop (lava_dtss.model.cuba_kernel)
