@@ -198,6 +198,29 @@ def test_resume_is_bitwise_exact(run_a, tmp_path):
     assert log_a == log_b
 
 
+def test_train_is_a_python_function_that_equals_the_command_line(run_a, tmp_path):
+    """``lava_dtss.train(...)`` in this process with run A's options trains
+    bitwise the same model and reports the same metrics as the command line."""
+    import numpy as np
+    import lava_dtss
+    out = str(tmp_path / 'python')
+    threads, torch_rng, np_rng = torch.get_num_threads(), torch.get_rng_state(), np.random.get_state()
+    try:
+        metrics = lava_dtss.train(out=out, epochs=2, max_batches=2, batch_size=8, no_export=True, freeze_scores=1)
+    finally:   # train sets the threads (1 for the tiny preset) and seeds every RNG, as a fresh process would
+        torch.set_num_threads(threads)
+        torch.set_rng_state(torch_rng)
+        np.random.set_state(np_rng)
+    a, b = _load(os.path.join(run_a[0], 'checkpoint.pt')), _load(os.path.join(out, 'checkpoint.pt'))
+    _assert_identical(a['model'], b['model'], 'model')
+    with open(os.path.join(run_a[0], 'metrics.json')) as f:
+        cli = json.load(f)
+    assert metrics['command'].startswith('lava_dtss.train(') and cli['command'].startswith('python ')
+    assert {k: v for k, v in metrics.items() if k != 'command'} == {k: v for k, v in cli.items() if k != 'command'}
+    with pytest.raises(ValueError, match='--epochs must be >= 1'):
+        lava_dtss.train(out=out, epochs=0)
+
+
 # ---------------------------------------------------------------- 4. checkpoint safety
 
 def test_checkpoint_loads_weights_only(run_a):
