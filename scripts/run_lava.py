@@ -75,6 +75,8 @@ def parse_args(argv=None):
     if args.build == 'loihi' and args.no_gating:
         raise ValueError('--build loihi always gates (the gate is part of the network on the chip); '
                          'drop --no-gating')
+    if args.no_gating and args.gated_only:
+        raise ValueError('--no-gating and --gated-only exclude each other')
     if args.t_max is not None and not 1 <= args.t_max <= MAX_T:
         raise ValueError(f'--t-max must be in 1..{MAX_T} time steps, got {args.t_max}')
     if args.max_memory_gb is not None and not 0 < args.max_memory_gb < 1 << 20:
@@ -100,121 +102,34 @@ def _unwritable(path):
 
 def main(argv=None):
     args = parse_args(argv)
-    import numpy as np
-    import torch
-    from lava_dtss.training import data
-    from lava_dtss.deploy import lava_runtime
-    from lava_dtss.deploy.netx_file import read_netx
-    from lava_dtss.training import write_json
+    from lava_dtss.deploy import lava_runtime, loihi_build
+    from lava_dtss.deploy.loihi_check import check_file
+    from lava_dtss.training.checkpoints import write_json
 
-    spec = read_netx(args.model, skip_input_neuron=args.skip_input_neuron)
     if args.check_loihi:
-        from lava_dtss.deploy.loihi_check import check_network, format_report
-        checks = check_network(spec)
-        print(format_report(checks))
-        if args.build == 'loihi':
-            from lava_dtss.deploy import loihi_build
-            t_max = spec.t_max or args.t_max
-            if t_max is None:
-                raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
-            print('\n' + loihi_build.format_resources(loihi_plan(args, spec, t_max)))
-        bad = [c for c in checks if c.violations]
+        bad = check_file(args.model, build=args.build, t_max=args.t_max,
+                         skip_input_neuron=args.skip_input_neuron)
         for c in bad:
             print(f'error: layer {c.name}: {"; ".join(c.violations)}', file=sys.stderr)
         return 1 if bad else 0
-
-    dataset = args.dataset or spec.meta.get('dataset') or 'digits'
-    t_max = spec.t_max or args.t_max
-    if t_max is None:
-        raise ValueError(f'{args.model} does not store T_max (a stock NetX file): pass --t-max')
-    if spec.t_max and args.t_max and args.t_max != spec.t_max:
-        raise ValueError(f'--t-max {args.t_max} differs from the file\'s T_max {spec.t_max}')
+    report, results = lava_runtime.run_file(
+        args.model, num_samples=args.num_samples, dataset=args.dataset, data_dir=args.data_dir,
+        batch=args.batch, t_max=args.t_max, gating=False if args.no_gating else True if args.gated_only else None,
+        backend=args.backend, max_memory=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
+        timing=args.timing, reset_interval=args.reset_interval, skip_input_neuron=args.skip_input_neuron,
+        build=args.build, command=' '.join(['python'] + sys.argv))
     if args.build == 'loihi':
-        from lava_dtss.deploy import loihi_build
-        from lava.utils import loihi
-        plan = loihi_plan(args, spec, t_max)     # what cannot be mapped fails here, before any data
-        if args.backend == 'loihi2' and not loihi.is_installed():
-            print(loihi_build.dry_run(plan, args.num_samples, 'loihi2'))
-            print(loihi_build.format_resources(plan))
-            raise lava_runtime.BackendUnavailable(lava_runtime.INRC_MESSAGE)
-    # refuse sizes beyond the memory limit before loading data or building any Lava process
-    limit = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
-    lava_runtime.check_memory(spec, max(1, args.num_samples), t_max, min(args.batch, max(1, args.num_samples)),
-                              limit=limit, source=args.model, reference='config' in spec.meta)
-    test = data.load_dataset(dataset, 'test', args.data_dir)
-    if not 1 <= args.num_samples <= len(test):
-        raise ValueError(f'--num-samples must be in 1..{len(test)} for the {dataset} test set, '
-                         f'got {args.num_samples}')
-    xs, ys = zip(*(test[i] for i in range(args.num_samples)))
-    images, labels = torch.stack(xs), np.asarray(ys)
-    in_shape = tuple(spec.layers[0].shape)
-    if tuple(images.shape[1:]) != in_shape:
-        raise ValueError(f'{dataset} images have shape {tuple(images.shape[1:])} but the network '
-                         f'{args.model} expects input {in_shape}')
-
-    from lava_dtss.deploy.reference import direct_images
-    frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))   # [S, C, H, W]
-    if args.build == 'loihi':
-        return run_loihi_build(args, spec, images, labels, frames, dataset, t_max)
-    batch = min(args.batch, args.num_samples)
-    if args.no_gating and args.gated_only:
-        raise ValueError('--no-gating and --gated-only exclude each other')
-    gated_modes = [False] if args.no_gating else [True] if args.gated_only else [True, False]
-    results = {}
-    for gating in gated_modes:
-        label = 'gated' if gating else 'ungated'
-        print(f'running {args.num_samples} samples x {t_max} steps on Lava ({args.backend}, {label}, '
-              f'batch {batch}) ...', flush=True)
-        results[label] = lava_runtime.run(spec, frames, gating=gating, backend=args.backend,
-                                          batch=batch, t_max=t_max, max_memory=limit,
-                                          timing=args.timing, reset_interval=args.reset_interval)
-    main_res = results['gated' if not args.no_gating else 'ungated']
-    pred = main_res.predictions
-    report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
-              'backend': args.backend, 'accuracy': float((pred == labels).mean()),
-              'processes': main_res.processes, 'batch': batch, 'lava_steps': main_res.num_steps,
-              'memory_mb': {k: round(v / 2**20, 1) for k, v in main_res.memory.items()},
-              'command': ' '.join(['python'] + sys.argv)}
-
-    # agreement with training-side fixed-point inference (our files only)
-    if 'config' in spec.meta:
-        from lava_dtss.deploy.reference import reference_run
-        ref_logits, ref_fps = reference_run(spec, images)
-        layer_ok = {n: bool(np.array_equal(ref_fps[n], r.fingerprints[n]))
-                    for r in results.values() for n in ref_fps}
-        report['agreement'] = {
-            'predictions': float((ref_logits.argmax(1) == pred).mean()),
-            'logits_equal': all(bool(np.array_equal(ref_logits, r.logits)) for r in results.values()),
-            'spikes_equal_all_layers': all(layer_ok.values()),
-            'layers_differing': [n for n, ok in layer_ok.items() if not ok],
-            'reference_accuracy': float((ref_logits.argmax(1) == labels).mean()),
-        }
+        res = results['loihi']
+        print(f'\nmodel {args.model}  ({res.processes} Lava processes, standard-process build)')
+        print(f'accuracy on {args.num_samples} {report["dataset"]} test samples: {report["accuracy"]:.4f}')
+        if report['agreement'] is not None:
+            print(agreement_line(report['agreement'], ' (after each layer\'s offset)'))
+        print(f'window P = {res.period} Lava steps, {res.num_steps} steps; offsets: '
+              + ', '.join(f'{n} {o}' for n, o in res.offsets.items() if n != 'input'))
+        print(loihi_build.format_resources(loihi_build.plan(res.plan.spec, res.plan.t_max), res.spikes_per_step))
+        print(f'wall time: {res.wall_s:.2f} s (start-up {res.startup_s:.2f} s)')
     else:
-        report['agreement'] = None
-    if len(results) == 2:
-        g, u = results['gated'], results['ungated']
-        report['gating_changes_output'] = not all(
-            np.array_equal(g.fingerprints[n], u.fingerprints[n]) for n in g.fingerprints)
-    layers = {}
-    for layer in spec.layers:
-        if layer.name not in main_res.synops:
-            continue
-        entry = {'type': layer.type, 'category': layer.category,
-                 'active_steps': layer.active_steps or t_max,
-                 'spikes': int(main_res.fingerprints[layer.name][:, 0].sum()),
-                 'analog_input': main_res.input_analog[layer.name]}
-        for label, r in results.items():
-            entry[f'synops_{label}'] = r.synops[layer.name]
-            entry[f'neuron_updates_{label}'] = r.neuron_updates[layer.name]
-        layers[layer.name] = entry
-    report['layers'] = layers
-    for label, r in results.items():
-        report[f'synops_{label}'] = sum(r.synops.values())
-        report[f'neuron_updates_{label}'] = sum(r.neuron_updates.values())
-        report[f'wall_s_{label}'] = round(r.wall_s, 3)
-        report[f'startup_s_{label}'] = round(r.startup_s, 3)
-        report[f'samples_per_s_{label}'] = round(args.num_samples / r.wall_s, 2)
-    print_report(report, list(results))
+        print_report(report, list(results))
     if args.json:
         write_json(args.json, report)
         print(f'wrote {args.json}')
@@ -222,58 +137,6 @@ def main(argv=None):
     if agree is not None and not (agree['spikes_equal_all_layers'] and agree['logits_equal']):
         print('error: Lava differs from training-side inference in layers '
               f'{agree["layers_differing"]}', file=sys.stderr)
-        return 2
-    return 0
-
-
-def loihi_plan(args, spec, t_max):
-    """The ``--build loihi`` plan; what it cannot map is one error naming the file."""
-    from lava_dtss.deploy import loihi_build
-    try:
-        return loihi_build.plan(spec, t_max)
-    except ValueError as e:
-        raise ValueError(f'{args.model}: {e}') from None
-
-
-def run_loihi_build(args, spec, images, labels, frames, dataset, t_max):
-    """``--build loihi``: run the standard-process build, compare it with
-    training-side inference (our files), report offsets and resources."""
-    import numpy as np
-    from lava_dtss.deploy import loihi_build
-    from lava_dtss.training import write_json
-    print(f'running {args.num_samples} samples on Lava ({args.backend}, standard-process build, '
-          f'one sample per window) ...', flush=True)
-    res = loihi_build.run(spec, frames, t_max=t_max, backend=args.backend)
-    pred = res.predictions
-    report = {'model': args.model, 'dataset': dataset, 'num_samples': args.num_samples, 't_max': t_max,
-              'backend': args.backend, 'build': 'loihi', 'accuracy': float((pred == labels).mean()),
-              'processes': res.processes, 'period': res.period, 'lava_steps': res.num_steps,
-              'offsets': res.offsets, 'wall_s': round(res.wall_s, 3), 'startup_s': round(res.startup_s, 3),
-              'command': ' '.join(['python'] + sys.argv)}
-    if 'config' in spec.meta:
-        from lava_dtss.deploy.reference import reference_run
-        ref_logits, ref_fps = reference_run(spec, images)
-        differing = [n for n in ref_fps if not np.array_equal(ref_fps[n], res.fingerprints[n])]
-        report['agreement'] = {'predictions': float((ref_logits.argmax(1) == pred).mean()),
-                               'logits_equal': bool(np.array_equal(ref_logits, res.logits)),
-                               'spikes_equal_all_layers': not differing, 'layers_differing': differing}
-    else:
-        report['agreement'] = None
-    print(f'\nmodel {args.model}  ({res.processes} Lava processes, standard-process build)')
-    print(f'accuracy on {args.num_samples} {dataset} test samples: {report["accuracy"]:.4f}')
-    a = report['agreement']
-    if a is not None:
-        print(agreement_line(a, ' (after each layer\'s offset)'))
-    print(f'window P = {res.period} Lava steps, {res.num_steps} steps; offsets: '
-          + ', '.join(f'{n} {o}' for n, o in res.offsets.items() if n != 'input'))
-    print(loihi_build.format_resources(loihi_build.plan(spec, t_max), res.spikes_per_step))
-    print(f'wall time: {res.wall_s:.2f} s (start-up {res.startup_s:.2f} s)')
-    if args.json:
-        write_json(args.json, report)
-        print(f'wrote {args.json}')
-    if a is not None and not (a['spikes_equal_all_layers'] and a['logits_equal']):
-        print(f'error: Lava differs from training-side inference in layers {a["layers_differing"]}',
-              file=sys.stderr)
         return 2
     return 0
 

@@ -367,6 +367,127 @@ def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, sk
     return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
 
 
+# ------------------------------------------------------------------ a network file on test images
+def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_dir: str = None,
+             batch: int = 1, t_max: int = None, gating: bool = None, backend: str = 'cpu',
+             max_memory: int = None, timing: str = 'auto', reset_interval: int = 0,
+             skip_input_neuron: bool = False, build: str = 'fused', command: str = '', log=None):
+    """What ``scripts/run_lava.py`` does: run the network file ``model`` in Lava
+    on the first ``num_samples`` test images of ``dataset`` (default: the file's,
+    else digits) and compare every layer's spikes, the logits and the
+    predictions with training-side fixed-point inference (our files; a stock
+    NetX file has no training-side model).
+
+    ``build='fused'``: our fused processes (:func:`run`), ``batch`` samples side
+    by side, gated then ungated (``gating=None``), or only gated (True) or
+    ungated (False). ``build='loihi'``: Lava's standard processes
+    (``loihi_build.run``), one sample per window, always gated. ``max_memory``:
+    bytes (default: half the RAM); ``timing``, ``reset_interval``: see
+    :func:`build`; ``skip_input_neuron``: see ``read_netx``; ``command``: recorded
+    in the report; ``log``: a function given each progress line (default: print
+    it at once).
+
+    Everything that can be refused is refused before any Lava process starts
+    (the file, the options, the mapping of ``--build loihi``, the memory
+    estimate, the data). Returns ``(report, results)``: the report that
+    ``run_lava.py --json`` writes, and the runs by label ('gated', 'ungated':
+    :class:`LavaResult`; 'loihi': ``loihi_build.LoihiResult``)."""
+    import torch
+
+    from ..training import data
+    from .netx_file import read_netx
+    from .reference import direct_images
+    log = log or (lambda line: print(line, flush=True))
+    spec = read_netx(model, skip_input_neuron=skip_input_neuron)
+    dataset = dataset or spec.meta.get('dataset') or 'digits'
+    t_max_arg, t_max = t_max, spec.t_max or t_max
+    if t_max is None:
+        raise ValueError(f'{model} does not store T_max (a stock NetX file): pass --t-max')
+    if spec.t_max and t_max_arg and t_max_arg != spec.t_max:
+        raise ValueError(f'--t-max {t_max_arg} differs from the file\'s T_max {spec.t_max}')
+    if build == 'loihi':
+        from lava.utils import loihi
+
+        from . import loihi_build
+        plan = loihi_build.plan_for(spec, t_max, model)   # what cannot be mapped fails here, before any data
+        if backend == 'loihi2' and not loihi.is_installed():
+            log(loihi_build.dry_run(plan, num_samples, 'loihi2'))
+            log(loihi_build.format_resources(plan))
+            raise BackendUnavailable(INRC_MESSAGE)
+    # refuse sizes beyond the memory limit before loading data or building any Lava process
+    check_memory(spec, max(1, num_samples), t_max, min(batch, max(1, num_samples)),
+                 limit=max_memory, source=model, reference='config' in spec.meta)
+    test = data.load_dataset(dataset, 'test', data_dir)
+    if not 1 <= num_samples <= len(test):
+        raise ValueError(f'--num-samples must be in 1..{len(test)} for the {dataset} test set, '
+                         f'got {num_samples}')
+    xs, ys = zip(*(test[i] for i in range(num_samples)))
+    images, labels = torch.stack(xs), np.asarray(ys)
+    in_shape = tuple(spec.layers[0].shape)
+    if tuple(images.shape[1:]) != in_shape:
+        raise ValueError(f'{dataset} images have shape {tuple(images.shape[1:])} but the network '
+                         f'{model} expects input {in_shape}')
+    frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))   # [S, C, H, W]
+    if build == 'loihi':
+        return loihi_build.run_and_compare(spec, images, labels, frames, t_max=t_max, backend=backend,
+                                           model=model, dataset=dataset, command=command, log=log)
+    batch = min(batch, num_samples)
+    results = {}
+    for mode in ([True, False] if gating is None else [gating]):
+        label = 'gated' if mode else 'ungated'
+        log(f'running {num_samples} samples x {t_max} steps on Lava ({backend}, {label}, '
+            f'batch {batch}) ...')
+        results[label] = run(spec, frames, gating=mode, backend=backend, batch=batch, t_max=t_max,
+                             max_memory=max_memory, timing=timing, reset_interval=reset_interval)
+    main_res = results['gated' if gating is not False else 'ungated']
+    pred = main_res.predictions
+    report = {'model': model, 'dataset': dataset, 'num_samples': num_samples, 't_max': t_max,
+              'backend': backend, 'accuracy': float((pred == labels).mean()),
+              'processes': main_res.processes, 'batch': batch, 'lava_steps': main_res.num_steps,
+              'memory_mb': {k: round(v / 2**20, 1) for k, v in main_res.memory.items()},
+              'command': command}
+
+    # agreement with training-side fixed-point inference (our files only)
+    if 'config' in spec.meta:
+        from .reference import reference_run
+        ref_logits, ref_fps = reference_run(spec, images)
+        layer_ok = {n: bool(np.array_equal(ref_fps[n], r.fingerprints[n]))
+                    for r in results.values() for n in ref_fps}
+        report['agreement'] = {
+            'predictions': float((ref_logits.argmax(1) == pred).mean()),
+            'logits_equal': all(bool(np.array_equal(ref_logits, r.logits)) for r in results.values()),
+            'spikes_equal_all_layers': all(layer_ok.values()),
+            'layers_differing': [n for n, ok in layer_ok.items() if not ok],
+            'reference_accuracy': float((ref_logits.argmax(1) == labels).mean()),
+        }
+    else:
+        report['agreement'] = None
+    if len(results) == 2:
+        g, u = results['gated'], results['ungated']
+        report['gating_changes_output'] = not all(
+            np.array_equal(g.fingerprints[n], u.fingerprints[n]) for n in g.fingerprints)
+    layers = {}
+    for layer in spec.layers:
+        if layer.name not in main_res.synops:
+            continue
+        entry = {'type': layer.type, 'category': layer.category,
+                 'active_steps': layer.active_steps or t_max,
+                 'spikes': int(main_res.fingerprints[layer.name][:, 0].sum()),
+                 'analog_input': main_res.input_analog[layer.name]}
+        for label, r in results.items():
+            entry[f'synops_{label}'] = r.synops[layer.name]
+            entry[f'neuron_updates_{label}'] = r.neuron_updates[layer.name]
+        layers[layer.name] = entry
+    report['layers'] = layers
+    for label, r in results.items():
+        report[f'synops_{label}'] = sum(r.synops.values())
+        report[f'neuron_updates_{label}'] = sum(r.neuron_updates.values())
+        report[f'wall_s_{label}'] = round(r.wall_s, 3)
+        report[f'startup_s_{label}'] = round(r.startup_s, 3)
+        report[f'samples_per_s_{label}'] = round(num_samples / r.wall_s, 2)
+    return report, results
+
+
 def default_deadline(num_steps: int, memory_bytes: int = 0) -> float:
     """Generous wall-clock bound of a run: 10 minutes for start-up, plus 1 s per
     Lava step per 256 MiB of run data (at least 1 s per step). A healthy run

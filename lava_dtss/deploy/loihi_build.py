@@ -320,7 +320,8 @@ def build(p: LoihiPlan, frames: np.ndarray):
 class LoihiResult:
     """Outcome of a standard-process run: ``logits [S, K]``, ``fingerprints``
     ``{layer: [S * T_max, 2]}`` (aligned to window steps: offsets removed),
-    ``offsets`` per layer (Lava steps), ``period`` P, ``num_steps`` (S * P + max offset)."""
+    ``offsets`` per layer (Lava steps), ``period`` P, ``num_steps`` (S * P + max offset),
+    ``plan`` (what was built)."""
     logits: np.ndarray
     fingerprints: dict
     offsets: dict
@@ -330,6 +331,7 @@ class LoihiResult:
     wall_s: float
     startup_s: float
     spikes_per_step: dict = field(default_factory=dict)
+    plan: LoihiPlan | None = None
 
     @property
     def predictions(self):
@@ -366,7 +368,42 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
     per_step = {n: float(fp[:, 0].mean()) for n, fp in fps.items()}
     return LoihiResult(logits=logits, fingerprints=fps, offsets={s.name: s.offset for s in p.stages.values()},
                        period=p.period, num_steps=num_steps, processes=len(procs), wall_s=wall_s,
-                       startup_s=startup_s, spikes_per_step=per_step)
+                       startup_s=startup_s, spikes_per_step=per_step, plan=p)
+
+
+def plan_for(spec: NetSpec, t_max: int, source: str) -> LoihiPlan:
+    """:func:`plan`, with what cannot be mapped as one error naming ``source`` (the file)."""
+    try:
+        return plan(spec, t_max)
+    except ValueError as e:
+        raise ValueError(f'{source}: {e}') from None
+
+
+def run_and_compare(spec: NetSpec, images, labels, frames: np.ndarray, *, t_max: int, backend: str = 'cpu',
+                    model: str = '', dataset: str = '', command: str = '', log=print):
+    """``run_lava.py --build loihi``: :func:`run` on ``frames`` (the direct-encoded
+    ``images``), compared with training-side inference (our files). Returns
+    ``(report, {'loihi': LoihiResult})``, the report as ``run_lava.py --json``
+    writes it."""
+    log(f'running {len(frames)} samples on Lava ({backend}, standard-process build, '
+        f'one sample per window) ...')
+    res = run(spec, frames, t_max=t_max, backend=backend)
+    pred = res.predictions
+    report = {'model': model, 'dataset': dataset, 'num_samples': len(frames), 't_max': t_max,
+              'backend': backend, 'build': 'loihi', 'accuracy': float((pred == labels).mean()),
+              'processes': res.processes, 'period': res.period, 'lava_steps': res.num_steps,
+              'offsets': res.offsets, 'wall_s': round(res.wall_s, 3), 'startup_s': round(res.startup_s, 3),
+              'command': command}
+    if 'config' in spec.meta:
+        from .reference import reference_run
+        ref_logits, ref_fps = reference_run(spec, images)
+        differing = [n for n in ref_fps if not np.array_equal(ref_fps[n], res.fingerprints[n])]
+        report['agreement'] = {'predictions': float((ref_logits.argmax(1) == pred).mean()),
+                               'logits_equal': bool(np.array_equal(ref_logits, res.logits)),
+                               'spikes_equal_all_layers': not differing, 'layers_differing': differing}
+    else:
+        report['agreement'] = None
+    return report, {'loihi': res}
 
 
 # ------------------------------------------------------------------ reports

@@ -112,3 +112,22 @@ def format_report(checks: list) -> str:
     lines.append(f'estimated cores: {cores} (a Loihi 2 chip has {CORES_PER_CHIP}); '
                  f'{"fits one chip" if cores <= CORES_PER_CHIP else f"needs {math.ceil(cores / CORES_PER_CHIP)} chips"}')
     return '\n'.join(lines)
+
+
+def check_file(model: str, *, build: str = 'fused', t_max: int = None, skip_input_neuron: bool = False,
+               log=print) -> list:
+    """``run_lava.py --check-loihi``: the limits report of the network file
+    ``model`` (:func:`format_report`), and with ``build='loihi'`` the resource
+    report of its standard-process build, each given to ``log`` as it is made.
+    Returns the layers that violate a limit (``LayerCheck`` with ``violations``)."""
+    from .netx_file import read_netx
+    spec = read_netx(model, skip_input_neuron=skip_input_neuron)
+    checks = check_network(spec)
+    log(format_report(checks))
+    if build == 'loihi':
+        from . import loihi_build
+        t_max = spec.t_max or t_max
+        if t_max is None:
+            raise ValueError(f'{model} does not store T_max (a stock NetX file): pass --t-max')
+        log('\n' + loihi_build.format_resources(loihi_build.plan_for(spec, t_max, model)))
+    return [c for c in checks if c.violations]
