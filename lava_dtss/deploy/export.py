@@ -144,3 +144,36 @@ def deployed_accuracy(path: str, loader) -> float:
     """Test accuracy of the exported fixed-point model."""
     from ..training.checkpoints import evaluate
     return evaluate(deployed_model(path), loader)['accuracy']
+
+
+def export_checkpoint(checkpoint: str, out: str, data_dir: str = None, command: str = '') -> dict:
+    """Export a training checkpoint (``train``'s ``checkpoint.pt``) to the NetX
+    file ``out`` and its model card (``.json`` beside it), and return the card:
+    test accuracy of the float model and of the exported fixed-point one, active
+    steps. Every part of the checkpoint is checked first (``ValueError``, one
+    line); the data set is loaded before anything is written; a failure after
+    the ``.net`` is written removes it: the file and its card exist together or
+    not at all."""
+    import os
+
+    from ..training import data
+    from ..training.checkpoints import evaluate, load_checkpoint, model_from_checkpoint, write_json
+    ckpt = load_checkpoint(checkpoint)
+    model, train_args = model_from_checkpoint(ckpt, checkpoint)
+    dataset = train_args.get('dataset', 'digits')
+    test = data.load_dataset(dataset, 'test', data_dir or train_args.get('data_dir'))   # before writing
+    loader = data.make_loader(test, 256, shuffle=False, seed=0)
+    export_hdf5(model, out, dataset=dataset, command=command)
+    try:      # the .net and its .json model card exist together or not at all
+        ev = evaluate(model, loader)
+        card = {'preset': model.cfg.name, 'dataset': dataset, 'dtss': model.dtss, 't_max': model.cfg.t_max,
+                'test_accuracy': ev['accuracy'], 'quantized_test_accuracy': deployed_accuracy(out, loader),
+                'active_steps': ev['active_steps'], 'avg_steps': ev['avg_steps'],
+                'avg_steps_weighted': ev['avg_steps_weighted'], 'training': train_args,
+                'command': command}
+        write_json(os.path.splitext(out)[0] + '.json', card)
+    except BaseException:
+        if os.path.isfile(out):
+            os.unlink(out)
+        raise
+    return card

@@ -1,5 +1,6 @@
-"""Training helpers: atomic checkpoints that load without unpickling code,
-RNG state capture, evaluation with spike statistics, distributed set-up."""
+"""Training helpers: atomic checkpoints that load without unpickling code (and
+a checked model from one), RNG state capture, BatchNorm re-estimation,
+evaluation with spike statistics, distributed set-up."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from ..model.dtss import chosen_steps
+from ..model.presets import ViTConfig
 from ..model.vit import SpikingViT
 
 
@@ -188,6 +190,66 @@ def learned_gate_steps(path: str) -> dict:
     if not steps:
         raise TrainingError(f'{path} holds no DTSS gates (a fixed-T or ANN run?)')
     return steps
+
+
+# ViTConfig fields that are whole numbers, and the largest value a checkpoint may hold
+INT_FIELDS = {'in_channels': 1 << 12, 'image_size': 1 << 12, 'num_classes': 1 << 16, 'embed_dim': 1 << 14,
+              'depth': 1 << 8, 'heads': 1 << 10, 'mlp_ratio': 1 << 6, 't_max': 1 << 8}
+
+
+def model_from_checkpoint(ckpt, path):
+    """``(model, training args)`` of a checkpoint's content, every part checked
+    first: ``ValueError`` with one line naming what is wrong (a key that is
+    missing, of the wrong type, or a weight of the wrong shape)."""
+    def bad(msg):
+        raise ValueError(f'{path} is not a lava_dtss training checkpoint: {msg} '
+                         '(expected a checkpoint.pt written by scripts/train_slayer.py)')
+    if not isinstance(ckpt, dict):
+        bad(f'it holds a {type(ckpt).__name__}, expected a dict with keys config, model, args')
+    for key in ('config', 'model'):
+        if key not in ckpt:
+            bad(f'missing key {key!r}')
+        if not isinstance(ckpt[key], dict):
+            bad(f'{key!r} is a {type(ckpt[key]).__name__}, expected a dict')
+    train_args = ckpt.get('args', {})
+    if not isinstance(train_args, dict):
+        bad(f"'args' is a {type(train_args).__name__}, expected a dict")
+    for key in ('dataset', 'data_dir'):
+        if train_args.get(key) is not None and not isinstance(train_args[key], str):
+            bad(f"args[{key!r}] = {train_args[key]!r}, expected a string")
+    dtss = ckpt.get('dtss', True)
+    if not isinstance(dtss, (bool, int)) or dtss not in (0, 1):
+        bad(f"'dtss' = {dtss!r}, expected true or false")
+    cfg = ckpt['config']
+    for key, top in INT_FIELDS.items():
+        v = cfg.get(key)
+        if key in cfg and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top):
+            bad(f'config[{key!r}] = {v!r}, expected a whole number in 1..{top}')
+    try:
+        config = ViTConfig.from_dict(cfg)
+        model = SpikingViT(config, dtss=bool(dtss))
+    except Exception as e:   # unknown or missing fields, values the model cannot be built with
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        bad(f"'config' does not describe a lava_dtss model ({type(e).__name__}: {first})")
+    expected = model.state_dict()
+    state = ckpt['model']
+    missing = [k for k in expected if k not in state]
+    if missing:
+        bad(f"'model' misses {len(missing)} weight(s), e.g. {missing[0]!r}")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        bad(f"'model' holds {len(extra)} unknown weight(s), e.g. {extra[0]!r}")
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            bad(f"'model'[{k!r}] is a {type(v).__name__}, expected a tensor")
+        if tuple(v.shape) != tuple(expected[k].shape):
+            bad(f"'model'[{k!r}] has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+        if v.is_floating_point() != expected[k].is_floating_point() or v.is_complex():
+            bad(f"'model'[{k!r}] has dtype {v.dtype}, expected {expected[k].dtype}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad(f"'model'[{k!r}] holds NaN or infinite values")
+    model.load_state_dict(state)
+    return model, train_args
 
 
 def init_distributed():
