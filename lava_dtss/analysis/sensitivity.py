@@ -1,8 +1,9 @@
-#!/usr/bin/env python
 """Per-module sensitivity of a trained spiking ViT to fewer time steps.
 
-    python scripts/analyze.py --snn runs/.../pretrain/checkpoint.pt --ann runs/.../ann/checkpoint.pt \\
-        --out results/fashion-mnist/sensitivity.json
+    from lava_dtss.analysis.sensitivity import sensitivity
+    result = sensitivity('runs/.../pretrain/checkpoint.pt', 'runs/.../ann/checkpoint.pt')
+
+(command line: ``python scripts/analyze.py --snn ... --ann ... --out sensitivity.json``)
 
 Two measures, per gated layer and per category (sps, qkv, attn, mlp):
 1. distributions: the ANN twin's activations (clamp(x / threshold, 0, 1)) beside
@@ -18,23 +19,20 @@ Two measures, per gated layer and per category (sps, qkv, attn, mlp):
 2. accuracy on the validation split when only one category is cut to T steps
    (every other layer at T_max), on the trained SNN without retraining.
 
-Writes one JSON (histograms, distances, accuracies); scripts/report.py plots it.
+Returns one dict (histograms, distances, accuracies), which the command line
+writes as JSON and ``lava_dtss.analysis.report`` plots.
 """
-import argparse
-import json
-import os
-import sys
+from __future__ import annotations
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import numpy as np
+import torch
+from scipy.stats import wasserstein_distance
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy.stats import wasserstein_distance  # noqa: E402
-
-from lava_dtss.training import data  # noqa: E402
-from lava_dtss.model.dtss import CATEGORIES  # noqa: E402
-from lava_dtss.model import SpikingViT, ViTConfig  # noqa: E402
-from lava_dtss.training import TrainingError, evaluate, load_checkpoint, write_json  # noqa: E402
+from ..model.dtss import CATEGORIES
+from ..model.presets import ViTConfig
+from ..model.vit import SpikingViT
+from ..training import data
+from ..training.checkpoints import TrainingError, evaluate, load_checkpoint
 
 BINS = np.linspace(0.0, 1.0, 21)     # 20 bins of 0.05 over the activation range
 MAX_VALUES = 200_000                 # values per layer kept for W1 (a fixed random subset)
@@ -76,29 +74,25 @@ def set_category_steps(model, category, steps):
         m.gate.frozen_steps.fill_(steps if m.gate.category == category else 0)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--snn', required=True, help='checkpoint of the trained SNN (fixed T = T_max or DTSS)')
-    p.add_argument('--ann', required=True, help='checkpoint of its ANN twin (train_slayer.py --ann)')
-    p.add_argument('--out', required=True, help='JSON file to write')
-    p.add_argument('--images', type=int, default=1000, help='validation images for the distributions')
-    p.add_argument('--data-dir', default=None)
-    p.add_argument('--threads', type=int, default=None)
-    args = p.parse_args(argv)
-    if args.images < 1:
-        p.error('--images must be >= 1')
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    snn, snn_args = load_model(args.snn, 'fast')
-    ann, ann_args = load_model(args.ann, 'ann')
+def sensitivity(snn: str, ann: str, images: int = 1000, data_dir: str = None, command: str = '',
+                log=print) -> dict:
+    """Both measures for the SNN checkpoint ``snn`` (fixed T = T_max or DTSS,
+    trained with a validation split) and its ANN twin ``ann`` (``train(ann=True)``)
+    on ``images`` validation images; ``log`` gets a line per cut. The dict
+    ``scripts/analyze.py`` writes (``command`` recorded in it)."""
+    if images < 1:
+        raise ValueError('--images must be >= 1')
+    snn_path, ann_path = snn, ann
+    snn, snn_args = load_model(snn_path, 'fast')
+    ann, ann_args = load_model(ann_path, 'ann')
     if snn.cfg.name != ann.cfg.name:
         raise TrainingError(f'the SNN is preset {snn.cfg.name}, the ANN twin {ann.cfg.name}')
     dataset, val_size = snn_args.get('dataset'), int(snn_args.get('val_size') or 0)
     if not val_size:
-        raise TrainingError(f'{args.snn} was trained without --val-size: the analysis needs the validation split')
-    train = data.load_dataset(dataset, 'train', args.data_dir or snn_args.get('data_dir'))
+        raise TrainingError(f'{snn_path} was trained without --val-size: the analysis needs the validation split')
+    train = data.load_dataset(dataset, 'train', data_dir or snn_args.get('data_dir'))
     _, val = data.holdout_split(train, val_size)
-    n = min(args.images, len(val))
+    n = min(images, len(val))
     images = torch.stack([val[i][0] for i in range(n)])
     t_max = snn.cfg.t_max
     rng = np.random.default_rng(0)
@@ -133,22 +127,12 @@ def main(argv=None):
         for t in range(1, t_max):
             set_category_steps(snn, c, t)
             cut[c][t] = {'val_accuracy': evaluate(snn, val_loader)['accuracy']}
-            print(f'{c:5s} cut to T={t}: validation accuracy {cut[c][t]["val_accuracy"]:.4f} '
-                  f'(uncut {uncut:.4f})', flush=True)
+            log(f'{c:5s} cut to T={t}: validation accuracy {cut[c][t]["val_accuracy"]:.4f} '
+                f'(uncut {uncut:.4f})')
     set_category_steps(snn, None, 0)
-    write_json(args.out, {
-        'snn': args.snn, 'ann': args.ann, 'dataset': dataset, 'preset': snn.cfg.name, 't_max': t_max,
+    return {
+        'snn': snn_path, 'ann': ann_path, 'dataset': dataset, 'preset': snn.cfg.name, 't_max': t_max,
         'images': n, 'bins': BINS.tolist(), 'distance': '1-Wasserstein (scipy.stats.wasserstein_distance)',
         'layers': layers, 'categories': cat_dist,
         'uncut': {'val_accuracy': uncut}, 'category_cut': cut,
-        'command': ' '.join(['python'] + sys.argv)})
-    print(f'wrote {args.out}')
-    return 0
-
-
-if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except (TrainingError, data.DatasetError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(1)
+        'command': command}
