@@ -1,7 +1,18 @@
 """The analysis stage: event-driven operation counts (``operations``), the
-energy model (``energy``); the study's parts, imported on their own:
-``sensitivity``, ``study``, ``report``, ``benchmark``."""
-from .energy import EnergyModel, ann_energy, snn_energy
-from .operations import OperationCounter
+energy model (``energy``), and the study's parts: the sensitivity analysis
+(``sensitivity``), the study itself (``study``), its report (``report``) and
+the speed benchmark (``benchmark``). Names are imported on first use (the
+study does not load PyTorch: its arms train in processes of their own)."""
+import importlib
 
-__all__ = ['EnergyModel', 'ann_energy', 'snn_energy', 'OperationCounter']
+_API = {'EnergyModel': 'energy', 'ann_energy': 'energy', 'snn_energy': 'energy', 'OperationCounter': 'operations'}
+
+__all__ = list(_API)
+
+
+def __getattr__(name):
+    if name not in _API:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(f'.{_API[name]}', __name__), name)
+    globals()[name] = value
+    return value

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The DTSS study: fixed-T baselines, DTSS arms, the ANN twin and the
 sensitivity analysis, under one training protocol, each run's metrics written
 under results/<study>/ as it finishes.
@@ -28,8 +27,12 @@ only reported.
 
 A run whose results/<study>/<arm>/metrics.json exists is not run again, so the
 study can be extended across sessions; runs/<study>/ keeps checkpoints and logs.
+
+From Python: ``lava_dtss.analysis.study.run_study(quick=True)``. Every arm is
+trained by ``scripts/train_slayer.py`` (``lava_dtss.train``) in a process of its
+own, its output in the arm's stdout.log: a killed or interrupted study leaves
+finished arms intact, and ``--reevaluate`` replays the command an arm records.
 """
-import argparse
 import json
 import os
 import shlex
@@ -39,14 +42,14 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+# the repository (lava_dtss/analysis/study.py -> ../..): scripts/ and results/ live there
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRAIN = os.path.join('scripts', 'train_slayer.py')   # relative to ROOT, the working directory of every run
 ANALYZE = os.path.join('scripts', 'analyze.py')
 RUN_LAVA = os.path.join('scripts', 'run_lava.py')
 
-DEFAULT_CATEGORIES = 'qkv=0.25,attn,mlp'   # the training CLI's default
+DEFAULT_CATEGORIES = 'qkv=0.25,attn,mlp'   # train's default (training.loop.DEFAULT_MASK_CATEGORIES)
 ALL_CATEGORIES = 'sps,qkv,attn,mlp'
 # the paper's initialisation: every gate at T_max / 2 (T_max 4 in both studies), every score trained (those
 # outside the mask-loss categories by the task loss alone, so the stem can win its steps back)
@@ -182,37 +185,28 @@ def headline(arms: dict, t_max: int):
     return min(dtss, key=lambda n: (-dtss[n]['val_accuracy'], n))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--quick', action='store_true', help='digits, tiny budgets: the code paths in minutes')
-    p.add_argument('--demo', action='store_true',
-                   help='the README demo in context: `python scripts/train_slayer.py` (DTSS, digits) beside the '
-                        'same recipe at fixed T = 1, 2, 4 and 8, each from scratch (results/digits-demo)')
-    p.add_argument('--results', default=None, help='results folder (default results/<study>)')
-    p.add_argument('--runs', default=None, help='checkpoints and logs (default runs/<study>)')
-    p.add_argument('--stage', choices=('all', 'base', 'arms'), default='all',
-                   help='base: pre-training, ANN twin and sensitivity analysis only; arms: also the sweep; '
-                        'all: then the headline DTSS and fixed T_max models in Lava on the whole test split, '
-                        'shipped to netx_models/ with their cards')
-    p.add_argument('--reevaluate', action='store_true',
-                   help='re-run only the evaluation and export of every finished arm (its command with '
-                        '--resume: BatchNorm re-estimation, validation and test accuracy, fixed-point export '
-                        'and counts) with the present code, keeping its training; then the headline')
-    p.add_argument('--lava-samples', type=int, default=None,
-                   help='test images for the Lava runs (default: the whole test split)')
-    args = p.parse_args(argv)
-    if args.demo:
-        return demo_comparison(args)
-    name = 'digits-quick' if args.quick else 'fashion-mnist'
+def run_study(*, quick: bool = False, demo: bool = False, results: str = None, runs: str = None,
+              stage: str = 'all', reevaluate: bool = False, lava_samples: int = None):
+    """The study (``scripts/study.py``): the Fashion-MNIST protocol, or with
+    ``quick`` the same code paths on digits in minutes, or with ``demo`` the
+    digits demo's recipe against fixed T. ``results``, ``runs``: folders
+    (default results/<study>, runs/study/<study>); ``stage``: 'base', 'arms' or
+    'all' (see the command line's ``--help``); ``reevaluate``: only re-run the
+    evaluation and export of every finished arm; ``lava_samples``: test images
+    of the Lava runs (default: the whole test split). Returns the results
+    folder; raises ``StudyError``."""
+    if demo:
+        return demo_comparison(results, runs)
+    name = 'digits-quick' if quick else 'fashion-mnist'
     study = STUDIES[name]
-    results = os.path.abspath(args.results or os.path.join(ROOT, 'results', name))
-    runs = os.path.abspath(args.runs or os.path.join(ROOT, 'runs', 'study', name))
+    results = os.path.abspath(results or os.path.join(ROOT, 'results', name))
+    runs = os.path.abspath(runs or os.path.join(ROOT, 'runs', 'study', name))
     os.makedirs(results, exist_ok=True)
     os.makedirs(runs, exist_ok=True)
     t_max = study['t_max']
     t0 = time.time()
-    if args.reevaluate:
-        return reevaluate(results, t_max)
+    if reevaluate:
+        return reevaluate_arms(results, t_max)
 
     # 1. common start, ANN twin (same two stages), sensitivity analysis
     run_arm(study, 'pretrain', ['--fixed-t', str(t_max), '--seed', '0', '--no-export'] + study['pretrain'],
@@ -233,8 +227,8 @@ def main(argv=None):
     with open(sens_path) as f:
         suggested = suggested_categories(json.load(f), t_max)
     print(f'[sensitivity] suggested mask-loss categories: {suggested}', flush=True)
-    if args.stage == 'base':
-        return 0
+    if stage == 'base':
+        return results
 
     # 2. the sweep: every arm fine-tunes from the common start with the same budget
     ft = ['--init-from', base_ckpt] + study['finetune']
@@ -261,12 +255,12 @@ def main(argv=None):
     with open(os.path.join(results, 'headline.json'), 'w') as f:
         json.dump({'headline_arm': best, 'rule': headline.__doc__.split('\n\n')[0].replace('\n    ', ' '),
                    'suggested_categories': suggested}, f, indent=2)
-    if args.stage == 'arms':
-        return 0
+    if stage == 'arms':
+        return results
 
     # 4. the two models to ship, run in Lava (gated) on the test split, with their cards
     for arm in (best, f'fixed-t{t_max}'):
-        ship(study, arm, results, runs, args.lava_samples, quick=args.quick)
+        ship(study, arm, results, runs, lava_samples, quick=quick)
 
     # 5. two-stage DTSS: the gates each headline seed learned, weights re-fit from the common start with
     #    those gates fixed from the first step (no mask loss), same budget; then the diagnostics: learned
@@ -285,13 +279,13 @@ def main(argv=None):
             tag = seed_tag(seed)
             run_arm(study, arm + tag, fixed_gates + ['--init-steps', steps, '--seed', str(seed)] + ft, results, runs)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
-    return 0
+    return results
 
 
 REEVALUATION_ORDER = ('fixed-t4', 'dtss-', 'fixed-t', 'ann', 'pretrain')   # the reference and DTSS arms first
 
 
-def reevaluate(results, t_max):
+def reevaluate_arms(results, t_max):
     """Evaluation and export of every finished arm again (``--resume`` of a finished
     run), most important arms first; an arm already evaluated this way is skipped."""
     names = [n for n in os.listdir(results) if os.path.isfile(os.path.join(results, n, 'metrics.json'))]
@@ -331,14 +325,14 @@ def reevaluate(results, t_max):
         with open(os.path.join(results, 'headline.json'), 'w') as f:
             json.dump(info, f, indent=2)
         print(f'[headline] {best}')
-    return 0
+    return results
 
 
-def demo_comparison(args):
+def demo_comparison(results=None, runs=None):
     """The default digits run (the README demo) beside fixed-T runs of the same recipe."""
     study = dict(dataset='digits', preset='tiny', val_size=0, threads=None)
-    results = os.path.abspath(args.results or os.path.join(ROOT, 'results', 'digits-demo'))
-    runs = os.path.abspath(args.runs or os.path.join(ROOT, 'runs', 'study', 'digits-demo'))
+    results = os.path.abspath(results or os.path.join(ROOT, 'results', 'digits-demo'))
+    runs = os.path.abspath(runs or os.path.join(ROOT, 'runs', 'study', 'digits-demo'))
     for seed in (0, 1, 2):
         tag = seed_tag(seed)
         run_arm(study, f'dtss-default{tag}', ['--seed', str(seed)], results, runs)
@@ -354,14 +348,14 @@ def demo_comparison(args):
         sd = f' ± {statistics.stdev(acc):.2f}' if len(acc) > 1 else ''
         print(f'{base:14s} {len(reps):5d} {statistics.mean(acc):9.2f}{sd:7s} {statistics.mean(q):14.2f} '
               f'{statistics.mean(m["avg_steps"] for m in reps):10.2f}')
-    return 0
+    return results
 
 
 def ship(study, arm, results, runs, samples, quick):
     """Run ``arm``'s exported model in Lava (gated) with agreement checked against
     training-side inference; ship it to netx_models/ with a card (or to the
     results folder in quick mode)."""
-    from lava_dtss.training import atomic_write, write_json
+    from ..training.checkpoints import atomic_write, write_json
     net = os.path.join(runs, arm, 'model.net')
     report = os.path.join(results, f'lava-{arm}.json')
     if not os.path.isfile(report):
@@ -396,14 +390,3 @@ def ship(study, arm, results, runs, samples, quick):
 def load_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except StudyError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print('interrupted; finished arms are kept under results/', file=sys.stderr)
-        sys.exit(130)
