@@ -1,10 +1,12 @@
-#!/usr/bin/env python
 """One benchmark for the speeds every experiment here depends on, each printed
 beside its reference run as a ratio (samples/s and peak memory).
 
     python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
     python scripts/benchmark.py --skip-lava            # training only
     python scripts/benchmark.py --model M.net          # Lava part on another model file
+
+    from lava_dtss.analysis.benchmark import BenchmarkConfig, run_benchmark
+    run_benchmark(BenchmarkConfig(skip_lava=True))     # the same from Python (prints the tables)
 
 Training (fmnist preset, batch 64, T = 4, forward + backward + AdamW step, same
 weights and batches): ours (the fused neuron's compiled loop, and its PyTorch
@@ -27,7 +29,6 @@ Stock NetX: a conv-heavy and a dense-heavy network made and exported with lava-d
 own blocks, run by stock ``netx.hdf5.Network`` and by our runtime (stock timing) on
 the same input; the last layer's spikes must be equal.
 """
-import argparse
 import glob
 import json
 import os
@@ -35,9 +36,9 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from .study import ROOT
 # the shipped Fashion-MNIST DTSS model (scripts/study.py ships the headline arm there)
 DEFAULT_MODEL = next(iter(sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist_dtss-*.net')))),
                      os.path.join('netx_models', 'fmnist_dtss-<headline arm>.net'))
@@ -69,8 +70,7 @@ def build_bench_model(impl, preset):
     (tau 2, hard reset to 0, input not decayed: the same LIF, in float) in place of
     every CUBA neuron; 'ann' is the ReLU twin at the same T."""
     import torch
-    from lava_dtss.model import blocks
-    from lava_dtss.model import build_model
+    from ..model import blocks, build_model
     neuron = {'fast-torch': 'fast', 'stock-block': 'stock', 'jelly': 'fast'}.get(impl, impl)
     model = build_model(preset, neuron_impl=neuron)
     if impl == 'stock-block':
@@ -127,11 +127,10 @@ def bench_training(args):
     impls = [(i, label) for i, label in TRAIN_IMPLS if i != 'jelly' or jelly_installed()]
     best = {}
     for _ in range(args.rounds):
-        for impl, _label in impls:
-            cmd = [sys.executable, os.path.abspath(__file__), '--train-worker', impl, '--preset', args.preset,
-                   '--batch-size', str(args.batch_size), '--train-steps', str(args.train_steps)]
-            if args.threads:
-                cmd += ['--threads', str(args.threads)]
+        for impl, _label in impls:   # a fresh process each: its own peak memory, its own compiled-loop choice
+            call = (f'train_worker({impl!r}, {args.preset!r}, {args.batch_size}, {args.train_steps}, '
+                    f'{args.threads})')
+            cmd = [sys.executable, '-c', f'from lava_dtss.analysis.benchmark import train_worker; {call}']
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if out.returncode != 0:
                 raise SystemExit(f'error: training benchmark of {impl} failed:\n{out.stderr[-2000:]}')
@@ -159,10 +158,10 @@ def bench_training(args):
 def bench_lava(args):
     import numpy as np
     import torch
-    from lava_dtss.training import data
-    from lava_dtss.deploy import lava_runtime
-    from lava_dtss.deploy.netx_file import read_netx
-    from lava_dtss.deploy.reference import direct_images, reference_run
+    from ..deploy import lava_runtime
+    from ..deploy.netx_file import read_netx
+    from ..deploy.reference import direct_images, reference_run
+    from ..training import data
     spec = read_netx(args.model)
     test = data.load_dataset(spec.meta.get('dataset') or 'digits', 'test', args.data_dir)
     n = min(args.lava_samples, len(test))
@@ -248,8 +247,9 @@ def bench_stock_netx(args):
     file and input stream; last-layer spikes must be equal."""
     import tempfile
     import numpy as np
-    from lava_dtss.deploy import lava_runtime
-    from lava_dtss.deploy.netx_file import read_netx
+    from ..deploy import lava_runtime
+    from ..deploy.fixed_point import fingerprint
+    from ..deploy.netx_file import read_netx
     print(f'\n## Stock NetX files (lava-dl export): our runtime (stock timing) vs stock netx.hdf5.Network, '
           f'{args.stock_steps} Lava steps, wall time including compile and start-up')
     print(f'{"network":10s} {"stock NetX s":>13s} {"ours s":>8s} {"ours vs stock":>14s} {"spikes equal":>13s} '
@@ -268,7 +268,6 @@ def bench_stock_netx(args):
             t0 = time.perf_counter()
             ours = lava_runtime.run(spec, stream[None], timing='stock')
             ours_s = time.perf_counter() - t0
-            from lava_dtss.deploy.fixed_point import fingerprint
             last = [n.name for n in spec.layers if n.type in ('conv', 'dense')][-1]
             expect = np.array([fingerprint(stock_out[..., t]) for t in range(k)])
             equal = bool(np.array_equal(expect, ours.fingerprints[last][:k]))
@@ -284,43 +283,33 @@ def check(logits, ref, label):
         raise SystemExit(f'error: {label}: logits differ from the training-side reference')
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--preset', default='fmnist', help='training benchmark preset (default fmnist)')
-    p.add_argument('--batch-size', type=int, default=64, help='training batch (default 64)')
-    p.add_argument('--train-steps', type=int, default=10, help='timed training steps per round (default 10)')
-    p.add_argument('--rounds', type=int, default=3, help='alternating rounds; the best counts (default 3)')
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s)')
-    p.add_argument('--model', default=DEFAULT_MODEL,
-                   help=f'NetX file for the Lava part (default {os.path.relpath(DEFAULT_MODEL, ROOT)})')
-    p.add_argument('--data-dir', default=None, help='dataset folder of the model\'s data set')
-    p.add_argument('--lava-samples', type=int, default=1000, help='test images per batched Lava run (default 1000)')
-    p.add_argument('--single-samples', type=int, default=50, help='test images for the B=1 Lava run (default 50)')
-    p.add_argument('--batch', type=int, default=100, help='Lava batch (default 100)')
-    p.add_argument('--stock-steps', type=int, default=200, help='Lava steps of the stock NetX comparison (default 200)')
-    p.add_argument('--skip-stock', action='store_true', help='skip the stock NetX comparison')
-    p.add_argument('--skip-train', action='store_true')
-    p.add_argument('--skip-lava', action='store_true')
-    p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps'):
-        if getattr(args, name) < 1:
-            p.error(f'--{name.replace("_", "-")} must be >= 1')
-    if args.threads is not None and args.threads < 1:
-        p.error('--threads must be >= 1')
-    if args.train_worker:
-        return train_worker(args.train_worker, args.preset, args.batch_size, args.train_steps, args.threads)
-    if not args.skip_lava and not os.path.isfile(args.model):
-        p.error(f'--model {args.model} does not exist (train and export one, e.g. python scripts/study.py, '
-                'or pass another .net file)')
+@dataclass
+class BenchmarkConfig:
+    """The benchmark's options (``scripts/benchmark.py --help``), same names and defaults."""
+    preset: str = 'fmnist'          # training benchmark preset
+    batch_size: int = 64            # training batch
+    train_steps: int = 10           # timed training steps per round
+    rounds: int = 3                 # alternating rounds; the best counts
+    threads: int = None             # torch threads (default: torch's)
+    model: str = DEFAULT_MODEL      # NetX file for the Lava part
+    data_dir: str = None            # dataset folder of the model's data set
+    lava_samples: int = 1000        # test images per batched Lava run
+    single_samples: int = 50        # test images for the B=1 Lava run
+    batch: int = 100                # Lava batch
+    stock_steps: int = 200          # Lava steps of the stock NetX comparison
+    skip_stock: bool = False
+    skip_train: bool = False
+    skip_lava: bool = False
+
+
+def run_benchmark(config: BenchmarkConfig = None):
+    """Every part of the benchmark that ``config`` does not skip, each table
+    printed as it is measured; exits (``SystemExit``) when a Lava run's logits
+    or spikes differ from the reference."""
+    args = config or BenchmarkConfig()
     if not args.skip_train:
         bench_training(args)
     if not args.skip_lava:
         bench_lava(args)
     if not args.skip_stock:
         bench_stock_netx(args)
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
