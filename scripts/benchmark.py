@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""One benchmark for the speeds every experiment here depends on, each printed
+beside its reference run as a ratio (samples/s and peak memory).
+
+    python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
+    python scripts/benchmark.py --skip-lava            # training only
+    python scripts/benchmark.py --model M.net          # Lava part on another model file
+
+What each part measures: lava_dtss/analysis/benchmark.py (run_benchmark), which
+this command line calls.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lava_dtss.analysis.benchmark import (DEFAULT_MODEL, ROOT, BenchmarkConfig, run_benchmark,  # noqa: E402
+                                          train_worker)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--preset', default='fmnist', help='training benchmark preset (default fmnist)')
+    p.add_argument('--batch-size', type=int, default=64, help='training batch (default 64)')
+    p.add_argument('--train-steps', type=int, default=10, help='timed training steps per round (default 10)')
+    p.add_argument('--rounds', type=int, default=3, help='alternating rounds; the best counts (default 3)')
+    p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s)')
+    p.add_argument('--model', default=DEFAULT_MODEL,
+                   help=f'NetX file for the Lava part (default {os.path.relpath(DEFAULT_MODEL, ROOT)})')
+    p.add_argument('--data-dir', default=None, help='dataset folder of the model\'s data set')
+    p.add_argument('--lava-samples', type=int, default=1000, help='test images per batched Lava run (default 1000)')
+    p.add_argument('--single-samples', type=int, default=50, help='test images for the B=1 Lava run (default 50)')
+    p.add_argument('--batch', type=int, default=100, help='Lava batch (default 100)')
+    p.add_argument('--stock-steps', type=int, default=200, help='Lava steps of the stock NetX comparison (default 200)')
+    p.add_argument('--skip-stock', action='store_true', help='skip the stock NetX comparison')
+    p.add_argument('--skip-train', action='store_true')
+    p.add_argument('--skip-lava', action='store_true')
+    p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps'):
+        if getattr(args, name) < 1:
+            p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.threads is not None and args.threads < 1:
+        p.error('--threads must be >= 1')
+    if args.train_worker:   # one training measurement in this process (run_benchmark starts these itself)
+        return train_worker(args.train_worker, args.preset, args.batch_size, args.train_steps, args.threads)
+    if not args.skip_lava and not os.path.isfile(args.model):
+        p.error(f'--model {args.model} does not exist (train and export one, e.g. python scripts/study.py, '
+                'or pass another .net file)')
+    options = {k: v for k, v in vars(args).items() if k != 'train_worker'}
+    run_benchmark(BenchmarkConfig(**options))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
