@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from lava_dtss.model import build_model
 from lava_dtss.deploy.netx_file import read_netx
+from lava_dtss.model import build_model
 from lava_dtss.training import save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

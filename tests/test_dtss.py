@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from lava_dtss.model.dtss import DTSSGate, mask_loss, soft_prefix_mask
 from lava_dtss.model import build_model
+from lava_dtss.model.dtss import DTSSGate, mask_loss, soft_prefix_mask
 
 
 def test_mask_is_always_a_prefix():

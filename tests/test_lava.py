@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lava_dtss.training import data
 from lava_dtss.deploy import lava_runtime
 from lava_dtss.deploy.export import conv_spec, dense_spec, deployed_model, export_hdf5
 from lava_dtss.deploy.fixed_point import fingerprint
-from lava_dtss.model import build_model
 from lava_dtss.deploy.netx_file import LayerSpec, NetSpec, read_netx, write_netx
 from lava_dtss.deploy.reference import direct_frames, float32_is_exact, reference_run
+from lava_dtss.model import build_model
+from lava_dtss.training import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')

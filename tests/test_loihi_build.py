@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 
-from lava_dtss.training import data
 from lava_dtss.deploy import lava_runtime, loihi_build
 from lava_dtss.deploy.export import conv_spec, dense_spec
 from lava_dtss.deploy.netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
 from lava_dtss.deploy.reference import direct_images
 from lava_dtss.loihi2 import reset_interval
+from lava_dtss.training import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')

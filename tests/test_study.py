@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-from lava_dtss.model import blocks
-from lava_dtss.training import data
 from lava_dtss.analysis.energy import EnergyModel, ann_energy, snn_energy
+from lava_dtss.model import blocks
 from lava_dtss.model import build_model
+from lava_dtss.training import data
 from lava_dtss.training import recalibrate_batchnorm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
