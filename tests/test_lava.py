@@ -166,6 +166,7 @@ def test_lif_step_is_lavas_bit_accurate_lif():
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.lif.models import PyLifModelBitAcc
     from lava.proc.lif.process import LIF
     from lava_dtss.loihi2 import (ACT_SHIFT, BIAS_EXP, CURRENT_DECAY_OFFSET, MAX_BIAS, MAX_UV, MIN_BIAS,
                                   apply_decay, lif_step)
@@ -197,6 +198,7 @@ def test_lif_step_is_lavas_bit_accurate_lif():
     try:
         for t in range(steps):
             src.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+            assert all(lif.model_class is PyLifModelBitAcc for lif in lifs)
             for k, (i_decay, v_decay) in enumerate(LIF_DECAYS):
                 tmp = np.empty(n, np.int64)
                 raw_u, raw_v = u[k].copy(), v[k].copy()
