@@ -173,7 +173,7 @@ def main(argv=None):
               'backend': args.backend, 'accuracy': float((pred == labels).mean()),
               'processes': main_res.processes, 'batch': batch, 'lava_steps': main_res.num_steps,
               'memory_mb': {k: round(v / 2**20, 1) for k, v in main_res.memory.items()},
-              'command': ' '.join(['python'] + sys.argv)}
+              'command': ' '.join(['python'] + sys.argv), 'imported_from_nir': 'nir' in spec.meta}
 
     # agreement with training-side fixed-point inference (our files only)
     if 'config' in spec.meta:
@@ -291,6 +291,9 @@ def print_report(r, labels):
     a = r['agreement']
     if a is not None:
         print(agreement_line(a))
+    elif r.get('imported_from_nir'):
+        print('agreement: n/a (imported from NIR: no training-side model here; docs/nir.md compares '
+              'it with its source framework)')
     else:
         print('agreement: n/a (stock NetX file: no training-side model)')
     head = f'{"layer":22s} {"steps":>5s} {"spikes":>8s}'
