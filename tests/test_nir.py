@@ -140,7 +140,8 @@ def test_sumpool_scale_if_vleak_and_integrator_readout_against_the_float_definit
         ('lif', _lif((6, 8, 8), tau=4e-3, th=0.5, leak=0.06)),
         ('pool', nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))),
         ('flat', nir.Flatten(input_type={'input': np.array([6, 4, 4])}, start_dim=0, end_dim=-1)),
-        ('fc', nir.Affine(weight=k((20, 96)) / 100, bias=rng.integers(-10, 10, 20) / 100)),
+        ('fc', nir.Affine(weight=k((20, 96)) / 50, bias=rng.integers(-10, 10, 20) / 50)),
+        ('half', nir.Scale(scale=np.full(20, 0.5))),                 # folded into the rows and the bias
         ('if', nir.IF(r=np.full(20, 1e3), v_threshold=np.full(20, 1.0))),
         ('head', nir.Affine(weight=rng.normal(0, 1, (10, 20)), bias=rng.normal(0, 0.1, 10))),
         ('sum', nir.I(r=np.full(10, 1e3))),
@@ -160,6 +161,13 @@ def test_sumpool_scale_if_vleak_and_integrator_readout_against_the_float_definit
     agree = float((res.logits.argmax(1) == logits.argmax(1)).mean())
     print('hand graph: IF-layer spike counts equal', same, 'readout argmax agreement', agree)
     assert same >= 0.95 and agree >= 0.98
+
+
+def test_exact_method_uses_the_exponential_decay():
+    g = _base(neuron=_lif(4, tau=4e-3))
+    assert import_nir(g, dt=1e-3, steps=4).layers[-1].neuron['vDecay'] == 1024              # 4096 dt / tau
+    assert import_nir(g, dt=1e-3, steps=4, method='exact').layers[-1].neuron['vDecay'] == round(
+        4096 * (1 - np.exp(-0.25)))
 
 
 def test_li_readout_is_the_time_sum_of_its_input(test_digits):
