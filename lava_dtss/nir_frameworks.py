@@ -20,7 +20,6 @@ T = 8                  # time steps per sample
 SNNTORCH_DT = 1e-4     # snntorch.export_nir writes tau = dt / (1 - beta) with dt = 1e-4
 NORSE_DT = 1e-3        # Norse's default step
 NORSE_DT_NIR = 1e-6    # Norse 1.1.0 writes tau = dt / tau_inv (norse#411): Euler-consistent at dt**2
-DIGITS_INPUT_SCALE = 16  # digits pixels are k / 16: round(16 x) is exact
 
 
 def digits(split: str):

@@ -52,6 +52,8 @@ MAX_VTH = (1 << 17) - 1       # 17-bit threshold mantissa (compared with v after
 MAX_CURRENT = 1 << 17         # |a_in| < 2**17: the 24-bit current u = a_in << 6 cannot wrap
 READOUT_MAX = 32767           # host-side readout weights (argmax does not depend on the scale)
 DEFAULT_INPUT_SCALE = 255     # image value x in [0, 1] -> integer round(255 x) (8-bit graded input)
+# datasets whose pixels are not k / 255: the scale at which every pixel is an integer (exact input)
+EXACT_INPUT_SCALE = {'digits': 16}   # scikit-learn digits: 0..16, loaded as k / 16 (lava_dtss.data)
 NIR_FORMAT = 'lava-dtss-nir/1'
 KEY = 'lava_dtss.'            # prefix of our metadata keys in NIR graphs and nodes
 METHODS = ('euler', 'exact')
@@ -558,7 +560,8 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
     export). ``dataset``: stored in the file for ``run_lava.py``; a flat input of
     as many values as the dataset's images gets the image shape and a flatten
     layer. ``input_scale``: image value ``x`` in [0, 1] -> integer
-    ``round(input_scale * x)`` (default 255). Raises :class:`NIRImportError`
+    ``round(input_scale * x)`` (default: the scale at which the dataset's pixels
+    are integers, 16 for digits, else 255). Raises :class:`NIRImportError`
     (one line) for anything it cannot map exactly as documented."""
     graph, source = load_graph(graph_or_path)
     gmeta = getattr(graph, 'metadata', None) or {}
@@ -587,6 +590,8 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
         if np.all(s == s[0]) and s[0] == round(s[0]) and 1 <= s[0] <= 1 << 16:
             input_scale = int(s[0])
             pending_start = 2
+    if input_scale is None and dataset is not None and pending_start == 1:
+        input_scale = EXACT_INPUT_SCALE.get(dataset, DEFAULT_INPUT_SCALE)
     if input_scale is not None:
         if isinstance(input_scale, bool) or int(input_scale) != input_scale or not 1 <= int(input_scale) <= 1 << 16:
             raise NIRImportError(f'{source}: input_scale must be a whole number in 1..65536, got {input_scale!r}')

@@ -32,8 +32,8 @@ def parse_args(argv=None):
                    help='dataset the network classifies (stored for run_lava.py; a flat input of as many '
                         'values as its images gets the image shape and a flatten layer)')
     p.add_argument('--input-scale', type=int, default=None, metavar='S',
-                   help='image value x in [0, 1] -> integer input round(S x) (default 255, 8-bit; '
-                        '16 is exact for digits)')
+                   help='image value x in [0, 1] -> integer input round(S x) (default: 16 for --dataset '
+                        'digits, whose pixels are k/16, else 255, 8-bit)')
     p.add_argument('--method', default='euler', choices=('euler', 'exact'),
                    help='decay per step: dt/tau (forward Euler, as snnTorch and Norse; default) or '
                         '1 - exp(-dt/tau)')

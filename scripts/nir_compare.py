@@ -100,17 +100,16 @@ def main(argv=None):
             write_graph(graph, gpath)          # Norse's graph needs write_graph (docs/nir.md); snnTorch's as is
             graphs[src.name] = gpath
             net_path = nets[src.name] = os.path.join(tmp, f'{src.name}.net')
-            spec = import_nir(gpath, dt=src.dt, steps=fw.T, dataset='digits', input_scale=fw.DIGITS_INPUT_SCALE,
-                              out=net_path, command=command)
+            spec = import_nir(gpath, dt=src.dt, steps=fw.T, dataset='digits', out=net_path, command=command)
             row = fw.compare(src, graph, spec, images, labels, loihi_samples=20)
-            # the default 8-bit input scale, same graph
-            spec255 = import_nir(gpath, dt=src.dt, steps=fw.T, dataset='digits')
+            # the same graph with 8-bit input (round(255 x): digits pixels k/16 then carry rounding)
+            spec255 = import_nir(gpath, dt=src.dt, steps=fw.T, dataset='digits', input_scale=255)
             row255 = fw.compare(src, graph, spec255, images, labels)
             row['input_scale_255'] = {k: row255[k] for k in ('accuracy_lava', 'accuracy_diff_pp',
                                                               'predictions_agree', 'output_counts_identical')}
             row.update(graph=os.path.relpath(gpath, ROOT),
                        import_command=f'python scripts/import_nir.py {os.path.relpath(gpath, ROOT)} --out model.net '
-                                      f'--dt {src.dt:g} --steps {fw.T} --dataset digits --input-scale {fw.DIGITS_INPUT_SCALE}',
+                                      f'--dt {src.dt:g} --steps {fw.T} --dataset digits',
                        nir_version=nir.version, torch=torch.__version__, command=command, seed=args.seed)
             write_json(os.path.join(args.out, f'{src.name}.json'), row)
             print(f'{src.framework}: source {row["accuracy_source"]:.4f}, Lava {row["accuracy_lava"]:.4f} '

@@ -73,8 +73,9 @@ def test_framework_network_runs_on_lava_within_1pp_of_its_own_simulation(case, r
     src, graph, path = request.getfixturevalue(case)
     images, labels = test_digits
     out = str(tmp_path / 'imported.net')
-    spec = import_nir(path, dt=src.dt, steps=fw.T, dataset='digits', input_scale=fw.DIGITS_INPUT_SCALE, out=out)
+    spec = import_nir(path, dt=src.dt, steps=fw.T, dataset='digits', out=out)
     assert spec.meta['format'] == FORMAT and spec.t_max == fw.T and spec.meta['dataset'] == 'digits'
+    assert spec.layers[0].params['inputScale'] == 16                # digits pixels k/16: exact input
     assert all(l.active_steps is None for l in spec.layers)      # no DTSS gates
     row = fw.compare(src, graph, spec, images, labels, loihi_samples=6)
     print(case, json.dumps(row))
