@@ -666,6 +666,18 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
         return read_netx(path)
 
 
+def _layer_name(imp: _Importer, base: str) -> str:
+    """A layer name the file can hold (ASCII, 32 bytes) and no other layer has
+    (the runtime keys its records by name)."""
+    base = ''.join(c if c.isascii() and (c.isalnum() or c in '._-') else '_' for c in base)[:32]
+    taken = {l.name for l in imp.layers}
+    name, i = base, 1
+    while name in taken:
+        suffix = f'~{i}'
+        name, i = base[:32 - len(suffix)] + suffix, i + 1
+    return name
+
+
 def _add_layer(imp: _Importer, src: int, pending: list, name, node) -> int:
     pre, op, post = _split(imp, pending, name, node)
     syn, flatten_after = imp.synapse(src, pre, op, post)
@@ -676,11 +688,11 @@ def _add_layer(imp: _Importer, src: int, pending: list, name, node) -> int:
     w, bias, neuron, rep = imp.quantise(name, node, W, b, nrn, src_is_input, out)
     rep['synapse'] = op[0]
     from .export import conv_spec, dense_spec
-    lname = f'nir.{name}'[:32]
+    lname = _layer_name(imp, f'nir.{name}')
     if kind == 'dense':
         inputs = [src]
         if len(imp.layers[src].shape) == 3:      # dense on a (C, H, W) map: NetX wants a flatten layer
-            imp.layers.append(LayerSpec(type='flatten', name=f'{lname}.flatten'[:32],
+            imp.layers.append(LayerSpec(type='flatten', name=_layer_name(imp, f'{lname}.flatten'),
                                         shape=(int(np.prod(imp.layers[src].shape)),), inputs=[src]))
             inputs = [len(imp.layers) - 1]
         spec = dense_spec(lname, w, bias, neuron, inputs=inputs)
@@ -691,7 +703,7 @@ def _add_layer(imp: _Importer, src: int, pending: list, name, node) -> int:
     rep['layer'] = lname
     imp.report.append(rep)
     if flatten_after:
-        imp.layers.append(LayerSpec(type='flatten', name=f'{lname}.flat'[:32],
+        imp.layers.append(LayerSpec(type='flatten', name=_layer_name(imp, f'{lname}.flat'),
                                     shape=(int(np.prod(out)),), inputs=[len(imp.layers) - 1]))
     return len(imp.layers) - 1
 
@@ -755,7 +767,7 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
     wi, bi = np.round(f * Wf).astype(np.int64), np.round(f * bf).astype(np.int64)
     info.update(exact=exact, scale=f, readout=('time sum of the input (exact)' if exact else
                 'time sum of the input; the leak of the LI voltage (weights (1-km)^(T-1-t)) is not kept'))
-    imp.layers.append(LayerSpec(type='readout', name=f'nir.{name or oname}.readout'[:32], shape=shape,
+    imp.layers.append(LayerSpec(type='readout', name=_layer_name(imp, f'nir.{name or oname}.readout'), shape=shape,
                                 inputs=[src], params={'weight': wi, 'bias': bi}))
     imp.report.append(info)
 

@@ -171,6 +171,15 @@ def test_exact_method_uses_the_exponential_decay():
         4096 * (1 - np.exp(-0.25)))
 
 
+def test_node_names_become_unique_ascii_layer_names():
+    long = 'näme/with space and a very long tail of characters'
+    g = _graph(('in', nir.Input(input_type={'input': np.array([16])})), ('fc', nir.Linear(weight=np.ones((4, 16)))),
+               (long, _lif(4)), ('fc2', nir.Linear(weight=np.ones((4, 4)))), (long + '2', _lif(4)),
+               ('out', nir.Output(output_type={'output': np.array([4])})))
+    names = [l.name for l in import_nir(g, dt=1e-3, steps=4).layers]
+    assert len(set(names)) == 3 and all(n.isascii() and len(n) <= 32 for n in names), names
+
+
 def test_li_readout_is_the_time_sum_of_its_input(test_digits):
     rng = np.random.default_rng(2)
     g = _graph(('in', nir.Input(input_type={'input': np.array([64])})),
