@@ -257,6 +257,12 @@ class _Importer:
     forced_vth: dict = field(default_factory=dict)
     in_div: float = None      # the first synapse sees x = X / in_div (X the integer input)
 
+    def is_input(self, i: int) -> bool:
+        """Whether layer ``i`` is the input (possibly through flatten layers)."""
+        while self.layers[i].type == 'flatten':
+            i = self.layers[i].inputs[0]
+        return self.layers[i].type == 'input'
+
     def fail(self, name, node, msg):
         where = f'node {name!r} ({_tname(node)})' if name is not None else 'graph'
         raise NIRImportError(f'{self.source}: {where}: {msg}')
@@ -682,8 +688,7 @@ def _add_layer(imp: _Importer, src: int, pending: list, name, node) -> int:
     pre, op, post = _split(imp, pending, name, node)
     syn, flatten_after = imp.synapse(src, pre, op, post)
     kind, W, b, out = syn[:4]
-    src_is_input = imp.layers[src].type == 'input' or (
-        imp.layers[src].type == 'flatten' and imp.layers[imp.layers[src].inputs[0]].type == 'input')
+    src_is_input = imp.is_input(src)
     nrn = imp.neuron(name, node, out)
     w, bias, neuron, rep = imp.quantise(name, node, W, b, nrn, src_is_input, out)
     rep['synapse'] = op[0]
@@ -716,6 +721,9 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
     oname, onode = op
     if _tname(onode) == 'Conv2d':
         imp.fail(oname, onode, 'a convolution as readout is not supported (use Affine/Linear)')
+    src_is_input = imp.is_input(src)
+    while imp.layers[src].type == 'flatten':   # the readout sums over the positions of its source map
+        src = imp.layers[src].inputs[0]
     v = imp.view(src, pre)
     W = _arr(onode.weight)
     if W.ndim != 2 or W.shape[1] != int(np.prod(v.cur)):
@@ -759,7 +767,6 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
             exact = False
     if np.any(gain <= 0):
         imp.fail(name, node, 'the readout gain (r, w_in) must be positive')
-    src_is_input = imp.layers[src].type == 'input'
     Wf = W * (gain / (imp.in_div if src_is_input else 1.0))[:, None]
     bf = imp.t_max * (gain * b + leak)
     keep = node is not None and _meta(node.metadata, 'readout') and np.allclose(Wf, np.round(Wf), atol=1e-6)
