@@ -253,6 +253,13 @@ REFUSALS = [
                          groups=1, bias=np.zeros(2))),
         ('n', _lif((2, 8, 8))), ('out', nir.Output(output_type={'output': np.array([2, 8, 8])}))),
      ["node 'c' (Conv2d)", 'dilation']),
+    ('readout from a map', lambda: _graph(
+        ('in', nir.Input(input_type={'input': np.array([1, 4, 4])})),
+        ('c', nir.Conv2d(input_shape=(4, 4), weight=np.ones((3, 1, 1, 1)), stride=1, padding=0, dilation=1,
+                         groups=1, bias=np.zeros(3))),
+        ('n', _lif((3, 4, 4))), ('f', nir.Flatten(input_type={'input': np.array([3, 4, 4])}, start_dim=0, end_dim=-1)),
+        ('a', nir.Affine(weight=np.ones((2, 48)), bias=np.zeros(2))),
+        ('out', nir.Output(output_type={'output': np.array([2])}))), ["node 'a' (Affine)", 'global SumPool2d']),
 ]
 
 
