@@ -841,10 +841,9 @@ def export_nir(source, dt: float = 1e-3, t_max: int = None):
         if layer.type == 'input':
             shape[i] = tuple(layer.shape)
             prev = add('input', nir.Input(input_type={'input': np.array(layer.shape)}), None)
-            s = int(layer.params.get('inputScale', 1))
-            if s != 1:
-                prev = add('input_scale', nir.Scale(scale=np.full(layer.shape, float(s)),
-                                                    metadata={KEY + 'inputScale': 1}), prev)
+            s = int(layer.params.get('inputScale', 1))   # also 1: it tells the importer the scale
+            prev = add('input_scale', nir.Scale(scale=np.full(layer.shape, float(s)),
+                                                metadata={KEY + 'inputScale': 1}), prev)
             names[i] = prev
             continue
         in_shape = shape[src]
