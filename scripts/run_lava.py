@@ -155,6 +155,9 @@ def print_report(r, labels):
     a = r['agreement']
     if a is not None:
         print(agreement_line(a))
+    elif r.get('imported_from_nir'):
+        print('agreement: n/a (imported from NIR: no training-side model here; docs/nir.md compares '
+              'it with its source framework)')
     else:
         print('agreement: n/a (stock NetX file: no training-side model)')
     head = f'{"layer":22s} {"steps":>5s} {"spikes":>8s}'

@@ -445,7 +445,7 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
               'backend': backend, 'accuracy': float((pred == labels).mean()),
               'processes': main_res.processes, 'batch': batch, 'lava_steps': main_res.num_steps,
               'memory_mb': {k: round(v / 2**20, 1) for k, v in main_res.memory.items()},
-              'command': command}
+              'command': command, 'imported_from_nir': 'nir' in spec.meta}
 
     # agreement with training-side fixed-point inference (our files only)
     if 'config' in spec.meta:
