@@ -1,11 +1,21 @@
 """Dynamic Time Step Spiking (DTSS) gate and mask loss.
 
-Formulation (docs/dtss.md, from the design notes): a gate owns a trainable
-score vector ``s`` of length ``T_max``. ``p = softmax(s)`` is a distribution
-over the layer's last active step ``k`` (1..T_max). The forward pass uses the
-hard prefix mask ``m_t = [t <= argmax(p) + 1]``; the backward pass the soft
-mask ``m~ = M p`` with ``M[t, k] = 1 for k >= t`` (straight-through). Spikes
-``[N, ..., T]`` are multiplied by the mask along the last (time) axis.
+Formulation (docs/dtss.md): a gate owns one trainable real number, its length
+``l`` in ``[1, T_max]``: the number of time steps the layer runs. The forward
+pass multiplies the layer's spikes ``[N, ..., T]`` along the last (time) axis
+by the hard prefix mask ``m_t = [t <= round(l)]`` (t = 1..T_max); the backward
+pass uses the soft mask ``m~_t = clamp(l - t + 1, 0, 1)``, the linear
+interpolation between the hard masks of ``floor(l)`` and ``ceil(l)``
+(straight-through). The mask loss of a gate is ``sum_t m~_t / T_max =
+l / T_max``: forward, backward and mask loss act on the same number, and as
+it moves continuously the layer's steps change one at a time.
+
+The paper's summary describes a score per step with ``p = softmax(s)`` and the
+argmax of ``p`` as the forward choice; there the mask loss acts on ``E_p[k]``
+while the forward follows the argmax, and its gates jump from T_max straight to
+1 step (measured and derived in docs/dtss.md); an expected-length rule
+(``round(E_p[k])``) stalls at vertices of the simplex instead. The length gate
+is this project's fix.
 """
 from __future__ import annotations
 
@@ -13,25 +23,45 @@ import torch
 
 CATEGORIES = ('sps', 'qkv', 'attn', 'mlp')
 DEFAULT_LOSS_CATEGORIES = ('qkv', 'attn', 'mlp')
+GATE_PARAMETER = 'gate.length'   # state-dict suffix of a gate's trainable length
 
 
-def soft_prefix_mask(scores: torch.Tensor) -> torch.Tensor:
-    """``M softmax(scores)``: ``m~[t] = sum_{k >= t} p[k]`` (0-based), shape ``[T]``."""
-    p = torch.softmax(scores, dim=-1)
-    return torch.flip(torch.cumsum(torch.flip(p, (-1,)), -1), (-1,))
+def is_gate_parameter(name: str) -> bool:
+    """Whether a state-dict key is a DTSS gate's trainable parameter (this
+    formulation's ``gate.length`` or the earlier ``gate.scores``)."""
+    return name.endswith(GATE_PARAMETER) or name.endswith('gate.scores')
 
 
-def hard_prefix_mask(scores: torch.Tensor) -> torch.Tensor:
-    """Binary prefix mask of length ``T``: ones up to and including argmax."""
-    last = int(torch.argmax(scores))
-    steps = torch.arange(scores.shape[-1], device=scores.device)
-    return (steps <= last).to(scores.dtype)
+def soft_prefix_mask(length: torch.Tensor, t_max: int) -> torch.Tensor:
+    """``m~_t = clamp(length - t + 1, 0, 1)`` for t = 1..t_max, shape ``[t_max]``;
+    its sum is ``length`` for ``length`` in ``[0, t_max]``."""
+    t = torch.arange(1, t_max + 1, dtype=length.dtype, device=length.device)
+    return torch.clamp(length.reshape(()) - t + 1, 0.0, 1.0)
 
 
-def chosen_steps(scores: torch.Tensor, frozen_steps: int = 0) -> int:
-    """Active steps a gate's ``scores`` select, ``argmax + 1`` (1..T_max), unless
-    ``frozen_steps`` (> 0, set by a deployed model) fixes them."""
-    return int(frozen_steps) if int(frozen_steps) > 0 else int(torch.argmax(scores.detach())) + 1
+def steps_from_length(length, t_max: int) -> int:
+    """Active steps of a length: ``length`` rounded half up, in ``1..t_max``."""
+    value = float(length.detach().reshape(())) if isinstance(length, torch.Tensor) else float(length)
+    return min(int(t_max), max(1, int(torch.floor(torch.tensor(value + 0.5, dtype=torch.float64)))))
+
+
+def chosen_steps(length, t_max: int, frozen_steps: int = 0) -> int:
+    """Active steps a gate selects (1..t_max): ``frozen_steps`` where a deployed
+    model fixed them (> 0), else ``steps_from_length``."""
+    return int(frozen_steps) if int(frozen_steps) > 0 else steps_from_length(length, t_max)
+
+
+def upgrade_gate_state(state: dict, t_max: int = 0) -> dict:
+    """A state dict with the earlier formulation's gates (``gate.scores`` of
+    length T_max, argmax rule) converted to lengths that select the same steps
+    (``t_max`` is not needed: kept for callers that pass it)."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith('gate.scores') and isinstance(value, torch.Tensor) and value.numel() > 0:
+            out[key[:-len('scores')] + 'length'] = (torch.argmax(value).reshape(1).to(torch.float32) + 1)
+        else:
+            out[key] = value
+    return out
 
 
 class DTSSGate(torch.nn.Module):
@@ -53,38 +83,47 @@ class DTSSGate(torch.nn.Module):
         self.t_max = int(t_max)
         self.category = category
         self.enabled = bool(enabled)
-        self.scores = torch.nn.Parameter(torch.zeros(self.t_max), requires_grad=self.enabled)
-        self.reset_scores(max(1, self.t_max // 2) if init_steps is None else int(init_steps))
+        self.length = torch.nn.Parameter(torch.zeros(1), requires_grad=self.enabled)
+        self.reset_steps(max(1, self.t_max // 2) if init_steps is None else int(init_steps))
         # set by export/import of deployed models: the hard choice, frozen
         self.register_buffer('frozen_steps', torch.tensor(0, dtype=torch.int64))
 
     @torch.no_grad()
-    def reset_scores(self, steps: int):
-        """Scores that select ``steps`` active steps: 1 at step ``steps``, 0 elsewhere."""
+    def reset_steps(self, steps: int):
+        """Set the length to ``steps`` active steps (1..T_max)."""
         if not 1 <= int(steps) <= self.t_max:
             raise ValueError(f'initial steps must be in 1..{self.t_max}, got {steps}')
-        self.scores.zero_()
-        self.scores[int(steps) - 1] = 1.0
+        self.length.fill_(float(int(steps)))
+
+    @torch.no_grad()
+    def project_(self):
+        """Clamp the length into ``[1, T_max]`` (call after each optimiser step:
+        projected gradient descent)."""
+        self.length.clamp_(1.0, float(self.t_max))
 
     @property
     def active_steps(self) -> int:
         """Number of time steps ``T_l`` this layer is active (1..T_max)."""
         if not self.enabled and int(self.frozen_steps) == 0:
             return self.t_max
-        return chosen_steps(self.scores, self.frozen_steps)
+        return chosen_steps(self.length, self.t_max, self.frozen_steps)
+
+    def _clamped_length(self) -> torch.Tensor:
+        """The length clamped into ``[1, T_max]`` with an identity gradient."""
+        c = torch.clamp(self.length, 1.0, float(self.t_max))
+        return self.length + (c - self.length).detach()
 
     def soft_mask(self) -> torch.Tensor:
-        """``m~`` (differentiable), shape ``[T_max]``."""
-        return soft_prefix_mask(self.scores)
+        """``m~`` (differentiable), shape ``[T_max]``; its sum is the length."""
+        return soft_prefix_mask(self._clamped_length(), self.t_max)
 
     def mask(self) -> torch.Tensor:
         """Hard prefix mask with straight-through gradient, shape ``[T_max]``."""
+        steps = torch.arange(self.t_max, device=self.length.device)
         if int(self.frozen_steps) > 0 or not self.enabled:
-            m = torch.zeros(self.t_max, device=self.scores.device)
-            m[:self.active_steps] = 1
-            return m
+            return (steps < self.active_steps).to(self.length.dtype)
         soft = self.soft_mask()
-        hard = hard_prefix_mask(self.scores.detach())
+        hard = (steps < self.active_steps).to(soft.dtype)
         return soft + (hard - soft).detach()
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .blocks import SpikingAttention, SpikingConv
-from .dtss import DTSSGate, mask_loss
+from .dtss import DTSSGate, is_gate_parameter, mask_loss
 
 if TYPE_CHECKING:
     from .presets import ViTConfig
@@ -168,4 +168,4 @@ class SpikingViT(torch.nn.Module):
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for n, p in model.named_parameters() if not n.endswith('gate.scores'))
+    return sum(p.numel() for n, p in model.named_parameters() if not is_gate_parameter(n))

@@ -11,7 +11,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ..model.dtss import chosen_steps
+from ..model.dtss import chosen_steps, is_gate_parameter, upgrade_gate_state
 from ..model.presets import ViTConfig
 from ..model.vit import SpikingViT
 
@@ -156,10 +156,10 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader, num_images: int):
 
 def init_weights(model: SpikingViT, path: str):
     """Copy the weights and BatchNorm statistics of checkpoint ``path`` into
-    ``model`` (same preset; the DTSS scores are skipped: T_max may differ)."""
+    ``model`` (same preset; the DTSS gates are skipped: T_max may differ)."""
     ckpt = load_checkpoint(path)
     try:
-        state = {k: v for k, v in ckpt['model'].items() if not k.endswith('gate.scores')}
+        state = {k: v for k, v in ckpt['model'].items() if not is_gate_parameter(k)}
         cfg = dict(ckpt['config'])
     except (KeyError, TypeError, AttributeError):
         raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
@@ -169,7 +169,7 @@ def init_weights(model: SpikingViT, path: str):
         raise TrainingError(f'{path} holds a different architecture than preset {model.cfg.name} '
                             '(only T_max may differ for --init-from)')
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith('gate.scores')]
+    missing = [k for k in missing if not is_gate_parameter(k)]
     if missing or unexpected:
         raise TrainingError(f'{path}: state does not match the model (missing {missing[:3]}, '
                             f'unexpected {unexpected[:3]})')
@@ -181,12 +181,15 @@ def learned_gate_steps(path: str) -> dict:
     learned, to set in another model (``train_slayer.py --gates-from``)."""
     ckpt = load_checkpoint(path)
     try:
-        state = ckpt['model']
-        names = sorted({k[:-len('.scores')] for k in state if k.endswith('gate.scores')})
-        steps = {n: chosen_steps(state[n + '.scores'], state.get(n + '.frozen_steps', 0)) for n in names}
+        state = upgrade_gate_state(ckpt['model'], 0)
+        names = sorted({k[:-len('.length')] for k in state if k.endswith('gate.length')})
+        steps = {}
+        if names:
+            t_max = int(ckpt['config']['t_max'])
+            steps = {n: chosen_steps(state[n + '.length'], t_max, state.get(n + '.frozen_steps', 0)) for n in names}
     except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
         raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
-                            '(expected the key model with DTSS gate scores)') from None
+                            '(expected the keys config and model, with DTSS gates)') from None
     if not steps:
         raise TrainingError(f'{path} holds no DTSS gates (a fixed-T or ANN run?)')
     return steps
@@ -232,7 +235,7 @@ def model_from_checkpoint(ckpt, path):
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         bad(f"'config' does not describe a lava_dtss model ({type(e).__name__}: {first})")
     expected = model.state_dict()
-    state = ckpt['model']
+    state = upgrade_gate_state(ckpt['model'], config.t_max)   # gates of the earlier formulation
     missing = [k for k in expected if k not in state]
     if missing:
         bad(f"'model' misses {len(missing)} weight(s), e.g. {missing[0]!r}")

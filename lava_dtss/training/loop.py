@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..model.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate
+from ..model.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate, is_gate_parameter
 from ..model.presets import PRESETS, get_config
 from ..model.vit import SpikingViT
 from . import data
@@ -79,6 +79,7 @@ class TrainConfig:
     bn_calibration: int = 2048
     weight_decay: float = 0.1
     augment: int | None = None
+    preset_fields: tuple | list | dict = ()   # --config: preset fields overridden: 'FIELD=VALUE' items (JSON values) or a dict
     seed: int = 0
     threads: int | None = None
     out: str = 'runs/default'
@@ -87,6 +88,50 @@ class TrainConfig:
     no_export: bool = False
     max_batches: int | None = None          # tests only: batches per epoch and per evaluation
     mask_weights: dict = field(default_factory=dict)   # set by resolve from mask_categories
+
+
+# preset fields a run may override with --config (the rest follow the data set, or have their own option)
+OVERRIDABLE = ('embed_dim', 'depth', 'heads', 'mlp_ratio', 'sps', 'threshold', 'voltage_decay', 'attn_threshold',
+               'attn_scale', 'tau_grad', 'scale_grad')
+
+
+def preset_overrides(items) -> dict:
+    """``{field: value}`` from ``--config FIELD=VALUE`` items (VALUE in JSON: ``2.0``,
+    ``[[16, 1], [32, 2]]``) or a dict; ``ValueError`` naming the item otherwise."""
+    if isinstance(items, dict):
+        pairs = list(items.items())
+    else:
+        pairs = []
+        for item in items or ():
+            name, sep, value = str(item).partition('=')
+            if not sep:
+                raise ValueError(f'--config {item!r}: expected FIELD=VALUE')
+            if name.strip() not in OVERRIDABLE:
+                raise ValueError(f'--config: unknown or fixed field {name.strip()!r}; choose from '
+                                 f'{", ".join(OVERRIDABLE)}')
+            try:
+                pairs.append((name.strip(), json.loads(value)))
+            except json.JSONDecodeError:
+                raise ValueError(f'--config {item!r}: VALUE must be JSON (a number, or a list for sps)') from None
+    out = {}
+    for name, value in pairs:
+        if name not in OVERRIDABLE:
+            raise ValueError(f'--config: unknown or fixed field {name!r}; choose from {", ".join(OVERRIDABLE)}')
+        if name == 'sps':
+            ok = isinstance(value, (list, tuple)) and all(
+                isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(v, int) and v >= 1 for v in s)
+                for s in value) and len(value) > 0
+        elif name in ('embed_dim', 'depth', 'heads', 'mlp_ratio'):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        if not ok:
+            raise ValueError(f'--config {name}={json.dumps(value)}: expected '
+                             + ('a list of [channels, stride] pairs' if name == 'sps' else
+                                'a whole number >= 1' if name in ('embed_dim', 'depth', 'heads', 'mlp_ratio')
+                                else 'a finite number > 0'))
+        out[name] = float(value) if name not in ('sps', 'embed_dim', 'depth', 'heads', 'mlp_ratio') else value
+    return out
 
 
 def resolve(config: TrainConfig) -> TrainConfig:
@@ -124,6 +169,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
             weights[name] = float(w)
     args.mask_categories = tuple(weights)
     args.mask_weights = weights
+    args.preset_fields = preset_overrides(args.preset_fields)
     init = {}
     if isinstance(args.init_steps, int) and not isinstance(args.init_steps, bool):
         args.init_steps = str(args.init_steps)
@@ -231,7 +277,10 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
 
     # ---- model ------------------------------------------------------------
     t_max = args.fixed_t or args.t_max
-    cfg = get_config(preset, num_classes=info.num_classes, t_max=t_max)
+    try:
+        cfg = get_config(preset, num_classes=info.num_classes, t_max=t_max, **args.preset_fields)
+    except (TypeError, ValueError) as e:
+        raise TrainingError(f'--config {args.preset_fields}: not a valid {preset} model ({e})') from None
     if (cfg.in_channels, cfg.image_size, cfg.image_size) != info.image_shape:
         raise TrainingError(f'preset {preset} expects images {cfg.in_channels}x{cfg.image_size}x'
                             f'{cfg.image_size}, dataset {args.dataset} has {info.image_shape}')
@@ -244,7 +293,7 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             k = (args.init_steps or {}).get(g.category, (args.init_steps or {}).get('*', default))
             if k > cfg.t_max:
                 raise TrainingError(f'--init-steps {k} exceeds T_max = {cfg.t_max}')
-            g.reset_scores(k)
+            g.reset_steps(k)
     if args.gates_from and not args.resume:
         learned = learned_gate_steps(args.gates_from)
         mine = {n: g for n, g in model.named_modules() if isinstance(g, DTSSGate)}
@@ -255,13 +304,14 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             if learned[n] > cfg.t_max:
                 raise TrainingError(f'--gates-from {args.gates_from}: gate {n} learned {learned[n]} steps, '
                                     f'more than T_max = {cfg.t_max}')
-            g.reset_scores(learned[n])
+            g.reset_steps(learned[n])
 
-    # ---- optimisers: AdamW for the weights, SGD for the DTSS scores ---------
-    # scores that train: the mask-loss categories (and, with train_unselected, all)
-    trained_scores = [g.scores for g in model.gates()
-                      if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
-    others = [p for n, p in model.named_parameters() if not n.endswith('gate.scores')]
+    # ---- optimisers: AdamW for the weights, SGD for the DTSS gates' lengths --
+    # gates that train: the mask-loss categories (and, with train_unselected, all)
+    trained_gates = [g for g in model.gates()
+                     if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
+    trained_scores = [g.length for g in trained_gates]
+    others = [p for n, p in model.named_parameters() if not is_gate_parameter(n)]
     opt = torch.optim.AdamW(others, lr=args.lr, weight_decay=args.weight_decay)
     score_opt = torch.optim.SGD(trained_scores or [torch.zeros(1, requires_grad=True)],
                                 lr=args.score_lr, momentum=0.9)
@@ -367,6 +417,8 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             opt.step()
             if train_scores:
                 score_opt.step()
+                for g in trained_gates:   # projected gradient descent: lengths stay in [1, T_max]
+                    g.project_()
             sched.step()
             seen += int(y.numel())
             correct += int((logits.argmax(1) == y).sum())
