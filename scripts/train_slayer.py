@@ -88,6 +88,10 @@ def parse_args(argv=None):
     p.add_argument('--augment', type=int, default=None, metavar='PIXELS',
                    help='random-shift augmentation of up to PIXELS (default: 4 with horizontal flips '
                         'for cifar10/100, 0 otherwise; imagenet uses random resized crops)')
+    p.add_argument('--config', action='append', default=[], metavar='FIELD=VALUE', dest='preset_fields',
+                   help='override a field of the preset, VALUE in JSON, repeatable: e.g. --config attn_threshold=2.0 '
+                        '--config embed_dim=96 (fields: threshold, voltage_decay, attn_threshold, attn_scale, '
+                        'tau_grad, scale_grad, embed_dim, depth, heads, mlp_ratio, sps); stored in the checkpoint')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=None,
                    help='torch CPU threads (default: 1 for the tiny preset, which gains nothing from '

@@ -486,3 +486,24 @@ def test_full_disk_is_one_error_line_and_leaves_no_half_written_file(tmp_path, m
     assert ('model.net' in files) == ('model.json' in files), files     # never a model without its card
     if where == 'save':
         assert 'checkpoint.pt' not in files
+
+
+def test_config_overrides_a_preset_field_and_refuses_unknown_ones(tmp_path):
+    """``--config FIELD=VALUE`` (the training levers of docs/training.md) reaches the
+    model and its checkpoint; an unknown field or a bad value is one error line."""
+    import lava_dtss
+    from lava_dtss.training.loop import preset_overrides
+    out = str(tmp_path / 'cfg')
+    lava_dtss.train(out=out, epochs=1, max_batches=1, batch_size=8, no_export=True, freeze_scores=1,
+                    preset_fields=['attn_threshold=2.0', 'voltage_decay=0.25'])
+    ckpt = torch.load(os.path.join(out, 'checkpoint.pt'), weights_only=True)
+    assert ckpt['config']['attn_threshold'] == 2.0 and ckpt['config']['voltage_decay'] == 0.25
+    assert preset_overrides(['sps=[[8, 1], [32, 2]]']) == {'sps': [[8, 1], [32, 2]]}
+    for bad, words in ((['name=x'], 'unknown or fixed field'), (['attn_threshold=-1'], 'finite number > 0'),
+                       (['attn_threshold'], 'FIELD=VALUE'), (['embed_dim=1.5'], 'whole number'),
+                       (['threshold=abc'], 'JSON')):
+        with pytest.raises(ValueError, match=words):
+            preset_overrides(bad)
+    proc = subprocess.run([sys.executable, SCRIPT, '--config', 'bogus=1', '--out', str(tmp_path / 'x')],
+                          capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
+    assert proc.returncode == 2 and "unknown or fixed field 'bogus'" in proc.stderr
