@@ -1,11 +1,13 @@
 """The analysis stage: event-driven operation counts (``operations``), the
 energy model (``energy``), and the study's parts: the sensitivity analysis
 (``sensitivity``), the study itself (``study``), its report (``report``) and
-the speed benchmark (``benchmark``). Names are imported on first use (the
+the speed benchmark (``benchmark``), and the training health of a checkpoint
+(``training_health``, docs/training.md). Names are imported on first use (the
 study does not load PyTorch: its arms train in processes of their own)."""
 import importlib
 
-_API = {'EnergyModel': 'energy', 'ann_energy': 'energy', 'snn_energy': 'energy', 'OperationCounter': 'operations'}
+_API = {'EnergyModel': 'energy', 'ann_energy': 'energy', 'snn_energy': 'energy', 'OperationCounter': 'operations',
+        'layer_health': 'training_health'}
 
 __all__ = list(_API)
 
