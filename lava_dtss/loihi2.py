@@ -37,6 +37,8 @@ threshold are shifted left by :data:`ACT_SHIFT` and the bias by
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # ------------------------------------------------------------------ scales
@@ -171,12 +173,16 @@ def fires(v: np.ndarray, vth: int, out: np.ndarray = None) -> np.ndarray:
     return np.greater(v, int(vth) << ACT_SHIFT, out=out)
 
 
-def spike_level(threshold: float) -> float:
-    """The same test on the training side's state (float, 1/4096 units): SLAYER
-    spikes where ``v >= (threshold + THRESHOLD_EPS) * 4096`` [slayer]. For an
-    integer state and a threshold that is a whole number of 1/64 (every
-    exported one: ``vThMant / 64``) that is ``v > vThMant << 6``: :func:`fires`."""
-    return (threshold + THRESHOLD_EPS) * STATE_SCALE
+def spike_level(threshold: float) -> int:
+    """The same test on the training side's state (an integer held in float,
+    1/4096 units): SLAYER spikes where ``v >= (threshold + THRESHOLD_EPS) * 4096``
+    [slayer]; for an integer ``v`` that is ``v >= ceil(threshold * 4096 + 0.01)``,
+    the integer this returns (computed in float64), so that ``v >= spike_level``
+    is exact in any float that holds it (float32 below 2**24) -- the float32 sum
+    ``vThMant * 64 + 0.01`` rounds back to ``vThMant * 64`` once that reaches
+    2**18. For a threshold that is a whole number of 1/64 (every exported one:
+    ``vThMant / 64``) it is ``(vThMant << 6) + 1``: ``v >= it`` is :func:`fires`."""
+    return int(math.ceil((float(threshold) + THRESHOLD_EPS) * STATE_SCALE))
 
 
 def lif_step(u, v, a_in, bias, du: int, dv: int, vth: int, tmp=None, spikes=None):

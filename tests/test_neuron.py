@@ -171,3 +171,27 @@ def test_kernel_build_removes_a_stale_lock_and_falls_back_with_one_warning(tmp_p
     x = torch.rand(2, 3, 4)
     s, _ = cuba_forward(x, 4096, 2048, 0.5)   # the PyTorch path still runs
     assert torch.equal(s, cuba_forward(x, 4096, 2048, 0.5, use_compiled=False)[0])
+
+
+@pytest.mark.parametrize('vth', [4096, 70000, (1 << 17) - 1])
+def test_threshold_at_or_above_2_18_is_exact_in_float32(vth):
+    """vThMant >= 4096 puts the threshold at vThMant * 64 >= 2**18, where
+    ``vThMant * 64 + 0.01`` rounds back to the integer in float32: a voltage
+    exactly at the threshold then fired on the training side (float32 state,
+    both paths) though Loihi (``lif_step``: ``v > vth << 6``) does not. The
+    threshold level is now the exact integer ``vth * 64 + 1`` (failed before)."""
+    from lava_dtss.loihi2 import WEIGHT_SCALE, lif_step
+    steps = 4
+    a_in = np.zeros((2, 3, steps), np.int64)
+    a_in[:, 0] = vth            # exactly at the threshold: no spike
+    a_in[:, 1] = vth + 1        # one unit above: a spike
+    a_in[:, 2] = vth - 1
+    u, v = np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64)
+    expect = np.zeros(a_in.shape, bool)
+    for t in range(steps):
+        expect[..., t] = lif_step(u, v, a_in[..., t], 0, 4096, 4096, vth)
+    assert expect[:, 1].all() and not expect[:, 0].any() and not expect[:, 2].any()
+    x = torch.from_numpy(a_in / WEIGHT_SCALE).float()
+    for compiled in (True, False):
+        s, _ = cuba_forward(x, 4096, 4096, vth / WEIGHT_SCALE, use_compiled=compiled)
+        assert np.array_equal(s.numpy().astype(bool), expect), compiled
