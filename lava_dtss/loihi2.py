@@ -71,6 +71,16 @@ CURRENT_DECAY_OFFSET = 1                  # [lava] ds_offset = 1 (dm_offset = 0)
 # the voltage decay has none, so vDecay = 4096 has no 12-bit encoding (and iDecay = 0 none either). Files
 # here keep the range 0..4096 for both, as NetX's reader and our models do; --check-loihi reports 0..4096.
 
+
+def current_shift_is_voltage_bias(i_decay: int) -> bool:
+    """Whether a constant added to the synaptic current each step (where
+    training applies BatchNorm's shift) equals the same constant as Loihi's
+    voltage bias (what the export writes): only when the current keeps nothing
+    from one step to the next, ``iDecay == 4096`` (SLAYER's current decay 1).
+    With any other decay the current sums the shift over steps."""
+    return int(i_decay) == DECAY_UNITY
+
+
 # ------------------------------------------------------------------ state
 STATE_BITS = 24                           # [lava] uv_bitwidth: u and v are 24-bit signed
 MAX_UV = 1 << (STATE_BITS - 1)            # [lava] max_uv_val = 2**23: u wraps beyond it, v clips to +-(2**23 - 1)
