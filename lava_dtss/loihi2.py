@@ -69,7 +69,10 @@ MAX_DECAY = DECAY_UNITY                   # the range files and the reader accep
 CURRENT_DECAY_OFFSET = 1                  # [lava] ds_offset = 1 (dm_offset = 0); [netx] passes du = iDecay - 1
 # 4096 is NOT a 12-bit value. Lava's current decay adds a 1-bit offset, so iDecay 1..4096 is du 0..4095;
 # the voltage decay has none, so vDecay = 4096 has no 12-bit encoding (and iDecay = 0 none either). Files
-# here keep the range 0..4096 for both, as NetX's reader and our models do; --check-loihi reports 0..4096.
+# here keep the range 0..4096 for both, as NetX's reader and our models do; --check-loihi reports a
+# decay outside the range Loihi 2 represents (below) as a violation.
+I_DECAY_RANGE = (CURRENT_DECAY_OFFSET, MAX_DECAY_FIELD + CURRENT_DECAY_OFFSET)   # iDecay 1..4096: du = iDecay - 1
+V_DECAY_RANGE = (0, MAX_DECAY_FIELD)                                             # vDecay 0..4095: dv = vDecay
 
 
 def current_shift_is_voltage_bias(i_decay: int) -> bool:

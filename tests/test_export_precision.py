@@ -26,3 +26,37 @@ def test_export_refuses_a_batchnorm_shift_under_a_decaying_current(tmp_path):
     block.norm.bias.data.zero_()
     block.norm.running_mean.zero_()
     export_hdf5(model, str(tmp_path / 'noshift.net'))   # no shift: nothing to misplace
+
+
+def _check_net(tmp_path, weight1=None, neuron=None, name='n.net'):
+    """A small own-format file (input 1x6x6 at inputScale 255, one 3x3 conv,
+    one dense) read back from disk; ``weight1``: layer 1's weights."""
+    from lava_dtss.deploy.export import conv_spec, dense_spec
+    from lava_dtss.deploy.netx_file import FORMAT, LayerSpec, NetSpec, read_netx, write_netx
+    rng = np.random.default_rng(0)
+    n = {'type': 'CUBA', 'iDecay': 4096, 'vDecay': 2048, 'vThMant': 200, 'refDelay': 1, 'gradedSpike': False}
+    n.update(neuron or {})
+    w1 = rng.integers(-3, 4, (4, 1, 3, 3)) if weight1 is None else weight1
+    layers = [LayerSpec(type='input', name='input', shape=(1, 6, 6), params={'inputScale': 255}),
+              conv_spec('c1', w1, np.zeros(4, np.int64), (4, 6, 6), n, padding=1, inputs=[0]),
+              LayerSpec(type='flatten', name='flat', shape=(144,), inputs=[1]),
+              dense_spec('d', rng.integers(-20, 21, (5, 144)), np.zeros(5, np.int64), n, inputs=[2])]
+    path = str(tmp_path / name)
+    write_netx(NetSpec(layers=layers, meta={"format": FORMAT, "t_max": 4}), path)
+    return read_netx(path)
+
+
+@pytest.mark.parametrize('key,value,ok', [('vDecay', 4096, False), ('vDecay', 4095, True), ('vDecay', 0, True),
+                                          ('iDecay', 0, False), ('iDecay', 1, True), ('iDecay', 4096, True)])
+def test_check_loihi_reports_decays_loihi2_cannot_encode(tmp_path, key, value, ok):
+    """Loihi 2's decays are 12-bit: ``du = iDecay - 1`` (0..4095, so iDecay
+    1..4096) and ``dv = vDecay`` (0..4095). vDecay 4096 and iDecay 0 have no
+    encoding: violations (before: vDecay 4096 passed as a 12-bit value)."""
+    from lava_dtss.deploy.loihi_check import check_network
+    spec = _check_net(tmp_path, neuron={key: value})
+    bad = [c for c in check_network(spec) if c.violations]
+    if ok:
+        assert not bad
+    else:
+        assert [c.name for c in bad] == ['c1', 'd']
+        assert f'{key} {value} outside' in bad[0].violations[0]

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..loihi2 import (ACT_SHIFT, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, MAX_BIAS, MAX_DECAY, MAX_UV,
-                      MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, VTH_MANT_BITS,
+from ..loihi2 import (ACT_SHIFT, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, I_DECAY_RANGE, MAX_BIAS, MAX_UV,
+                      MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, V_DECAY_RANGE,
+                      VTH_MANT_BITS,
                       WEIGHT_MANTISSA_BITS, graded_bits, max_abs_input, weight_mantissa_bits)
 from .netx_file import NetSpec
 
-LIMITS = {'vThMant': (0, MAX_VTH), 'bias': (MIN_BIAS, MAX_BIAS), 'decay': (0, MAX_DECAY)}
+# the decays: what Loihi 2's 12-bit du, dv encode (iDecay = du + 1, vDecay = dv), not the files' 0..4096
+LIMITS = {'vThMant': (0, MAX_VTH), 'bias': (MIN_BIAS, MAX_BIAS), 'iDecay': I_DECAY_RANGE, 'vDecay': V_DECAY_RANGE}
 
 
 @dataclass
@@ -82,10 +84,11 @@ def check_network(spec: NetSpec) -> list:
             vlo, vhi = LIMITS['vThMant']
             if not vlo <= n['vThMant'] <= vhi:
                 c.violations.append(f'vThMant {n["vThMant"]} exceeds {VTH_MANT_BITS} bits [{vlo}, {vhi}]')
-            dlo, dhi = LIMITS['decay']
             for k in ('iDecay', 'vDecay'):
+                dlo, dhi = LIMITS[k]
                 if not dlo <= n[k] <= dhi:
-                    c.violations.append(f'{k} {n[k]} outside the {DECAY_BITS}-bit decay range [{dlo}, {dhi}]')
+                    c.violations.append(f'{k} {n[k]} outside [{dlo}, {dhi}], the range of the {DECAY_BITS}-bit '
+                                        f'{"du (iDecay - 1)" if k == "iDecay" else "dv (vDecay)"} of Loihi 2')
             if (n['vThMant'] << ACT_SHIFT) >= MAX_UV:
                 c.violations.append(f'threshold vThMant << {ACT_SHIFT} = {n["vThMant"] << ACT_SHIFT} does not fit '
                                     f'the {STATE_BITS}-bit voltage (< {MAX_UV})')
