@@ -158,6 +158,30 @@ def state_bounds(max_input: float, max_bias: float, i_decay: int, v_decay: int):
     return u, v
 
 
+def state_overflow(max_input: float, max_bias: float, i_decay: int, v_decay: int):
+    """``(current, voltage)``: why a neuron with ``|a_in| <= max_input`` and
+    ``|bias| <= max_bias`` may leave Loihi 2's 24-bit state, from
+    :func:`state_bounds`, each None when its bound stays below :data:`MAX_UV`
+    (or no bound exists: a decay that keeps the whole state). ``current``: the
+    current wraps past ``2**23`` (where training does not), the bound
+    ``--build loihi`` applies to its gates (:data:`MAX_CURRENT` on ``a_in`` when
+    the current decays fully) and the fused runtime models. ``voltage``: the
+    voltage may clip at ``2**23 - 1``; a positive clip does not change a spike
+    (the threshold is below it) and real inputs are far from the worst case."""
+    bounds = state_bounds(max_input, max_bias, i_decay, v_decay)
+    if bounds is None:
+        return None, None
+    u, v = bounds
+    current = voltage = None
+    if u >= MAX_UV:
+        current = (f'worst-case current |u| {int(u)} exceeds the {STATE_BITS}-bit state (< {MAX_UV}): '
+                   'it would wrap where training does not')
+    if v >= MAX_UV - 1:
+        voltage = (f'worst-case voltage |v| {int(v)} exceeds the {STATE_BITS}-bit state: it may clip where '
+                   'training does not (run_lava.py checks exactness on real inputs)')
+    return current, voltage
+
+
 # ------------------------------------------------------------------ the neuron
 def decay_factor(decay: int) -> float:
     """Fraction of the state kept per step, ``(4096 - decay) / 4096`` [lava]."""

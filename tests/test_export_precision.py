@@ -54,9 +54,28 @@ def test_check_loihi_reports_decays_loihi2_cannot_encode(tmp_path, key, value, o
     encoding: violations (before: vDecay 4096 passed as a 12-bit value)."""
     from lava_dtss.deploy.loihi_check import check_network
     spec = _check_net(tmp_path, neuron={key: value})
-    bad = [c for c in check_network(spec) if c.violations]
+    bad = [c for c in check_network(spec) if any('outside' in v for v in c.violations)]
     if ok:
         assert not bad
     else:
         assert [c.name for c in bad] == ['c1', 'd']
         assert f'{key} {value} outside' in bad[0].violations[0]
+
+
+def test_check_loihi_flags_a_worst_case_state_past_24_bits(tmp_path):
+    """Legal 8-bit weights of 127 over a 3x3 kernel at inputScale 255 give
+    layer 1 a worst-case input of 9 * 127 * 255 = 291465 >= 2**17: its current
+    ``a_in << 6`` wraps the 24-bit state (shown with ``lif_step``). Before,
+    --check-loihi said the file fits (a note only) while the run found
+    "Lava differs"; now it is a violation of that layer (``loihi2.state_overflow``,
+    from ``state_bounds``), and a file of small weights passes."""
+    from lava_dtss.deploy.loihi_check import check_network
+    from lava_dtss.loihi2 import MAX_UV, lif_step
+    spec = _check_net(tmp_path, weight1=np.full((4, 1, 3, 3), 127), name='wrap.net')
+    bad = [c for c in check_network(spec) if c.violations]
+    assert [c.name for c in bad] == ['c1']
+    assert 'worst-case current |u| 18653760 exceeds the 24-bit state' in bad[0].violations[0]
+    u, v = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    lif_step(u, v, np.array([9 * 127 * 255]), 0, 4096, 2048, 1 << 16)
+    assert 9 * 127 * 255 * 64 > MAX_UV and u[0] == 9 * 127 * 255 * 64 - 2 * MAX_UV   # wrapped: not the trained current
+    assert not [c for c in check_network(_check_net(tmp_path)) if c.violations]
