@@ -37,6 +37,8 @@ threshold are shifted left by :data:`ACT_SHIFT` and the bias by
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # ------------------------------------------------------------------ scales
@@ -67,7 +69,20 @@ MAX_DECAY = DECAY_UNITY                   # the range files and the reader accep
 CURRENT_DECAY_OFFSET = 1                  # [lava] ds_offset = 1 (dm_offset = 0); [netx] passes du = iDecay - 1
 # 4096 is NOT a 12-bit value. Lava's current decay adds a 1-bit offset, so iDecay 1..4096 is du 0..4095;
 # the voltage decay has none, so vDecay = 4096 has no 12-bit encoding (and iDecay = 0 none either). Files
-# here keep the range 0..4096 for both, as NetX's reader and our models do; --check-loihi reports 0..4096.
+# here keep the range 0..4096 for both, as NetX's reader and our models do; --check-loihi reports a
+# decay outside the range Loihi 2 represents (below) as a violation.
+I_DECAY_RANGE = (CURRENT_DECAY_OFFSET, MAX_DECAY_FIELD + CURRENT_DECAY_OFFSET)   # iDecay 1..4096: du = iDecay - 1
+V_DECAY_RANGE = (0, MAX_DECAY_FIELD)                                             # vDecay 0..4095: dv = vDecay
+
+
+def current_shift_is_voltage_bias(i_decay: int) -> bool:
+    """Whether a constant added to the synaptic current each step (where
+    training applies BatchNorm's shift) equals the same constant as Loihi's
+    voltage bias (what the export writes): only when the current keeps nothing
+    from one step to the next, ``iDecay == 4096`` (SLAYER's current decay 1).
+    With any other decay the current sums the shift over steps."""
+    return int(i_decay) == DECAY_UNITY
+
 
 # ------------------------------------------------------------------ state
 STATE_BITS = 24                           # [lava] uv_bitwidth: u and v are 24-bit signed
@@ -143,6 +158,30 @@ def state_bounds(max_input: float, max_bias: float, i_decay: int, v_decay: int):
     return u, v
 
 
+def state_overflow(max_input: float, max_bias: float, i_decay: int, v_decay: int):
+    """``(current, voltage)``: why a neuron with ``|a_in| <= max_input`` and
+    ``|bias| <= max_bias`` may leave Loihi 2's 24-bit state, from
+    :func:`state_bounds`, each None when its bound stays below :data:`MAX_UV`
+    (or no bound exists: a decay that keeps the whole state). ``current``: the
+    current wraps past ``2**23`` (where training does not), the bound
+    ``--build loihi`` applies to its gates (:data:`MAX_CURRENT` on ``a_in`` when
+    the current decays fully) and the fused runtime models. ``voltage``: the
+    voltage may clip at ``2**23 - 1``; a positive clip does not change a spike
+    (the threshold is below it) and real inputs are far from the worst case."""
+    bounds = state_bounds(max_input, max_bias, i_decay, v_decay)
+    if bounds is None:
+        return None, None
+    u, v = bounds
+    current = voltage = None
+    if u >= MAX_UV:
+        current = (f'worst-case current |u| {int(u)} exceeds the {STATE_BITS}-bit state (< {MAX_UV}): '
+                   'it would wrap where training does not')
+    if v >= MAX_UV - 1:
+        voltage = (f'worst-case voltage |v| {int(v)} exceeds the {STATE_BITS}-bit state: it may clip where '
+                   'training does not (run_lava.py checks exactness on real inputs)')
+    return current, voltage
+
+
 # ------------------------------------------------------------------ the neuron
 def decay_factor(decay: int) -> float:
     """Fraction of the state kept per step, ``(4096 - decay) / 4096`` [lava]."""
@@ -171,12 +210,16 @@ def fires(v: np.ndarray, vth: int, out: np.ndarray = None) -> np.ndarray:
     return np.greater(v, int(vth) << ACT_SHIFT, out=out)
 
 
-def spike_level(threshold: float) -> float:
-    """The same test on the training side's state (float, 1/4096 units): SLAYER
-    spikes where ``v >= (threshold + THRESHOLD_EPS) * 4096`` [slayer]. For an
-    integer state and a threshold that is a whole number of 1/64 (every
-    exported one: ``vThMant / 64``) that is ``v > vThMant << 6``: :func:`fires`."""
-    return (threshold + THRESHOLD_EPS) * STATE_SCALE
+def spike_level(threshold: float) -> int:
+    """The same test on the training side's state (an integer held in float,
+    1/4096 units): SLAYER spikes where ``v >= (threshold + THRESHOLD_EPS) * 4096``
+    [slayer]; for an integer ``v`` that is ``v >= ceil(threshold * 4096 + 0.01)``,
+    the integer this returns (computed in float64), so that ``v >= spike_level``
+    is exact in any float that holds it (float32 below 2**24) -- the float32 sum
+    ``vThMant * 64 + 0.01`` rounds back to ``vThMant * 64`` once that reaches
+    2**18. For a threshold that is a whole number of 1/64 (every exported one:
+    ``vThMant / 64``) it is ``(vThMant << 6) + 1``: ``v >= it`` is :func:`fires`."""
+    return int(math.ceil((float(threshold) + THRESHOLD_EPS) * STATE_SCALE))
 
 
 def lif_step(u, v, a_in, bias, du: int, dv: int, vth: int, tmp=None, spikes=None):

@@ -30,6 +30,7 @@ from lava_dtss.deploy.netx_file import LAYER_TYPES, LayerSpec, NetSpec, NetXForm
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_LAVA = os.path.join(ROOT, 'scripts', 'run_lava.py')
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
+SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
 
 
 # ---------------------------------------------------------------- bad files
@@ -233,6 +234,13 @@ def files(tmp_path_factory):
         with h5py.File(path, 'r+') as f:
             mutate(f)
         paths[name] = path
+    # the untrained model's layer 1 (weights up to 127, inputs up to 255) may wrap the 24-bit current in
+    # the worst case, a --check-loihi violation: the Loihi check cases start from the trained shipped model
+    paths['shipped'] = SHIPPED
+    paths['shipped_huge_threshold'] = str(folder / 'shipped_huge_threshold.net')
+    shutil.copy(SHIPPED, paths['shipped_huge_threshold'])
+    with h5py.File(paths['shipped_huge_threshold'], 'r+') as f:
+        _huge_threshold(f)
     return paths
 
 
@@ -259,11 +267,12 @@ def test_library_error_names_file_layer_and_key(files, name):
 
 def test_huge_threshold_is_readable_but_fails_the_loihi_check(files):
     from lava_dtss.deploy.loihi_check import check_network
-    spec = read_netx(files['huge_threshold'])
-    assert spec.layers[3].neuron['vThMant'] == 300000
-    bad = [c for c in check_network(spec) if c.violations]
-    assert [c.name for c in bad] == ['rpe']
-    assert 'vThMant 300000' in bad[0].violations[0]
+    for name in ('huge_threshold', 'shipped_huge_threshold'):
+        spec = read_netx(files[name])
+        assert spec.layers[3].neuron['vThMant'] == 300000
+        bad = {c.name: c.violations for c in check_network(spec) if c.violations}
+        assert 'vThMant 300000' in bad['rpe'][0]
+    assert list(bad) == ['rpe']   # the trained model: no other violation
 
 
 def test_unknown_layer_type_is_never_skipped_by_the_runtime():
@@ -293,8 +302,8 @@ def _cli_cases(files):
         'num_samples_100000': ['--model', g, '--num-samples', '100000'],
         'fashion_with_digits_model': ['--model', g, '--dataset', 'fashion-mnist'],
         'loihi2_backend': ['--model', g, '--backend', 'loihi2', '--num-samples', '2'],
-        'check_loihi_good': ['--model', g, '--check-loihi'],
-        'check_loihi_bad': ['--model', files['huge_threshold'], '--check-loihi'],
+        'check_loihi_good': ['--model', files['shipped'], '--check-loihi'],
+        'check_loihi_bad': ['--model', files['shipped_huge_threshold'], '--check-loihi'],
         't_max_0': ['--model', g, '--t-max', '0'],
         'batch_0': ['--model', g, '--batch', '0'],
         'batch_negative': ['--model', g, '--batch', '-3'],

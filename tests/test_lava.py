@@ -51,7 +51,8 @@ def test_float32_reference_only_where_exact_and_equal_to_float64():
         b, sb = deployed_model(spec, torch.float64).forward_with_spikes(images)
     assert a.dtype == b.dtype == torch.float64 and torch.equal(a, b)
     assert all(torch.equal(sa[n].double(), sb[n]) for n in sb) and sum(int(s.sum()) for s in sb.values()) > 0
-    for change in ({'inputScale': 1e9}, {'iDecay': 0}, {'vDecay': 0}):
+    # vThMant 2**18: its spike level (vThMant << 6) + 1 is past 2**24 (float32 would round it)
+    for change in ({'inputScale': 1e9}, {'iDecay': 0}, {'vDecay': 0}, {'vThMant': 1 << 18}):
         bad = copy.deepcopy(spec)
         target = bad.layers[0] if 'inputScale' in change else next(l for l in bad.layers if l.type == 'conv')
         (target.params if 'inputScale' in change else target.neuron).update(change)

@@ -171,3 +171,95 @@ def test_kernel_build_removes_a_stale_lock_and_falls_back_with_one_warning(tmp_p
     x = torch.rand(2, 3, 4)
     s, _ = cuba_forward(x, 4096, 2048, 0.5)   # the PyTorch path still runs
     assert torch.equal(s, cuba_forward(x, 4096, 2048, 0.5, use_compiled=False)[0])
+
+
+@pytest.mark.parametrize('vth', [4096, 70000, (1 << 17) - 1])
+def test_threshold_at_or_above_2_18_is_exact_in_float32(vth):
+    """vThMant >= 4096 puts the threshold at vThMant * 64 >= 2**18, where
+    ``vThMant * 64 + 0.01`` rounds back to the integer in float32: a voltage
+    exactly at the threshold then fired on the training side (float32 state,
+    both paths) though Loihi (``lif_step``: ``v > vth << 6``) does not. The
+    threshold level is now the exact integer ``vth * 64 + 1`` (failed before)."""
+    from lava_dtss.loihi2 import WEIGHT_SCALE, lif_step
+    steps = 4
+    a_in = np.zeros((2, 3, steps), np.int64)
+    a_in[:, 0] = vth            # exactly at the threshold: no spike
+    a_in[:, 1] = vth + 1        # one unit above: a spike
+    a_in[:, 2] = vth - 1
+    u, v = np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int64)
+    expect = np.zeros(a_in.shape, bool)
+    for t in range(steps):
+        expect[..., t] = lif_step(u, v, a_in[..., t], 0, 4096, 4096, vth)
+    assert expect[:, 1].all() and not expect[:, 0].any() and not expect[:, 2].any()
+    x = torch.from_numpy(a_in / WEIGHT_SCALE).float()
+    for compiled in (True, False):
+        s, _ = cuba_forward(x, 4096, 4096, vth / WEIGHT_SCALE, use_compiled=compiled)
+        assert np.array_equal(s.numpy().astype(bool), expect), compiled
+
+
+def test_kernel_build_key_follows_what_the_module_depends_on(monkeypatch):
+    """The build folder is keyed by the source, flags, torch version, Python ABI,
+    include paths and environment (before: by the Python version alone, so two
+    virtual environments rebuilt each other's module)."""
+    from lava_dtss.model import cuba_kernel
+    inputs = cuba_kernel.build_inputs()
+    key = cuba_kernel.build_key(inputs)
+    assert key == cuba_kernel.build_key() and cuba_kernel.build_directory().endswith('_' + key)
+    for field, value in (('source', 'x'), ('torch', '0.0'), ('abi', '.other.so'), ('include', ['/elsewhere']),
+                         ('prefix', '/other/venv'), ('flags', ['-O0'])):
+        assert cuba_kernel.build_key({**inputs, field: value}) != key, field
+    monkeypatch.setattr(cuba_kernel.sys, 'prefix', '/another/venv')
+    assert cuba_kernel.build_key() != key
+
+
+def test_a_stale_lock_does_not_block_loading_a_built_module(tmp_path):
+    """A lock left in the build folder by a killed process (fresh, so not yet
+    "stale" by age) does not stop a new process from loading the module that is
+    already built there: it is imported directly, without the lock, in bounded
+    time (before: every later process waited on the lock forever)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from lava_dtss.model import cuba_kernel
+    assert _compiled_loop() is not None
+    built = cuba_kernel.build_directory()
+    target = tmp_path / os.path.basename(built)
+    target.mkdir()
+    for name in ('lava_dtss_cuba.so', 'built.ok'):
+        shutil.copy(os.path.join(built, name), target / name)
+    (target / 'lock').write_text('')
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path))
+    code = ('from lava_dtss.model import cuba_kernel; m = cuba_kernel.get(); '
+            'print(m.__file__ if m is not None else None)')
+    res = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == str(target / 'lava_dtss_cuba.so')
+    assert (target / 'lock').exists()   # not taken, not removed: it was never needed
+
+
+def test_a_live_lock_is_waited_on_with_a_bound_and_a_message(tmp_path, monkeypatch, capsys):
+    """Nothing built and a fresh lock: the wait says so on stderr and ends after
+    ``LOCK_WAIT_S``, then one warning and the PyTorch path (never a silent,
+    endless wait)."""
+    import os
+    import time
+    import warnings
+    import torch.utils.cpp_extension as ext
+    from lava_dtss.model import cuba_kernel
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
+    monkeypatch.setattr(cuba_kernel, '_module', None)
+    monkeypatch.setattr(cuba_kernel, '_failed', None)
+    monkeypatch.setattr(cuba_kernel, 'LOCK_WAIT_S', 1)
+    monkeypatch.setattr(ext, 'load_inline', lambda *a, **k: pytest.fail('built under a live lock'))
+    build = cuba_kernel.build_directory()
+    os.makedirs(build)
+    open(os.path.join(build, 'lock'), 'w').close()
+    start = time.time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert cuba_kernel.get() is None
+    assert time.time() - start < 10
+    assert 'waiting for the compiled neuron build lock' in capsys.readouterr().err
+    assert len(caught) == 1 and 'TimeoutError' in str(caught[0].message)

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import torch
 
-from ..loihi2 import MAX_WEIGHT
+from ..loihi2 import MAX_WEIGHT, current_shift_is_voltage_bias
 from ..model.blocks import SpikingConv
 from ..model.presets import ViTConfig
 from ..model.vit import SpikingViT
@@ -51,6 +51,12 @@ def dense_spec(name: str, weight: np.ndarray, bias: np.ndarray, neuron: dict, in
 
 def _conv_spec(name, block: SpikingConv, inputs, input_scale) -> LayerSpec:
     hw = block.hardware_params(input_scale)
+    if block.norm is not None and not current_shift_is_voltage_bias(hw['iDecay']) \
+            and bool(block.folded(input_scale)[1].abs().max() > 0):
+        raise ValueError(f'layer {name}: its BatchNorm shift is added to the synaptic current, which '
+                         f'decays with iDecay {hw["iDecay"]} (not 4096, current decay 1); the export '
+                         'writes it as a voltage bias, exact only when the current does not carry over '
+                         'between steps: this layer cannot be exported')
     return conv_spec(name, hw['weight'], hw['bias'], block.last_shape, neuron_spec(hw),
                      block.stride, block.padding, inputs, block.gate.category, hw['activeSteps'])
 

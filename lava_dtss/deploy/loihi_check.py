@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..loihi2 import (ACT_SHIFT, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, MAX_BIAS, MAX_DECAY, MAX_UV,
-                      MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, VTH_MANT_BITS,
-                      WEIGHT_MANTISSA_BITS, graded_bits, max_abs_input, weight_mantissa_bits)
+from ..loihi2 import (ACT_SHIFT, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, I_DECAY_RANGE, MAX_BIAS, MAX_UV,
+                      MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, V_DECAY_RANGE,
+                      VTH_MANT_BITS,
+                      WEIGHT_MANTISSA_BITS, graded_bits, max_abs_input, state_overflow, weight_mantissa_bits)
 from .netx_file import NetSpec
 
-LIMITS = {'vThMant': (0, MAX_VTH), 'bias': (MIN_BIAS, MAX_BIAS), 'decay': (0, MAX_DECAY)}
+# the decays: what Loihi 2's 12-bit du, dv encode (iDecay = du + 1, vDecay = dv), not the files' 0..4096
+LIMITS = {'vThMant': (0, MAX_VTH), 'bias': (MIN_BIAS, MAX_BIAS), 'iDecay': I_DECAY_RANGE, 'vDecay': V_DECAY_RANGE}
 
 
 @dataclass
@@ -63,6 +65,7 @@ def check_network(spec: NetSpec) -> list:
             c.synapses = c.neurons * fan_in if layer.type != 'readout' else int(w.size)
             c.max_state = int(max_abs_input(w, src_max)) << ACT_SHIFT
             b = np.asarray(p.get('bias', np.zeros(1)))
+            max_bias = float(np.abs(b).max(initial=0))
             if layer.type != 'readout':
                 blo, bhi = LIMITS['bias']
                 if b.min() < blo or b.max() > bhi:
@@ -70,6 +73,7 @@ def check_network(spec: NetSpec) -> list:
                                         f'[{blo}, {bhi}]')
         elif layer.type == 'attention':
             c.synapses = 0
+            max_bias = 0.0
             d = layer.shape[0] // p['heads']
             tokens = int(np.prod(layer.shape[1:]))
             c.max_state = int(p['weight'] * tokens * d) << ACT_SHIFT
@@ -82,16 +86,19 @@ def check_network(spec: NetSpec) -> list:
             vlo, vhi = LIMITS['vThMant']
             if not vlo <= n['vThMant'] <= vhi:
                 c.violations.append(f'vThMant {n["vThMant"]} exceeds {VTH_MANT_BITS} bits [{vlo}, {vhi}]')
-            dlo, dhi = LIMITS['decay']
             for k in ('iDecay', 'vDecay'):
+                dlo, dhi = LIMITS[k]
                 if not dlo <= n[k] <= dhi:
-                    c.violations.append(f'{k} {n[k]} outside the {DECAY_BITS}-bit decay range [{dlo}, {dhi}]')
+                    c.violations.append(f'{k} {n[k]} outside [{dlo}, {dhi}], the range of the {DECAY_BITS}-bit '
+                                        f'{"du (iDecay - 1)" if k == "iDecay" else "dv (vDecay)"} of Loihi 2')
             if (n['vThMant'] << ACT_SHIFT) >= MAX_UV:
                 c.violations.append(f'threshold vThMant << {ACT_SHIFT} = {n["vThMant"] << ACT_SHIFT} does not fit '
                                     f'the {STATE_BITS}-bit voltage (< {MAX_UV})')
-            if c.max_state >= MAX_UV:
-                c.notes.append(f'worst-case input {c.max_state} exceeds the {STATE_BITS}-bit state; real inputs are '
-                               'far smaller: run_lava.py checks exactness (the simulator wraps like the chip)')
+            current, voltage = state_overflow(c.max_state >> ACT_SHIFT, max_bias, n['iDecay'], n['vDecay'])
+            if current:
+                c.violations.append(current)
+            if voltage:
+                c.notes.append(voltage)
         c.cores = max(math.ceil(c.neurons / NEURONS_PER_CORE), math.ceil(c.synapses / SYNAPSES_PER_CORE), 1) \
             if layer.type != 'readout' else 0
         max_in[i] = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..loihi2 import max_abs_input, state_bounds
+from ..loihi2 import ACT_SHIFT, max_abs_input, state_bounds
 from .export import deployed_model
 from .fixed_point import FLOAT32_EXACT, fingerprint_weights
 from .netx_file import NetSpec
@@ -19,7 +19,9 @@ def float32_is_exact(spec: NetSpec) -> bool:
     the layers feeding it, 1 per spike, ``inputScale`` per input pixel),
     ``|u| <= 64 |x| / (1 - a_u)``, ``|v| <= (|u| + 64 |bias|) / (1 - a_v)`` with
     ``a = (4096 - decay) / 4096`` (``lava_dtss.loihi2.max_abs_input`` and
-    ``state_bounds``). Every bound must stay below 2**24."""
+    ``state_bounds``). Every bound must stay below 2**24, and so must each
+    layer's spike level ``(vThMant << 6) + 1`` (``loihi2.spike_level``), the
+    integer the state is compared with."""
     peak = {}   # layer index -> largest output magnitude
     for i, layer in enumerate(spec.layers):
         if layer.type == 'input':
@@ -38,7 +40,8 @@ def float32_is_exact(spec: NetSpec) -> bool:
         bounds = state_bounds(x, bias, layer.neuron['iDecay'], layer.neuron['vDecay'])
         if bounds is None or not np.isfinite(x):
             return False
-        if max(x, *bounds) >= FLOAT32_EXACT:
+        level = (int(layer.neuron['vThMant']) << ACT_SHIFT) + 1
+        if max(x, *bounds, level) >= FLOAT32_EXACT:
             return False
         peak[i] = 1.0
     return True

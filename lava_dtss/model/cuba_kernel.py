@@ -16,7 +16,9 @@ Set ``LAVA_DTSS_KERNEL=0`` to use the PyTorch path (what CUDA tensors use).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import platform
 import sys
@@ -149,14 +151,44 @@ torch::Tensor cuba_backward(torch::Tensor grad, torch::Tensor surrogate, double 
 _module = None
 _failed = None
 STALE_LOCK_S = 600   # a build takes about a minute; a lock older than this belongs to a killed build
+LOCK_WAIT_S = 300    # the longest wait for another process's build, with a message, before the PyTorch path
+NAME = 'lava_dtss_cuba'
+_DONE = 'built.ok'   # written after a build that loaded: holds the build key
+
+
+def _flags() -> list:
+    # -fno-trapping-math lets the spike select vectorise (no change to any result: floating-point
+    # exceptions do not trap in PyTorch); no -ffast-math, no FMA: the arithmetic stays as written
+    flags = ['-O3', '-fno-trapping-math']
+    if platform.machine() in ('x86_64', 'AMD64'):
+        flags.append('-msse4.1')   # vectorised trunc (roundps); every x86-64 CPU of the last 15 years
+    return flags
+
+
+def build_inputs() -> dict:
+    """What the compiled module depends on: its source and flags, the torch
+    version and headers (include paths), the Python ABI and the environment
+    (``sys.prefix``: one virtual environment's build never replaces another's)."""
+    import sysconfig
+    import torch
+    from torch.utils.cpp_extension import include_paths
+    return {'source': hashlib.sha256(_SOURCE.encode()).hexdigest(), 'flags': _flags(),
+            'torch': torch.__version__, 'abi': sysconfig.get_config_var('EXT_SUFFIX') or '',
+            'python': sys.version, 'include': include_paths(), 'prefix': sys.prefix}
+
+
+def build_key(inputs: dict = None) -> str:
+    """Short hash of :func:`build_inputs`: the build folder's name carries it."""
+    blob = json.dumps(build_inputs() if inputs is None else inputs, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_directory() -> str:
     """Where the loop is built and cached: ``$TORCH_EXTENSIONS_DIR`` or
-    ``~/.cache/torch_extensions``, in ``lava_dtss_cuba_<python>``."""
+    ``~/.cache/torch_extensions``, in ``lava_dtss_cuba_<python>_<build key>``."""
     root = os.environ.get('TORCH_EXTENSIONS_DIR') or os.path.join(os.path.expanduser('~'), '.cache',
                                                                    'torch_extensions')
-    return os.path.join(root, f'lava_dtss_cuba_py{sys.version_info[0]}{sys.version_info[1]}')
+    return os.path.join(root, f'{NAME}_py{sys.version_info[0]}{sys.version_info[1]}_{build_key()}')
 
 
 def enabled() -> bool:
@@ -164,10 +196,57 @@ def enabled() -> bool:
     return os.environ.get('LAVA_DTSS_KERNEL', '1') != '0'
 
 
+def _load_built(build: str):
+    """The module already built in ``build`` (its ``built.ok`` marker names this
+    build key), imported directly: no lock, no compiler; None if not built."""
+    import importlib.util
+    so = os.path.join(build, f'{NAME}.so')
+    marker = os.path.join(build, _DONE)
+    try:
+        with open(marker) as f:
+            if f.read().strip() != build_key():
+                return None
+    except OSError:
+        return None
+    if not os.path.isfile(so):
+        return None
+    import torch  # noqa: F401  (the module links against torch's libraries)
+    spec = importlib.util.spec_from_file_location(NAME, so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _wait_for_lock(lock: str) -> None:
+    """Wait, at most ``LOCK_WAIT_S`` and saying so, for another process's build
+    lock; remove it when it is stale (older than ``STALE_LOCK_S``: a killed
+    build). Raises TimeoutError when a live lock outlasts the wait."""
+    if not os.path.exists(lock):
+        return
+    start, told = time.time(), False
+    while os.path.exists(lock):
+        try:
+            age = time.time() - os.path.getmtime(lock)
+        except OSError:
+            break
+        if age > STALE_LOCK_S:
+            with contextlib.suppress(OSError):
+                os.remove(lock)   # left by a build that was killed; PyTorch would wait for it forever
+            break
+        if time.time() - start > LOCK_WAIT_S:
+            raise TimeoutError(f'{lock} held for {age:.0f} s (another build, or a killed one: delete the file)')
+        if not told:
+            print(f'lava_dtss: waiting for the compiled neuron build lock {lock} '
+                  f'(up to {LOCK_WAIT_S} s; delete it if no build is running)', file=sys.stderr, flush=True)
+            told = True
+        time.sleep(0.5)
+
+
 def get():
     """The compiled module (``cuba_forward``, ``cuba_backward``), built on first
     use; None when disabled or when it cannot be built here (then one warning
-    says why, and the PyTorch path, same spikes, is used)."""
+    says why, and the PyTorch path, same spikes, is used). An already-built
+    module is imported directly, without PyTorch's build lock."""
     global _module, _failed
     if not enabled():
         return None
@@ -176,18 +255,17 @@ def get():
     try:
         with contextlib.redirect_stderr(io.StringIO()):   # its import prints a CUDA_HOME notice on CPU machines
             from torch.utils.cpp_extension import load_inline
-        # -fno-trapping-math lets the spike select vectorise (no change to any result: floating-point
-        # exceptions do not trap in PyTorch); no -ffast-math, no FMA: the arithmetic stays as written
-        flags = ['-O3', '-fno-trapping-math']
-        if platform.machine() in ('x86_64', 'AMD64'):
-            flags.append('-msse4.1')   # vectorised trunc (roundps); every x86-64 CPU of the last 15 years
         build = build_directory()
+        _module = _load_built(build)
+        if _module is not None:
+            return _module
         os.makedirs(build, exist_ok=True)
-        lock = os.path.join(build, 'lock')
-        if os.path.exists(lock) and time.time() - os.path.getmtime(lock) > STALE_LOCK_S:
-            os.remove(lock)   # left by a build that was killed; PyTorch would wait for it forever
-        _module = load_inline('lava_dtss_cuba', _SOURCE, functions=['cuba_forward', 'cuba_backward'],
-                              extra_cflags=flags, build_directory=build, verbose=False)
+        _wait_for_lock(os.path.join(build, 'lock'))
+        _module = load_inline(NAME, _SOURCE, functions=['cuba_forward', 'cuba_backward'],
+                              extra_cflags=_flags(), build_directory=build, verbose=False)
+        with contextlib.suppress(OSError):
+            with open(os.path.join(build, _DONE), 'w') as f:
+                f.write(build_key())
     except Exception as e:   # no compiler, no headers: the PyTorch path still gives the same spikes
         _failed = f'{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ""}'
         warnings.warn(f'lava_dtss: the compiled CUBA neuron could not be built ({_failed}); '

@@ -13,7 +13,8 @@ Units: the input ``x`` is a synaptic current in SLAYER units (hardware units /
     x_int[t] = trunc(4096 * x[t])
     u[t] = rshift0(u[t-1] * (4096 - du), 12) + x_int[t]
     v[t] = rshift0(v[t-1] * (4096 - dv), 12) + u[t] + bias_int
-    s[t] = v[t] > theta_int          (SLAYER: v >= theta + 0.01 / 4096)
+    s[t] = v[t] >= level             (level = ceil(4096 theta + 0.01), an exact integer:
+                                      SLAYER's v >= theta + 0.01 / 4096, Loihi's v > vth << 6)
     v[t] = 0 where s[t]               (hard reset)
 
 ``rshift0`` is a right shift that rounds toward zero. This is
@@ -86,7 +87,7 @@ def cuba_forward(x, du: int, dv: int, threshold: float, bias=None, use_compiled:
     x_tm = torch.empty((steps,) + tuple(x.shape[:-1]), dtype=x.dtype, device=x.device)
     torch.mul(x.movedim(-1, 0), STATE_SCALE, out=x_tm)
     x_int = x_tm.trunc_().to(dtype)
-    thr = spike_level(threshold)   # SLAYER's threshold test: v_int >= (theta + 0.01 / 4096) * 4096
+    thr = spike_level(threshold)   # SLAYER's v_int >= (theta + 0.01 / 4096) * 4096 as an exact integer
     a_u, a_v = decay_factor(du), decay_factor(dv)
     bias_int = None if bias is None else torch.trunc(STATE_SCALE * bias).to(dtype)
     volt = torch.empty_like(x_int)
