@@ -187,11 +187,18 @@ def print_report(r, labels):
 
 
 if __name__ == '__main__':
+    import signal
+    # SIGTERM (timeout, SLURM, systemd) stops the run like Ctrl-C (exit 143); while
+    # importing (no Lava process yet) it exits at once, then the library's handlers take over
+    signal.signal(signal.SIGTERM, lambda *_: (print('terminated (SIGTERM)', file=sys.stderr), os._exit(143)))
     try:
+        from lava_dtss.deploy.lava_runtime import Terminated, install_stop_handlers
+        install_stop_handlers()
         code = main()
-    except KeyboardInterrupt:
-        print('interrupted; Lava stopped', file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as e:
+        term = type(e).__name__ == 'Terminated'
+        print(f'{"terminated (SIGTERM)" if term else "interrupted"}; Lava stopped', file=sys.stderr)
+        code = 143 if term else 130
     except Exception as e:  # one clear line for bad input
         from lava_dtss.deploy.netx_file import NetXFormatError
         from lava_dtss.training.data import DatasetError

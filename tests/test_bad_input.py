@@ -449,7 +449,10 @@ def _marked_pids(marker):
 def test_ctrl_c_stops_lava_cleanly(files):
     marker = uuid.uuid4().hex
     env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
-    proc = subprocess.Popen([sys.executable, RUN_LAVA, '--model', files['good'], '--num-samples', '300'],
+    # the shipped model: the untrained test file wraps sps.0's 24-bit current in Lava, so a run
+    # that missed the signal would end in "Lava differs" instead of a clear failure here
+    proc = subprocess.Popen([sys.executable, RUN_LAVA, '--model', os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net'),
+                             '--num-samples', '300'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     lines, err = queue.Queue(), []
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
@@ -697,3 +700,89 @@ def test_a_failing_lava_process_ends_the_run_with_one_error_line(files, mode, wo
         assert w in line, line
     assert 'running' in res.stdout                   # it failed inside Lava, not before
     assert seconds < 120 and left == [] and not shm, (seconds, left, shm)
+
+
+# ---------------------------------------------------------------- SIGTERM, kill -9 (issue 18)
+def _signal_during_a_lava_run(args, signum):
+    """Run ``run_lava.py ARGS`` in its own session, send ``signum`` to it alone
+    (as ``timeout``, SLURM or ``kill`` do) once Lava's processes are up. Returns
+    (exit code, stderr, pids left with the marker, new psm_ segments left)."""
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    shm_before = set(os.listdir('/dev/shm'))
+    proc = subprocess.Popen([sys.executable, RUN_LAVA, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_marked_pids(marker)) < 4 and time.monotonic() < deadline:   # Lava's processes are up
+            time.sleep(0.5)
+        time.sleep(2)
+        assert proc.poll() is None, 'finished before the signal: the test needs a longer run'
+        assert len(_marked_pids(marker)) > 3, 'Lava started no child processes'
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 15
+        while _marked_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _marked_pids(marker)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shm_left = {s for s in set(os.listdir('/dev/shm')) - shm_before if s.startswith('psm_')}
+            if not shm_left:
+                break
+            time.sleep(0.5)
+        return proc.returncode, stderr, left, shm_left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in _marked_pids(marker):       # only processes this test started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
+
+
+@pytest.mark.parametrize('build', ['fused', 'loihi'])
+def test_sigterm_stops_lava_like_ctrl_c(build):
+    """SIGTERM (what ``timeout``, SLURM and systemd send) to ``run_lava.py``
+    alone: exit 143, one line, every Lava process ended, no segment left."""
+    code, stderr, left, shm_left = _signal_during_a_lava_run(
+        ['--model', SHIPPED, '--build', build, '--num-samples', '300'], signal.SIGTERM)
+    assert code == 143, stderr[-3000:]
+    assert 'Traceback' not in stderr and 'terminated' in stderr, stderr[-3000:]
+    assert left == [], 'Lava processes survived SIGTERM'
+    assert not shm_left, shm_left
+
+
+@pytest.mark.parametrize('build', ['fused', 'loihi'])
+def test_kill_9_ends_every_lava_process_with_its_parent(build):
+    """``kill -9`` of ``run_lava.py``: nothing runs in the killed process, but
+    every Lava process asked the kernel to end it with its parent
+    (PR_SET_PDEATHSIG), so none is left."""
+    code, stderr, left, shm_left = _signal_during_a_lava_run(
+        ['--model', SHIPPED, '--build', build, '--num-samples', '300'], signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert left == [], f'{len(left)} Lava processes survived kill -9 of their parent'
+    # the segments are unlinked by multiprocessing's resource tracker once every
+    # process that registered them has ended
+    assert not shm_left, shm_left
+
+
+def test_a_stop_signal_whose_exception_was_swallowed_still_stops_the_next_run():
+    """A SIGINT or SIGTERM that arrives while a finaliser runs raises inside it,
+    where Python only prints "Exception ignored": the run went on to its end.
+    The signal is recorded and acted on at the next check (before each Lava run,
+    while it runs, before the reference run)."""
+    from lava_dtss.deploy import lava_runtime
+    lava_runtime._stop_signal.append(signal.SIGTERM)
+    with pytest.raises(lava_runtime.Terminated):
+        lava_runtime.execute(None, None, 1, None)    # raises before touching the network
+    assert lava_runtime._stop_signal == []
+    lava_runtime._stop_signal.append(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        lava_runtime.execute(None, None, 1, None)
