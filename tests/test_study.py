@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -184,3 +185,53 @@ def test_analyze_refuses_a_spiking_checkpoint_as_the_ann_twin(tmp_path):
     bad = _run(['scripts/analyze.py', '--snn', ckpt, '--ann', ckpt, '--out', str(tmp_path / 's.json')], timeout=300)
     assert bad.returncode == 1 and 'is not an ANN twin' in bad.stderr and 'Traceback' not in bad.stderr
     assert not (tmp_path / 's.json').exists()
+
+
+def test_kill_9_of_the_study_ends_its_training_subprocess(tmp_path):
+    """``kill -9`` of ``scripts/study.py`` (issue 18): its training subprocess
+    asked the kernel to end it with its parent (PR_SET_PDEATHSIG), so none is left."""
+    import signal
+    import uuid
+    marker = uuid.uuid4().hex
+    needle = f'LAVA_DTSS_TEST_MARKER={marker}'.encode()
+
+    def marked(word=b''):
+        pids = []
+        for entry in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open(f'/proc/{entry}/environ', 'rb') as f:
+                    env = f.read()
+                with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if needle in env and word in cmd:
+                pids.append(int(entry))
+        return pids
+
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    proc = subprocess.Popen([sys.executable, 'scripts/study.py', '--quick', '--results', str(tmp_path / 'r'),
+                             '--runs', str(tmp_path / 'runs')], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marked(b'train_slayer') and time.monotonic() < deadline:
+            time.sleep(0.3)
+        training = marked(b'train_slayer')
+        assert training, 'the study started no training'
+        proc.kill()
+        proc.wait()
+        # the kernel ends it at once (a quick arm would end by itself within seconds)
+        deadline = time.monotonic() + 2
+        while marked() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marked() == [], f'the training subprocess {training} survived kill -9 of the study'
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in marked():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

@@ -92,6 +92,15 @@ class StudyError(RuntimeError):
     pass
 
 
+def _with_parent():
+    """``preexec_fn`` of every subprocess of the study: the kernel ends it when the
+    study's process ends, however it ends (``kill -9`` included)."""
+    from functools import partial
+
+    from ..deploy.lava_runtime import die_with_parent
+    return partial(die_with_parent, os.getpid())
+
+
 def short(path):
     """``path`` relative to the repository when inside it (for commands in the records)."""
     rel = os.path.relpath(path, ROOT)
@@ -115,7 +124,7 @@ def run_arm(study, name, args, results, runs):
     print(f'[{name}] {" ".join(cmd[1:])}', flush=True)
     t0 = time.time()
     with open(os.path.join(out, 'stdout.log'), 'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent(), stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         with open(os.path.join(out, 'stdout.log')) as f:
             tail = f.read()[-1500:]
@@ -222,7 +231,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
         if study['threads']:
             cmd += ['--threads', str(study['threads'])]
         print('[sensitivity] ' + ' '.join(cmd[1:]), flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent()).returncode != 0:
             raise StudyError('the sensitivity analysis failed (its error is above)')
     with open(sens_path) as f:
         suggested = suggested_categories(json.load(f), t_max)
@@ -304,7 +313,7 @@ def reevaluate_arms(results, t_max):
         out = cmd[cmd.index('--out') + 1]
         print(f'[{name}] re-evaluating: {" ".join(cmd[1:])}', flush=True)
         with open(os.path.join(ROOT, out, 'reevaluate.log'), 'w') as log:
-            if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent(), stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                 raise StudyError(f're-evaluating {name} failed: see {out}/reevaluate.log')
         new = load_json(os.path.join(ROOT, out, 'metrics.json'))
         new.update(arm=name, wall_s=old.get('wall_s'), reevaluated=True,
@@ -366,7 +375,7 @@ def ship(study, arm, results, runs, samples, quick):
         elif study['dataset'] == 'fashion-mnist':
             cmd += ['--num-samples', '10000']
         print('[lava] ' + ' '.join(cmd[1:]), flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent()).returncode != 0:
             raise StudyError(f'the Lava run of {arm} failed or differed from training-side inference (above)')
     lava = load_json(report)
     card = load_json(os.path.join(results, arm, 'model.json'))
