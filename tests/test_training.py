@@ -230,7 +230,7 @@ def test_checkpoint_loads_weights_only(run_a):
     assert ckpt['epoch'] == 2
     assert all(isinstance(t, torch.Tensor) for t in ckpt['model'].values())
     # atomic writes leave no temporary files behind
-    assert not [f for f in os.listdir(out) if f.startswith('.')]
+    assert not [f for f in os.listdir(out) if f.startswith('.') and f != '.lock']
 
 
 def test_corrupt_checkpoint_is_a_clean_error(run_a, tmp_path):
@@ -293,7 +293,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(run_a, tmp_path):
         assert f.read() == before  # byte-identical: the failed epoch saved nothing
     assert _load(path)['epoch'] == 2
     assert _read_log(out) == log_before
-    assert not [f for f in os.listdir(out) if f.startswith('.')]
+    assert not [f for f in os.listdir(out) if f.startswith('.') and f != '.lock']
 
 
 # ---------------------------------------------------------------- 6. bad arguments
@@ -360,6 +360,24 @@ def test_existing_run_is_never_overwritten_silently(run_a, tmp_path):
     assert [line['epoch'] for line in _read_log(out)] == [1]
 
 
+def test_two_runs_into_one_out_at_once_the_second_is_refused(tmp_path):
+    """Two ``train_slayer.py`` runs into one ``--out`` at once both exited 0 and
+    interleaved their logs (issue 18). A run holds ``flock`` on ``OUT/.lock`` (as
+    the first run does, released by the kernel when it ends); a second is refused."""
+    import fcntl
+    out = tmp_path / 'shared'
+    out.mkdir()
+    with open(out / '.lock', 'a') as held:        # what a first run holds while it trains
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = _run(['--out', str(out), *FAST, '--epochs', '1'])
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        errors = _error_lines(proc.stderr)
+        assert len(errors) == 1 and 'in use by another training run' in errors[0] and str(out) in errors[0]
+        assert not (out / 'log.jsonl').exists()
+    proc = _run(['--out', str(out), *FAST, '--epochs', '1'])     # the first run ended: the lock is free
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_out_that_is_a_file_or_under_a_file(tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('x')
@@ -381,7 +399,7 @@ def test_resume_trims_log_lines_newer_than_the_checkpoint_and_stale_temp_files(r
     proc = _run(['--out', out, *FAST, '--epochs', str(ckpt['epoch'] + 1), '--resume'])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [line['epoch'] for line in _read_log(out)] == list(range(1, ckpt['epoch'] + 2))
-    assert not [f for f in os.listdir(out) if f.startswith('.')]
+    assert not [f for f in os.listdir(out) if f.startswith('.') and f != '.lock']   # .lock: the run lock, kept
 
 
 def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
@@ -482,7 +500,7 @@ def test_full_disk_is_one_error_line_and_leaves_no_half_written_file(tmp_path, m
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and 'No space left on device' in errors[0], proc.stderr[-2000:]
     files = os.listdir(out) if os.path.isdir(out) else []
-    assert not [f for f in files if f.startswith('.')], files          # no temp file
+    assert not [f for f in files if f.startswith('.') and f != '.lock'], files          # no temp file
     assert ('model.net' in files) == ('model.json' in files), files     # never a model without its card
     if where == 'save':
         assert 'checkpoint.pt' not in files
