@@ -17,11 +17,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('checkpoint', help='checkpoint.pt written by scripts/train_slayer.py')
     p.add_argument('--out', required=True, help='output .net file (a .json model card is written beside it)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing --out file and its .json card (refused without this flag)')
     p.add_argument('--data-dir', default=None, help='dataset folder, for the accuracy of the exported model')
     args = p.parse_args(argv)
     from lava_dtss.deploy import export
     card = export.export_checkpoint(args.checkpoint, args.out, data_dir=args.data_dir,
-                                    command=' '.join(['python'] + sys.argv))
+                                    command=' '.join(['python'] + sys.argv), overwrite=args.overwrite)
     print(f'wrote {args.out}: test accuracy {card["test_accuracy"]:.4f} (float), '
           f'{card["quantized_test_accuracy"]:.4f} (exported fixed point), average steps {card["avg_steps"]:.2f}')
     return 0

@@ -148,6 +148,31 @@ def test_export_netx_refuses_checkpoints_with_bad_content(tmp_path, capsys):
     assert 'has shape (3, 3), expected' in errors[0]
 
 
+def test_export_netx_over_an_existing_export_needs_overwrite(tmp_path, capsys):
+    """``export_netx.py --out RUN/model.net`` over a finished run silently replaced
+    its model.net and model.json (issue 18): refused without ``--overwrite``."""
+    ckpt = tmp_path / 'checkpoint.pt'
+    torch.save(_good_ckpt(), ckpt)
+    out, card = tmp_path / 'model.net', tmp_path / 'model.json'
+    out.write_bytes(b'the run\'s export')
+    card.write_text('{"run": 1}')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'export_netx.py'), str(ckpt),
+                          '--out', str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert res.returncode == 1 and 'Traceback' not in res.stderr and len(errors) == 1, res.stderr[-2000:]
+    assert str(out) in errors[0] and '--overwrite' in errors[0]
+    assert out.read_bytes() == b'the run\'s export' and card.read_text() == '{"run": 1}'
+    card.unlink()                         # the card alone is guarded too
+    out.unlink()
+    card.write_text('{"run": 1}')
+    with pytest.raises(ValueError, match='--overwrite'):
+        _script('export_netx').main([str(ckpt), '--out', str(out)])
+    assert not out.exists()
+    assert _script('export_netx').main([str(ckpt), '--out', str(out), '--overwrite']) == 0
+    assert out.stat().st_size > 100 and json.loads(card.read_text())['preset'] == 'tiny'
+
+
 def test_export_netx_failure_after_writing_leaves_no_half_export(tmp_path, monkeypatch):
     """A failure after the .net is written (here: the accuracy of the exported
     model) removes it: the .net and its .json exist together or not at all."""
