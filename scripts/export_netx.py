@@ -11,6 +11,12 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import signal  # noqa: E402
+if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv=None):
@@ -39,3 +45,6 @@ if __name__ == '__main__':
             print(f'error: {e}', file=sys.stderr)
             sys.exit(1)
         raise
+    except KeyboardInterrupt:
+        print('interrupted; nothing half-written is left', file=sys.stderr)
+        sys.exit(130)
