@@ -416,6 +416,19 @@ def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
     assert len(errors) == 1 and 'cannot resume from' in errors[0] and path in errors[0]
 
 
+def test_resume_of_a_checkpoint_beyond_epochs_is_one_error_line(run_a, tmp_path):
+    """``--resume`` of a checkpoint at epoch 2 with ``--epochs 1`` gave
+    ``UnboundLocalError: local variable 'ev'`` (issue 18)."""
+    out = str(tmp_path / 'beyond')
+    shutil.copytree(run_a[0], out)
+    before = open(os.path.join(out, 'checkpoint.pt'), 'rb').read()
+    proc = _run(['--out', out, *FAST, '--epochs', '1', '--resume'])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and 'epoch 2, beyond --epochs 1' in errors[0], proc.stderr[-2000:]
+    assert open(os.path.join(out, 'checkpoint.pt'), 'rb').read() == before
+
+
 @pytest.mark.parametrize('argv, words', [
     (['--threads', '-1'], '--threads'),
     (['--augment', '1000000'], '--augment'),

@@ -301,6 +301,9 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             raise TrainingError(f'cannot resume from {ckpt_path}: its content does not fit this run '
                                 f'({type(e).__name__}: {first}); expected a checkpoint of the same '
                                 'configuration written by this script') from None
+        if start_epoch > args.epochs:
+            raise TrainingError(f'cannot resume from {ckpt_path}: it is at epoch {start_epoch}, beyond '
+                                f'--epochs {args.epochs}; pass --epochs {start_epoch} or more')
         for g, base in zip(opt.param_groups, sched.base_lrs):  # schedule of this run's epochs
             g['lr'] = base * lr_factor(sched.last_epoch)
         if master:
