@@ -485,6 +485,21 @@ def test_gates_from_a_checkpoint_without_gates_is_one_error(tmp_path):
         learned_gate_steps(str(path))
 
 
+@pytest.mark.parametrize('scores, words', [
+    (torch.zeros(0), 'have shape (0,)'),
+    (torch.tensor([0.1, float('nan')]), 'NaN or infinite'),
+])
+def test_gates_from_a_checkpoint_with_empty_or_nan_scores_is_one_error(tmp_path, scores, words):
+    """Empty gate scores gave ``IndexError`` from ``argmax`` (issue 18); NaN
+    scores were accepted. Both: one line naming the file and the gate."""
+    path = tmp_path / 'bad_scores.pt'
+    torch.save({'model': {'blocks.0.attn.q.gate.scores': scores}, 'config': {}}, path)
+    with pytest.raises(TrainingError) as info:
+        learned_gate_steps(str(path))
+    msg = str(info.value)
+    assert str(path) in msg and 'blocks.0.attn.q.gate.scores' in msg and words in msg and '\n' not in msg
+
+
 # Runs the script as __main__ with a full disk at one place: FULL_AT=save (the
 # checkpoint write) or FULL_AT=card (after model.net, while its card is made).
 FULL_DISK_WRAPPER = '''

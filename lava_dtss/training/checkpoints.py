@@ -183,6 +183,18 @@ def learned_gate_steps(path: str) -> dict:
     try:
         state = ckpt['model']
         names = sorted({k[:-len('.scores')] for k in state if k.endswith('gate.scores')})
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
+        raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
+                            '(expected the key model with DTSS gate scores)') from None
+    for n in names:
+        scores = state[n + '.scores']
+        if not isinstance(scores, torch.Tensor) or scores.dim() != 1 or scores.numel() == 0:
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise TrainingError(f'{path}: gate scores {n}.scores have shape {shape}; expected one '
+                                'score per time step (T_max >= 1)')
+        if not bool(torch.isfinite(scores).all()):
+            raise TrainingError(f'{path}: gate scores {n}.scores hold NaN or infinite values')
+    try:
         steps = {n: chosen_steps(state[n + '.scores'], state.get(n + '.frozen_steps', 0)) for n in names}
     except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
         raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
