@@ -500,6 +500,21 @@ def test_gates_from_a_checkpoint_with_empty_or_nan_scores_is_one_error(tmp_path,
     assert str(path) in msg and 'blocks.0.attn.q.gate.scores' in msg and words in msg and '\n' not in msg
 
 
+def test_init_from_a_checkpoint_with_nan_weights_names_file_and_cause(run_a, tmp_path):
+    """``--init-from`` a checkpoint with NaN weights: one line, but it said only
+    ``cannot convert float NaN to integer`` (issue 18). Now it names the file,
+    the weight and the cause."""
+    ckpt = _load(os.path.join(run_a[0], 'checkpoint.pt'))
+    key = next(k for k, v in ckpt['model'].items() if k.endswith('weight') and v.is_floating_point())
+    ckpt['model'][key].fill_(float('nan'))
+    path = str(tmp_path / 'nan.pt')
+    torch.save(ckpt, path)
+    proc = _run(['--out', str(tmp_path / 'out'), *FAST, '--epochs', '1', '--init-from', path])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and path in errors[0] and key in errors[0] and 'NaN' in errors[0], errors
+
+
 # Runs the script as __main__ with a full disk at one place: FULL_AT=save (the
 # checkpoint write) or FULL_AT=card (after model.net, while its card is made).
 FULL_DISK_WRAPPER = '''

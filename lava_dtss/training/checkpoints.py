@@ -168,6 +168,10 @@ def init_weights(model: SpikingViT, path: str):
     if {k: v for k, v in cfg.items() if k != 't_max'} != {k: v for k, v in mine.items() if k != 't_max'}:
         raise TrainingError(f'{path} holds a different architecture than preset {model.cfg.name} '
                             '(only T_max may differ for --init-from)')
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise TrainingError(f'--init-from {path}: {k} holds NaN or infinite values (a diverged run?); '
+                                'start from a checkpoint with finite weights')
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith('gate.scores')]
     if missing or unexpected:
