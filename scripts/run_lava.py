@@ -97,6 +97,12 @@ def _unwritable(path):
         return f'folder {folder} does not exist'
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         return 'is not writable'
+    import tempfile
+    try:      # what the report's atomic write does: a temporary file beside it (fails under /proc)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
+            pass
+    except OSError as e:
+        return f'cannot be written in {folder} ({e.strerror or e})'
     return None
 
 

@@ -300,6 +300,7 @@ def _cli_cases(files):
         'batch_negative': ['--model', g, '--batch', '-3'],
         'json_folder': ['--model', g, '--json', os.path.dirname(g)],
         'json_no_folder': ['--model', g, '--json', os.path.join(os.path.dirname(g), 'nope', 'r.json')],
+        'json_proc': ['--model', g, '--json', '/proc/x.json'],     # issue 18: a traceback after the run
     })
     return cases
 
@@ -545,6 +546,7 @@ def test_ctrl_c_to_the_process_group_ends_a_loihi_build_run_cleanly():
     ('batch_negative', ['--batch must be at least 1', 'got -3']),
     ('json_folder', ['--json', 'is a folder']),
     ('json_no_folder', ['--json', 'does not exist']),
+    ('json_proc', ['--json /proc/x.json', 'cannot be written']),
 ])
 def test_cli_bad_options_fail_before_any_run(cli, name, words):
     res = cli[name]
