@@ -144,6 +144,10 @@ def _big_bias(f):                     # 13-bit bias of Loihi 2: a bias beyond it
     _replace(f, 'layer/1/bias', b)
 
 
+def _duplicate_name(f):                # issue 18: KeyError 'blocks.0.ssa.k' after the reader
+    f['layer/5/dtss/name'][()] = f['layer/4/dtss/name'][()]
+
+
 def _nonascii_type(f):
     _replace(f, 'layer/2/type', np.array(['pööl'.encode('utf-8')]))
 
@@ -168,6 +172,7 @@ MUTATIONS = {
     'big_weight': _big_weight,
     'big_bias': _big_bias,
     'nonascii_type': _nonascii_type,
+    'duplicate_name': _duplicate_name,
     'missing_key': _missing_key,
     'weight_shape': _wrong_weight_shape,
     'float_weight': _float_weight,
@@ -212,6 +217,7 @@ EXPECTED = {
     'big_weight': (1, ['weight values', '1000', 'exceed the range -128..127']),
     'big_bias': (1, ['bias values', '5000', 'exceed the range -4096..4095']),
     'nonascii_type': (2, ['pööl', 'layer type']),
+    'duplicate_name': (5, ['dtss/name', 'also the name of layer 4']),
 }
 
 
