@@ -235,3 +235,58 @@ def test_kill_9_of_the_study_ends_its_training_subprocess(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def _one_line_failure(proc, *words):
+    assert proc.returncode in (1, 2) and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+@pytest.mark.parametrize('case', ['corrupt', 'list', 'keyless', 'doc_folder', 'results_file'])
+def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
+    """report.py over a half-copied results folder or to a bad output path gave
+    tracebacks (issue 18): one ``error:`` line, naming the file where it can."""
+    import shutil
+    results = tmp_path / 'results'
+    shutil.copytree(os.path.join(ROOT, 'results', 'fashion-mnist'), results)
+    bad = results / 'ann' / 'metrics.json'
+    doc = tmp_path / 'results.md'
+    if case == 'corrupt':
+        bad.write_text('{"accuracy": 0.')
+    elif case == 'list':
+        bad.write_text('[1, 2]')
+    elif case == 'keyless':
+        for arm in results.iterdir():
+            if (arm / 'metrics.json').is_file():
+                (arm / 'metrics.json').write_text('{}')
+    elif case == 'doc_folder':
+        doc.mkdir()
+    elif case == 'results_file':
+        shutil.rmtree(results)
+        results.write_text('x')
+    proc = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc), '--readme', 'none'],
+                timeout=300)
+    words = {'corrupt': [str(bad)], 'list': [str(bad), 'list'], 'keyless': ['lacks the key'],
+             'doc_folder': [str(doc)], 'results_file': ['is a file']}[case]
+    _one_line_failure(proc, *words)
+
+
+@pytest.mark.parametrize('case', ['results_under_a_file', 'corrupt_metrics'])
+def test_study_with_bad_results_is_one_line(tmp_path, case):
+    """study.py with ``--results`` under a file, or a corrupt results JSON of a
+    finished arm, gave tracebacks (issue 18)."""
+    results = tmp_path / 'results'
+    if case == 'results_under_a_file':
+        (tmp_path / 'file').write_text('x')
+        results = tmp_path / 'file' / 'results'
+        words = ['--results', str(results)]
+    else:
+        (results / 'pretrain').mkdir(parents=True)
+        (results / 'pretrain' / 'metrics.json').write_text('{"test_accuracy": ')
+        words = [str(results / 'pretrain' / 'metrics.json')]
+    proc = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(tmp_path / 'runs')],
+                timeout=300)
+    _one_line_failure(proc, *words)

@@ -210,8 +210,11 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     study = STUDIES[name]
     results = os.path.abspath(results or os.path.join(ROOT, 'results', name))
     runs = os.path.abspath(runs or os.path.join(ROOT, 'runs', 'study', name))
-    os.makedirs(results, exist_ok=True)
-    os.makedirs(runs, exist_ok=True)
+    for folder, option in ((results, '--results'), (runs, '--runs')):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise StudyError(f'{option} {folder}: cannot create the folder ({e.strerror or e})') from None
     t_max = study['t_max']
     t0 = time.time()
     if reevaluate:
@@ -397,5 +400,14 @@ def ship(study, arm, results, runs, samples, quick):
 
 
 def load_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON object of ``path``; :class:`StudyError` (one line naming the file)
+    when it cannot be read, is not JSON or is not an object."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StudyError(f'cannot read {path}: {e} (a half-copied or corrupt results file? '
+                         'remove it to redo that step)') from None
+    if not isinstance(value, dict):
+        raise StudyError(f'{path} holds a JSON {type(value).__name__}, expected an object')
+    return value
