@@ -515,6 +515,27 @@ def test_init_from_a_checkpoint_with_nan_weights_names_file_and_cause(run_a, tmp
     assert len(errors) == 1 and path in errors[0] and key in errors[0] and 'NaN' in errors[0], errors
 
 
+def test_torch_write_failure_of_a_checkpoint_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    """A full disk while a checkpoint is written (400 KB tmpfs) gave torch's
+    ``RuntimeError: [enforce fail at inline_container.cc]`` traceback (issue 18):
+    now an ``OSError`` naming the checkpoint, which train_slayer.py prints as one
+    line; the previous checkpoint survives and no temporary file is left."""
+    from lava_dtss.training import checkpoints
+    path = str(tmp_path / 'checkpoint.pt')
+    checkpoints.save_checkpoint(path, epoch=1)
+
+    def failing_save(obj, f):
+        f.write(b'partial')
+        raise RuntimeError('[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0')
+    monkeypatch.setattr(checkpoints.torch, 'save', failing_save)
+    with pytest.raises(OSError) as info:
+        checkpoints.save_checkpoint(path, epoch=2)
+    assert info.value.filename == path and 'inline_container' in str(info.value)
+    monkeypatch.undo()
+    assert checkpoints.load_checkpoint(path)['epoch'] == 1
+    assert os.listdir(tmp_path) == ['checkpoint.pt']
+
+
 # Runs the script as __main__ with a full disk at one place: FULL_AT=save (the
 # checkpoint write) or FULL_AT=card (after model.net, while its card is made).
 FULL_DISK_WRAPPER = '''

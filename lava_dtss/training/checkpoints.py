@@ -63,8 +63,29 @@ def set_rng_state(state: dict):
 
 
 def save_checkpoint(path: str, **payload):
-    """Atomic ``torch.save`` of tensors, numbers, strings, lists and dicts only."""
-    atomic_write(path, lambda f: torch.save(payload, f))
+    """Atomic ``torch.save`` of tensors, numbers, strings, lists and dicts only.
+    A failed write (torch reports a full disk as ``RuntimeError: [enforce fail at
+    inline_container.cc] ... file write failed``) is an ``OSError`` naming ``path``."""
+    def save(f):
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:
+            if 'inline_container' not in str(e) and 'PytorchStreamWriter' not in str(e):
+                raise
+            import errno
+            code = errno.ENOSPC if _full(path) else errno.EIO
+            raise OSError(code, f'{os.strerror(code)} (torch: {str(e).strip().splitlines()[0][:160]})',
+                          path) from None
+    atomic_write(path, save)
+
+
+def _full(path: str) -> bool:
+    """Whether the file system of ``path`` has (almost) no free space left."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        return st.f_bavail * st.f_frsize < 1 << 20
+    except OSError:
+        return False
 
 
 def load_checkpoint(path: str) -> dict:
