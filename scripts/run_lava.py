@@ -209,7 +209,11 @@ if __name__ == '__main__':
         from lava_dtss.deploy.netx_file import NetXFormatError
         from lava_dtss.training.data import DatasetError
         from lava_dtss.deploy.lava_runtime import BackendUnavailable, LavaRunError
-        if isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, LavaRunError, ValueError)):
+        if isinstance(e, OSError):     # e.g. a full disk while the --json report is written
+            where = f'{e.filename}: ' if getattr(e, 'filename', None) else ''
+            print(f'error: cannot write {where}{e.strerror or e}', file=sys.stderr)
+            code = 2
+        elif isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, LavaRunError, ValueError)):
             print(f'error: {e}', file=sys.stderr)
             code = 3 if isinstance(e, BackendUnavailable) else 4 if isinstance(e, LavaRunError) else 2
         else:

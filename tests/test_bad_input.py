@@ -794,3 +794,28 @@ def test_a_stop_signal_whose_exception_was_swallowed_still_stops_the_next_run():
     lava_runtime._stop_signal.append(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         lava_runtime.execute(None, None, 1, None)
+
+
+FULL_JSON_WRAPPER = """
+import errno, runpy, sys
+sys.path.insert(0, '.')
+import lava_dtss.training.checkpoints as checkpoints
+def full(path, obj):
+    raise OSError(errno.ENOSPC, 'No space left on device', path)
+checkpoints.write_json = full
+sys.argv = ['scripts/run_lava.py'] + sys.argv[1:]
+runpy.run_path('scripts/run_lava.py', run_name='__main__')
+"""
+
+
+@pytest.mark.parametrize('build', ['fused', 'loihi'])
+def test_full_disk_while_the_json_report_is_written_is_one_line(tmp_path, build):
+    """A full disk under ``--json`` (of ``--build loihi`` in the issue) gave an
+    ``OSError`` traceback (issue 18): one line naming the file, exit 2."""
+    out = str(tmp_path / 'r.json')
+    res = subprocess.run([sys.executable, '-c', FULL_JSON_WRAPPER, '--model', SHIPPED, '--build', build,
+                          '--num-samples', '1', '--gated-only', '--json', out],
+                         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300)
+    assert res.returncode == 2 and 'Traceback' not in res.stderr, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and out in errors[0] and 'No space left' in errors[0], res.stderr[-2000:]
