@@ -19,9 +19,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import signal  # noqa: E402
+if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
 
 from lava_dtss.training import data  # noqa: E402
 from lava_dtss.training.checkpoints import TrainingError, write_json  # noqa: E402
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv=None):
@@ -35,6 +41,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.images < 1:
         p.error('--images must be >= 1')
+    if args.threads is not None and args.threads < 1:
+        p.error(f'--threads must be >= 1, got {args.threads}')
     import torch
     from lava_dtss.analysis.sensitivity import sensitivity
     if args.threads:
@@ -52,3 +60,9 @@ if __name__ == '__main__':
     except (TrainingError, data.DatasetError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(1)
+    except OSError as e:     # --out a folder, under /proc, a full disk
+        print(f'error: {e.filename or ""}: {e.strerror or e}', file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)

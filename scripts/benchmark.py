@@ -14,9 +14,15 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import signal  # noqa: E402
+if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
 
 from lava_dtss.analysis.benchmark import (DEFAULT_MODEL, ROOT, BenchmarkConfig, run_benchmark,  # noqa: E402
                                           train_worker)
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv=None):
@@ -43,6 +49,9 @@ def main(argv=None):
             p.error(f'--{name.replace("_", "-")} must be >= 1')
     if args.threads is not None and args.threads < 1:
         p.error('--threads must be >= 1')
+    from lava_dtss.model import PRESETS
+    if args.preset not in PRESETS:
+        p.error(f'--preset {args.preset!r} is unknown; expected one of {sorted(PRESETS)}')
     if args.train_worker:   # one training measurement in this process (run_benchmark starts these itself)
         return train_worker(args.train_worker, args.preset, args.batch_size, args.train_steps, args.threads)
     if not args.skip_lava and not os.path.isfile(args.model):
@@ -54,4 +63,15 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:   # the library's own clear messages, as one line
+        from lava_dtss.deploy.netx_file import NetXFormatError
+        from lava_dtss.training.data import DatasetError
+        if isinstance(e, (NetXFormatError, DatasetError, ValueError, KeyError, OSError)):
+            print(f'error: {e}', file=sys.stderr)
+            sys.exit(1)
+        raise

@@ -28,6 +28,8 @@ def main(argv=None):
                    help='also rewrite the generated results section of this README (default: README.md '
                         'for the default study; "none" to skip)')
     args = p.parse_args(argv)
+    if os.path.isdir(args.doc):
+        raise ReportError(f'--doc {args.doc} is a folder; expected the Markdown file to write')
     doc, figures = write_report(args.results, args.doc, args.figures, args.readme)
     print(f'wrote {doc} and figures in {figures}')
     return 0
@@ -38,4 +40,12 @@ if __name__ == '__main__':
         sys.exit(main())
     except ReportError as e:
         print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except KeyError as e:     # a results file without a key the report needs
+        print(f'error: a results file lacks the key {e} (a half-copied or older results folder?)',
+              file=sys.stderr)
+        sys.exit(1)
+    except (OSError, ValueError, TypeError) as e:   # an output path that is a folder, under /proc, ...
+        where = f'{e.filename}: ' if getattr(e, 'filename', None) else ''
+        print(f'error: {where}{getattr(e, "strerror", None) or e}', file=sys.stderr)
         sys.exit(1)

@@ -97,6 +97,12 @@ def _unwritable(path):
         return f'folder {folder} does not exist'
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         return 'is not writable'
+    import tempfile
+    try:      # what the report's atomic write does: a temporary file beside it (fails under /proc)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
+            pass
+    except OSError as e:
+        return f'cannot be written in {folder} ({e.strerror or e})'
     return None
 
 
@@ -187,16 +193,27 @@ def print_report(r, labels):
 
 
 if __name__ == '__main__':
+    import signal
+    # SIGTERM (timeout, SLURM, systemd) stops the run like Ctrl-C (exit 143); while
+    # importing (no Lava process yet) it exits at once, then the library's handlers take over
+    signal.signal(signal.SIGTERM, lambda *_: (print('terminated (SIGTERM)', file=sys.stderr), os._exit(143)))
     try:
+        from lava_dtss.deploy.lava_runtime import Terminated, install_stop_handlers
+        install_stop_handlers()
         code = main()
-    except KeyboardInterrupt:
-        print('interrupted; Lava stopped', file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as e:
+        term = type(e).__name__ == 'Terminated'
+        print(f'{"terminated (SIGTERM)" if term else "interrupted"}; Lava stopped', file=sys.stderr)
+        code = 143 if term else 130
     except Exception as e:  # one clear line for bad input
         from lava_dtss.deploy.netx_file import NetXFormatError
         from lava_dtss.training.data import DatasetError
         from lava_dtss.deploy.lava_runtime import BackendUnavailable, LavaRunError
-        if isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, LavaRunError, ValueError)):
+        if isinstance(e, OSError):     # e.g. a full disk while the --json report is written
+            where = f'{e.filename}: ' if getattr(e, 'filename', None) else ''
+            print(f'error: cannot write {where}{e.strerror or e}', file=sys.stderr)
+            code = 2
+        elif isinstance(e, (NetXFormatError, DatasetError, BackendUnavailable, LavaRunError, ValueError)):
             print(f'error: {e}', file=sys.stderr)
             code = 3 if isinstance(e, BackendUnavailable) else 4 if isinstance(e, LavaRunError) else 2
         else:

@@ -45,6 +45,13 @@ if __name__ == '__main__':
     except study.StudyError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(1)
+    except KeyError as e:     # a results file without a key the study needs
+        print(f'error: a results file lacks the key {e} (a half-copied or older results folder?)',
+              file=sys.stderr)
+        sys.exit(1)
+    except (OSError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print('interrupted; finished arms are kept under results/', file=sys.stderr)
         sys.exit(130)

@@ -19,11 +19,17 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import signal  # noqa: E402
+if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
+    signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
 
 from lava_dtss.model import CATEGORIES, PRESETS  # noqa: E402
 from lava_dtss.training import data  # noqa: E402
 from lava_dtss.training.checkpoints import TrainingError  # noqa: E402
 from lava_dtss.training.loop import DEFAULT_MASK_CATEGORIES, TrainConfig, resolve, train  # noqa: E402
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def parse_args(argv=None):

@@ -145,6 +145,10 @@ def _big_bias(f):                     # 13-bit bias of Loihi 2: a bias beyond it
     _replace(f, 'layer/1/bias', b)
 
 
+def _duplicate_name(f):                # issue 18: KeyError 'blocks.0.ssa.k' after the reader
+    f['layer/5/dtss/name'][()] = f['layer/4/dtss/name'][()]
+
+
 def _nonascii_type(f):
     _replace(f, 'layer/2/type', np.array(['pööl'.encode('utf-8')]))
 
@@ -169,6 +173,7 @@ MUTATIONS = {
     'big_weight': _big_weight,
     'big_bias': _big_bias,
     'nonascii_type': _nonascii_type,
+    'duplicate_name': _duplicate_name,
     'missing_key': _missing_key,
     'weight_shape': _wrong_weight_shape,
     'float_weight': _float_weight,
@@ -213,6 +218,7 @@ EXPECTED = {
     'big_weight': (1, ['weight values', '1000', 'exceed the range -128..127']),
     'big_bias': (1, ['bias values', '5000', 'exceed the range -4096..4095']),
     'nonascii_type': (2, ['pööl', 'layer type']),
+    'duplicate_name': (5, ['dtss/name', 'also the name of layer 4']),
 }
 
 
@@ -309,6 +315,7 @@ def _cli_cases(files):
         'batch_negative': ['--model', g, '--batch', '-3'],
         'json_folder': ['--model', g, '--json', os.path.dirname(g)],
         'json_no_folder': ['--model', g, '--json', os.path.join(os.path.dirname(g), 'nope', 'r.json')],
+        'json_proc': ['--model', g, '--json', '/proc/x.json'],     # issue 18: a traceback after the run
     })
     return cases
 
@@ -458,7 +465,10 @@ def _marked_pids(marker):
 def test_ctrl_c_stops_lava_cleanly(files):
     marker = uuid.uuid4().hex
     env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
-    proc = subprocess.Popen([sys.executable, RUN_LAVA, '--model', files['good'], '--num-samples', '300'],
+    # the shipped model: the untrained test file wraps sps.0's 24-bit current in Lava, so a run
+    # that missed the signal would end in "Lava differs" instead of a clear failure here
+    proc = subprocess.Popen([sys.executable, RUN_LAVA, '--model', os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net'),
+                             '--num-samples', '300'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     lines, err = queue.Queue(), []
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout] + [lines.put(None)],
@@ -551,6 +561,7 @@ def test_ctrl_c_to_the_process_group_ends_a_loihi_build_run_cleanly():
     ('batch_negative', ['--batch must be at least 1', 'got -3']),
     ('json_folder', ['--json', 'is a folder']),
     ('json_no_folder', ['--json', 'does not exist']),
+    ('json_proc', ['--json /proc/x.json', 'cannot be written']),
 ])
 def test_cli_bad_options_fail_before_any_run(cli, name, words):
     res = cli[name]
@@ -706,3 +717,114 @@ def test_a_failing_lava_process_ends_the_run_with_one_error_line(files, mode, wo
         assert w in line, line
     assert 'running' in res.stdout                   # it failed inside Lava, not before
     assert seconds < 120 and left == [] and not shm, (seconds, left, shm)
+
+
+# ---------------------------------------------------------------- SIGTERM, kill -9 (issue 18)
+def _signal_during_a_lava_run(args, signum):
+    """Run ``run_lava.py ARGS`` in its own session, send ``signum`` to it alone
+    (as ``timeout``, SLURM or ``kill`` do) once Lava's processes are up. Returns
+    (exit code, stderr, pids left with the marker, new psm_ segments left)."""
+    marker = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    shm_before = set(os.listdir('/dev/shm'))
+    proc = subprocess.Popen([sys.executable, RUN_LAVA, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_marked_pids(marker)) < 4 and time.monotonic() < deadline:   # Lava's processes are up
+            time.sleep(0.5)
+        time.sleep(2)
+        assert proc.poll() is None, 'finished before the signal: the test needs a longer run'
+        assert len(_marked_pids(marker)) > 3, 'Lava started no child processes'
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 15
+        while _marked_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _marked_pids(marker)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            shm_left = {s for s in set(os.listdir('/dev/shm')) - shm_before if s.startswith('psm_')}
+            if not shm_left:
+                break
+            time.sleep(0.5)
+        return proc.returncode, stderr, left, shm_left
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        for pid in _marked_pids(marker):       # only processes this test started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
+
+
+@pytest.mark.parametrize('build', ['fused', 'loihi'])
+def test_sigterm_stops_lava_like_ctrl_c(build):
+    """SIGTERM (what ``timeout``, SLURM and systemd send) to ``run_lava.py``
+    alone: exit 143, one line, every Lava process ended, no segment left."""
+    code, stderr, left, shm_left = _signal_during_a_lava_run(
+        ['--model', SHIPPED, '--build', build, '--num-samples', '300'], signal.SIGTERM)
+    assert code == 143, stderr[-3000:]
+    assert 'Traceback' not in stderr and 'terminated' in stderr, stderr[-3000:]
+    assert left == [], 'Lava processes survived SIGTERM'
+    assert not shm_left, shm_left
+
+
+@pytest.mark.parametrize('build', ['fused', 'loihi'])
+def test_kill_9_ends_every_lava_process_with_its_parent(build):
+    """``kill -9`` of ``run_lava.py``: nothing runs in the killed process, but
+    every Lava process asked the kernel to end it with its parent
+    (PR_SET_PDEATHSIG), so none is left."""
+    code, stderr, left, shm_left = _signal_during_a_lava_run(
+        ['--model', SHIPPED, '--build', build, '--num-samples', '300'], signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert left == [], f'{len(left)} Lava processes survived kill -9 of their parent'
+    # the segments are unlinked by multiprocessing's resource tracker once every
+    # process that registered them has ended
+    assert not shm_left, shm_left
+
+
+def test_a_stop_signal_whose_exception_was_swallowed_still_stops_the_next_run():
+    """A SIGINT or SIGTERM that arrives while a finaliser runs raises inside it,
+    where Python only prints "Exception ignored": the run went on to its end.
+    The signal is recorded and acted on at the next check (before each Lava run,
+    while it runs, before the reference run)."""
+    from lava_dtss.deploy import lava_runtime
+    lava_runtime._stop_signal.append(signal.SIGTERM)
+    with pytest.raises(lava_runtime.Terminated):
+        lava_runtime.execute(None, None, 1, None)    # raises before touching the network
+    assert lava_runtime._stop_signal == []
+    lava_runtime._stop_signal.append(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        lava_runtime.execute(None, None, 1, None)
+
+
+FULL_JSON_WRAPPER = """
+import errno, runpy, sys
+sys.path.insert(0, '.')
+import lava_dtss.training.checkpoints as checkpoints
+def full(path, obj):
+    raise OSError(errno.ENOSPC, 'No space left on device', path)
+checkpoints.write_json = full
+sys.argv = ['scripts/run_lava.py'] + sys.argv[1:]
+runpy.run_path('scripts/run_lava.py', run_name='__main__')
+"""
+
+
+@pytest.mark.parametrize('build', ['fused', 'loihi'])
+def test_full_disk_while_the_json_report_is_written_is_one_line(tmp_path, build):
+    """A full disk under ``--json`` (of ``--build loihi`` in the issue) gave an
+    ``OSError`` traceback (issue 18): one line naming the file, exit 2."""
+    out = str(tmp_path / 'r.json')
+    res = subprocess.run([sys.executable, '-c', FULL_JSON_WRAPPER, '--model', SHIPPED, '--build', build,
+                          '--num-samples', '1', '--gated-only', '--json', out],
+                         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=300)
+    assert res.returncode == 2 and 'Traceback' not in res.stderr, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1 and out in errors[0] and 'No space left' in errors[0], res.stderr[-2000:]

@@ -148,6 +148,31 @@ def test_export_netx_refuses_checkpoints_with_bad_content(tmp_path, capsys):
     assert 'has shape (3, 3), expected' in errors[0]
 
 
+def test_export_netx_over_an_existing_export_needs_overwrite(tmp_path, capsys):
+    """``export_netx.py --out RUN/model.net`` over a finished run silently replaced
+    its model.net and model.json (issue 18): refused without ``--overwrite``."""
+    ckpt = tmp_path / 'checkpoint.pt'
+    torch.save(_good_ckpt(), ckpt)
+    out, card = tmp_path / 'model.net', tmp_path / 'model.json'
+    out.write_bytes(b'the run\'s export')
+    card.write_text('{"run": 1}')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'export_netx.py'), str(ckpt),
+                          '--out', str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert res.returncode == 1 and 'Traceback' not in res.stderr and len(errors) == 1, res.stderr[-2000:]
+    assert str(out) in errors[0] and '--overwrite' in errors[0]
+    assert out.read_bytes() == b'the run\'s export' and card.read_text() == '{"run": 1}'
+    card.unlink()                         # the card alone is guarded too
+    out.unlink()
+    card.write_text('{"run": 1}')
+    with pytest.raises(ValueError, match='--overwrite'):
+        _script('export_netx').main([str(ckpt), '--out', str(out)])
+    assert not out.exists()
+    assert _script('export_netx').main([str(ckpt), '--out', str(out), '--overwrite']) == 0
+    assert out.stat().st_size > 100 and json.loads(card.read_text())['preset'] == 'tiny'
+
+
 def test_export_netx_failure_after_writing_leaves_no_half_export(tmp_path, monkeypatch):
     """A failure after the .net is written (here: the accuracy of the exported
     model) removes it: the .net and its .json exist together or not at all."""
@@ -161,3 +186,46 @@ def test_export_netx_failure_after_writing_leaves_no_half_export(tmp_path, monke
     with pytest.raises(OSError):
         _script('export_netx').main([str(ckpt), '--out', str(tmp_path / 'm.net')])
     assert not (tmp_path / 'm.net').exists() and not (tmp_path / 'm.json').exists()
+
+
+# ---------------------------------------------------------------- issue 18: one line, never a traceback
+@pytest.mark.parametrize('script, args', [
+    ('train_slayer', ['--epochs', '1', '--out', 'OUT']),
+    ('export_netx', ['missing.pt', '--out', 'OUT/m.net']),
+    ('analyze', ['--snn', 'missing.pt', '--ann', 'missing.pt', '--out', 'OUT/s.json']),
+    ('benchmark', ['--skip-lava', '--skip-stock']),
+])
+def test_ctrl_c_to_the_group_while_a_script_imports_is_one_line(tmp_path, script, args):
+    """A group SIGINT (Ctrl-C) while the script loads torch and the package gave a
+    KeyboardInterrupt traceback: now exit 130 and one line."""
+    import signal
+    import time
+    args = [a.replace('OUT', str(tmp_path / 'out')) for a in args]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py'), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True)
+    try:
+        time.sleep(0.4)                  # importing (torch alone takes longer)
+        assert proc.poll() is None
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert 'Traceback' not in stderr and 'KeyboardInterrupt' not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith('interrupted')
+
+
+@pytest.mark.parametrize('script, args, words', [
+    ('analyze', ['--snn', 'x.pt', '--ann', 'x.pt', '--out', '/tmp/x.json', '--threads', '-1'], '--threads must be >= 1'),
+    ('benchmark', ['--preset', 'nope', '--skip-lava'], "--preset 'nope' is unknown"),
+    ('benchmark', ['--skip-train', '--skip-stock', '--model', '/etc/passwd'], 'not an HDF5 file'),
+])
+def test_analysis_scripts_bad_options_are_one_line(script, args, words):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py'), *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert res.returncode in (1, 2) and 'Traceback' not in res.stderr, res.stderr[-2000:]
+    assert words in res.stderr.strip().splitlines()[-1], res.stderr[-2000:]

@@ -221,6 +221,16 @@ def test_fashion_label_count_mismatch_and_range(tmp_path):
         load_dataset("fashion-mnist", "test", data_dir=d)
 
 
+def test_fashion_idx_files_with_zero_images_are_one_error(tmp_path):
+    """IDX files holding 0 images (and 0 labels) gave ``ZeroDivisionError`` in
+    training (issue 18): refused when read, naming the file."""
+    d, _ = _fashion_dir(tmp_path)
+    _write(d / "train-images-idx3-ubyte", _idx_bytes(np.zeros((0, 28, 28), np.uint8), 0x803))
+    _write(d / "train-labels-idx1-ubyte", _idx_bytes(np.zeros(0, np.uint8), 0x801))
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte.gz holds 0 images"):
+        load_dataset("fashion-mnist", "train", data_dir=d)
+
+
 def test_fashion_real_test_split():
     if not os.path.isdir(DEFAULT_FASHION_MNIST_DIR):
         pytest.skip(f"{DEFAULT_FASHION_MNIST_DIR} absent")

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -184,3 +185,108 @@ def test_analyze_refuses_a_spiking_checkpoint_as_the_ann_twin(tmp_path):
     bad = _run(['scripts/analyze.py', '--snn', ckpt, '--ann', ckpt, '--out', str(tmp_path / 's.json')], timeout=300)
     assert bad.returncode == 1 and 'is not an ANN twin' in bad.stderr and 'Traceback' not in bad.stderr
     assert not (tmp_path / 's.json').exists()
+
+
+def test_kill_9_of_the_study_ends_its_training_subprocess(tmp_path):
+    """``kill -9`` of ``scripts/study.py`` (issue 18): its training subprocess
+    asked the kernel to end it with its parent (PR_SET_PDEATHSIG), so none is left."""
+    import signal
+    import uuid
+    marker = uuid.uuid4().hex
+    needle = f'LAVA_DTSS_TEST_MARKER={marker}'.encode()
+
+    def marked(word=b''):
+        pids = []
+        for entry in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open(f'/proc/{entry}/environ', 'rb') as f:
+                    env = f.read()
+                with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if needle in env and word in cmd:
+                pids.append(int(entry))
+        return pids
+
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    proc = subprocess.Popen([sys.executable, 'scripts/study.py', '--quick', '--results', str(tmp_path / 'r'),
+                             '--runs', str(tmp_path / 'runs')], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marked(b'train_slayer') and time.monotonic() < deadline:
+            time.sleep(0.3)
+        training = marked(b'train_slayer')
+        assert training, 'the study started no training'
+        proc.kill()
+        proc.wait()
+        # the kernel ends it at once (a quick arm would end by itself within seconds)
+        deadline = time.monotonic() + 2
+        while marked() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marked() == [], f'the training subprocess {training} survived kill -9 of the study'
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in marked():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _one_line_failure(proc, *words):
+    assert proc.returncode in (1, 2) and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+@pytest.mark.parametrize('case', ['corrupt', 'list', 'keyless', 'doc_folder', 'results_file'])
+def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
+    """report.py over a half-copied results folder or to a bad output path gave
+    tracebacks (issue 18): one ``error:`` line, naming the file where it can."""
+    import shutil
+    results = tmp_path / 'results'
+    shutil.copytree(os.path.join(ROOT, 'results', 'fashion-mnist'), results)
+    bad = results / 'ann' / 'metrics.json'
+    doc = tmp_path / 'results.md'
+    if case == 'corrupt':
+        bad.write_text('{"accuracy": 0.')
+    elif case == 'list':
+        bad.write_text('[1, 2]')
+    elif case == 'keyless':
+        for arm in results.iterdir():
+            if (arm / 'metrics.json').is_file():
+                (arm / 'metrics.json').write_text('{}')
+    elif case == 'doc_folder':
+        doc.mkdir()
+    elif case == 'results_file':
+        shutil.rmtree(results)
+        results.write_text('x')
+    proc = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc), '--readme', 'none'],
+                timeout=300)
+    words = {'corrupt': [str(bad)], 'list': [str(bad), 'list'], 'keyless': ['lacks the key'],
+             'doc_folder': [str(doc)], 'results_file': ['is a file']}[case]
+    _one_line_failure(proc, *words)
+
+
+@pytest.mark.parametrize('case', ['results_under_a_file', 'corrupt_metrics'])
+def test_study_with_bad_results_is_one_line(tmp_path, case):
+    """study.py with ``--results`` under a file, or a corrupt results JSON of a
+    finished arm, gave tracebacks (issue 18)."""
+    results = tmp_path / 'results'
+    if case == 'results_under_a_file':
+        (tmp_path / 'file').write_text('x')
+        results = tmp_path / 'file' / 'results'
+        words = ['--results', str(results)]
+    else:
+        (results / 'pretrain').mkdir(parents=True)
+        (results / 'pretrain' / 'metrics.json').write_text('{"test_accuracy": ')
+        words = [str(results / 'pretrain' / 'metrics.json')]
+    proc = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(tmp_path / 'runs')],
+                timeout=300)
+    _one_line_failure(proc, *words)

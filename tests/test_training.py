@@ -230,7 +230,7 @@ def test_checkpoint_loads_weights_only(run_a):
     assert ckpt['epoch'] == 2
     assert all(isinstance(t, torch.Tensor) for t in ckpt['model'].values())
     # atomic writes leave no temporary files behind
-    assert not [f for f in os.listdir(out) if f.startswith('.')]
+    assert not [f for f in os.listdir(out) if f.startswith('.') and f != '.lock']
 
 
 def test_corrupt_checkpoint_is_a_clean_error(run_a, tmp_path):
@@ -293,7 +293,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(run_a, tmp_path):
         assert f.read() == before  # byte-identical: the failed epoch saved nothing
     assert _load(path)['epoch'] == 2
     assert _read_log(out) == log_before
-    assert not [f for f in os.listdir(out) if f.startswith('.')]
+    assert not [f for f in os.listdir(out) if f.startswith('.') and f != '.lock']
 
 
 # ---------------------------------------------------------------- 6. bad arguments
@@ -360,6 +360,24 @@ def test_existing_run_is_never_overwritten_silently(run_a, tmp_path):
     assert [line['epoch'] for line in _read_log(out)] == [1]
 
 
+def test_two_runs_into_one_out_at_once_the_second_is_refused(tmp_path):
+    """Two ``train_slayer.py`` runs into one ``--out`` at once both exited 0 and
+    interleaved their logs (issue 18). A run holds ``flock`` on ``OUT/.lock`` (as
+    the first run does, released by the kernel when it ends); a second is refused."""
+    import fcntl
+    out = tmp_path / 'shared'
+    out.mkdir()
+    with open(out / '.lock', 'a') as held:        # what a first run holds while it trains
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = _run(['--out', str(out), *FAST, '--epochs', '1'])
+        assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+        errors = _error_lines(proc.stderr)
+        assert len(errors) == 1 and 'in use by another training run' in errors[0] and str(out) in errors[0]
+        assert not (out / 'log.jsonl').exists()
+    proc = _run(['--out', str(out), *FAST, '--epochs', '1'])     # the first run ended: the lock is free
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_out_that_is_a_file_or_under_a_file(tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('x')
@@ -381,7 +399,7 @@ def test_resume_trims_log_lines_newer_than_the_checkpoint_and_stale_temp_files(r
     proc = _run(['--out', out, *FAST, '--epochs', str(ckpt['epoch'] + 1), '--resume'])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [line['epoch'] for line in _read_log(out)] == list(range(1, ckpt['epoch'] + 2))
-    assert not [f for f in os.listdir(out) if f.startswith('.')]
+    assert not [f for f in os.listdir(out) if f.startswith('.') and f != '.lock']   # .lock: the run lock, kept
 
 
 def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
@@ -396,6 +414,19 @@ def test_checkpoint_with_wrong_content_is_one_error_line(run_a, tmp_path):
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and 'cannot resume from' in errors[0] and path in errors[0]
+
+
+def test_resume_of_a_checkpoint_beyond_epochs_is_one_error_line(run_a, tmp_path):
+    """``--resume`` of a checkpoint at epoch 2 with ``--epochs 1`` gave
+    ``UnboundLocalError: local variable 'ev'`` (issue 18)."""
+    out = str(tmp_path / 'beyond')
+    shutil.copytree(run_a[0], out)
+    before = open(os.path.join(out, 'checkpoint.pt'), 'rb').read()
+    proc = _run(['--out', out, *FAST, '--epochs', '1', '--resume'])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and 'epoch 2, beyond --epochs 1' in errors[0], proc.stderr[-2000:]
+    assert open(os.path.join(out, 'checkpoint.pt'), 'rb').read() == before
 
 
 @pytest.mark.parametrize('argv, words', [
@@ -454,6 +485,57 @@ def test_gates_from_a_checkpoint_without_gates_is_one_error(tmp_path):
         learned_gate_steps(str(path))
 
 
+@pytest.mark.parametrize('scores, words', [
+    (torch.zeros(0), 'has shape (0,)'),
+    (torch.tensor([0.1, float('nan')]), 'NaN or infinite'),
+])
+def test_gates_from_a_checkpoint_with_empty_or_nan_scores_is_one_error(tmp_path, scores, words):
+    """Empty gate scores gave ``IndexError`` from ``argmax`` (issue 18); NaN
+    scores were accepted. Both: one line naming the file and the gate."""
+    path = tmp_path / 'bad_scores.pt'
+    torch.save({'model': {'blocks.0.attn.q.gate.scores': scores}, 'config': {}}, path)
+    with pytest.raises(TrainingError) as info:
+        learned_gate_steps(str(path))
+    msg = str(info.value)
+    assert str(path) in msg and 'blocks.0.attn.q.gate.scores' in msg and words in msg and '\n' not in msg
+
+
+def test_init_from_a_checkpoint_with_nan_weights_names_file_and_cause(run_a, tmp_path):
+    """``--init-from`` a checkpoint with NaN weights: one line, but it said only
+    ``cannot convert float NaN to integer`` (issue 18). Now it names the file,
+    the weight and the cause."""
+    ckpt = _load(os.path.join(run_a[0], 'checkpoint.pt'))
+    key = next(k for k, v in ckpt['model'].items() if k.endswith('weight') and v.is_floating_point())
+    ckpt['model'][key].fill_(float('nan'))
+    path = str(tmp_path / 'nan.pt')
+    torch.save(ckpt, path)
+    proc = _run(['--out', str(tmp_path / 'out'), *FAST, '--epochs', '1', '--init-from', path])
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    errors = _error_lines(proc.stderr)
+    assert len(errors) == 1 and path in errors[0] and key in errors[0] and 'NaN' in errors[0], errors
+
+
+def test_torch_write_failure_of_a_checkpoint_is_an_os_error_naming_it(tmp_path, monkeypatch):
+    """A full disk while a checkpoint is written (400 KB tmpfs) gave torch's
+    ``RuntimeError: [enforce fail at inline_container.cc]`` traceback (issue 18):
+    now an ``OSError`` naming the checkpoint, which train_slayer.py prints as one
+    line; the previous checkpoint survives and no temporary file is left."""
+    from lava_dtss.training import checkpoints
+    path = str(tmp_path / 'checkpoint.pt')
+    checkpoints.save_checkpoint(path, epoch=1)
+
+    def failing_save(obj, f):
+        f.write(b'partial')
+        raise RuntimeError('[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0')
+    monkeypatch.setattr(checkpoints.torch, 'save', failing_save)
+    with pytest.raises(OSError) as info:
+        checkpoints.save_checkpoint(path, epoch=2)
+    assert info.value.filename == path and 'inline_container' in str(info.value)
+    monkeypatch.undo()
+    assert checkpoints.load_checkpoint(path)['epoch'] == 1
+    assert os.listdir(tmp_path) == ['checkpoint.pt']
+
+
 # Runs the script as __main__ with a full disk at one place: FULL_AT=save (the
 # checkpoint write) or FULL_AT=card (after model.net, while its card is made).
 FULL_DISK_WRAPPER = '''
@@ -482,7 +564,7 @@ def test_full_disk_is_one_error_line_and_leaves_no_half_written_file(tmp_path, m
     errors = _error_lines(proc.stderr)
     assert len(errors) == 1 and 'No space left on device' in errors[0], proc.stderr[-2000:]
     files = os.listdir(out) if os.path.isdir(out) else []
-    assert not [f for f in files if f.startswith('.')], files          # no temp file
+    assert not [f for f in files if f.startswith('.') and f != '.lock'], files          # no temp file
     assert ('model.net' in files) == ('model.json' in files), files     # never a model without its card
     if where == 'save':
         assert 'checkpoint.pt' not in files

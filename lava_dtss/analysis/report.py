@@ -34,11 +34,24 @@ class ReportError(RuntimeError):
     pass
 
 
+def _json_object(path):
+    """The JSON object of ``path``, or :class:`ReportError` naming the file."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f'cannot read {path}: {e}') from None
+    if not isinstance(value, dict):
+        raise ReportError(f'{path} holds a JSON {type(value).__name__}, expected an object')
+    return value
+
+
 def load_arms(results):
+    if os.path.exists(results) and not os.path.isdir(results):
+        raise ReportError(f'--results {results} is a file; expected the results folder of a study')
     arms = {}
     for path in sorted(glob.glob(os.path.join(results, '*', 'metrics.json'))):
-        with open(path) as f:
-            arms[os.path.basename(os.path.dirname(path))] = json.load(f)
+        arms[os.path.basename(os.path.dirname(path))] = _json_object(path)
     if not arms:
         raise ReportError(f'no results under {results} (expected <arm>/metrics.json from scripts/study.py)')
     return arms
@@ -47,8 +60,7 @@ def load_arms(results):
 def read_json(path):
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return _json_object(path)
 
 
 def pct(x):

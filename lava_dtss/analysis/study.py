@@ -92,6 +92,15 @@ class StudyError(RuntimeError):
     pass
 
 
+def _with_parent():
+    """``preexec_fn`` of every subprocess of the study: the kernel ends it when the
+    study's process ends, however it ends (``kill -9`` included)."""
+    from functools import partial
+
+    from ..deploy.lava_runtime import die_with_parent
+    return partial(die_with_parent, os.getpid())
+
+
 def short(path):
     """``path`` relative to the repository when inside it (for commands in the records)."""
     rel = os.path.relpath(path, ROOT)
@@ -115,7 +124,7 @@ def run_arm(study, name, args, results, runs):
     print(f'[{name}] {" ".join(cmd[1:])}', flush=True)
     t0 = time.time()
     with open(os.path.join(out, 'stdout.log'), 'w') as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent(), stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         with open(os.path.join(out, 'stdout.log')) as f:
             tail = f.read()[-1500:]
@@ -201,8 +210,11 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     study = STUDIES[name]
     results = os.path.abspath(results or os.path.join(ROOT, 'results', name))
     runs = os.path.abspath(runs or os.path.join(ROOT, 'runs', 'study', name))
-    os.makedirs(results, exist_ok=True)
-    os.makedirs(runs, exist_ok=True)
+    for folder, option in ((results, '--results'), (runs, '--runs')):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise StudyError(f'{option} {folder}: cannot create the folder ({e.strerror or e})') from None
     t_max = study['t_max']
     t0 = time.time()
     if reevaluate:
@@ -222,7 +234,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
         if study['threads']:
             cmd += ['--threads', str(study['threads'])]
         print('[sensitivity] ' + ' '.join(cmd[1:]), flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent()).returncode != 0:
             raise StudyError('the sensitivity analysis failed (its error is above)')
     with open(sens_path) as f:
         suggested = suggested_categories(json.load(f), t_max)
@@ -304,7 +316,7 @@ def reevaluate_arms(results, t_max):
         out = cmd[cmd.index('--out') + 1]
         print(f'[{name}] re-evaluating: {" ".join(cmd[1:])}', flush=True)
         with open(os.path.join(ROOT, out, 'reevaluate.log'), 'w') as log:
-            if subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+            if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent(), stdout=log, stderr=subprocess.STDOUT).returncode != 0:
                 raise StudyError(f're-evaluating {name} failed: see {out}/reevaluate.log')
         new = load_json(os.path.join(ROOT, out, 'metrics.json'))
         new.update(arm=name, wall_s=old.get('wall_s'), reevaluated=True,
@@ -366,7 +378,7 @@ def ship(study, arm, results, runs, samples, quick):
         elif study['dataset'] == 'fashion-mnist':
             cmd += ['--num-samples', '10000']
         print('[lava] ' + ' '.join(cmd[1:]), flush=True)
-        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent()).returncode != 0:
             raise StudyError(f'the Lava run of {arm} failed or differed from training-side inference (above)')
     lava = load_json(report)
     card = load_json(os.path.join(results, arm, 'model.json'))
@@ -388,5 +400,14 @@ def ship(study, arm, results, runs, samples, quick):
 
 
 def load_json(path):
-    with open(path) as f:
-        return json.load(f)
+    """The JSON object of ``path``; :class:`StudyError` (one line naming the file)
+    when it cannot be read, is not JSON or is not an object."""
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise StudyError(f'cannot read {path}: {e} (a half-copied or corrupt results file? '
+                         'remove it to redo that step)') from None
+    if not isinstance(value, dict):
+        raise StudyError(f'{path} holds a JSON {type(value).__name__}, expected an object')
+    return value

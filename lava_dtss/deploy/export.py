@@ -152,16 +152,23 @@ def deployed_accuracy(path: str, loader) -> float:
     return evaluate(deployed_model(path), loader)['accuracy']
 
 
-def export_checkpoint(checkpoint: str, out: str, data_dir: str = None, command: str = '') -> dict:
+def export_checkpoint(checkpoint: str, out: str, data_dir: str = None, command: str = '',
+                      overwrite: bool = False) -> dict:
     """Export a training checkpoint (``train``'s ``checkpoint.pt``) to the NetX
     file ``out`` and its model card (``.json`` beside it), and return the card:
     test accuracy of the float model and of the exported fixed-point one, active
     steps. Every part of the checkpoint is checked first (``ValueError``, one
     line); the data set is loaded before anything is written; a failure after
     the ``.net`` is written removes it: the file and its card exist together or
-    not at all."""
+    not at all. An existing ``out`` or card (a finished run's export, which its
+    metrics and checkpoint describe) is refused unless ``overwrite``."""
     import os
 
+    card_path = os.path.splitext(out)[0] + '.json'
+    existing = [p for p in (out, card_path) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise ValueError(f'{" and ".join(existing)} already exist{"s" if len(existing) == 1 else ""}; '
+                         'pass --overwrite to replace it, or choose another --out')
     from ..training import data
     from ..training.checkpoints import evaluate, load_checkpoint, model_from_checkpoint, write_json
     ckpt = load_checkpoint(checkpoint)
@@ -177,7 +184,7 @@ def export_checkpoint(checkpoint: str, out: str, data_dir: str = None, command: 
                 'active_steps': ev['active_steps'], 'avg_steps': ev['avg_steps'],
                 'avg_steps_weighted': ev['avg_steps_weighted'], 'training': train_args,
                 'command': command}
-        write_json(os.path.splitext(out)[0] + '.json', card)
+        write_json(card_path, card)
     except BaseException:
         if os.path.isfile(out):
             os.unlink(out)

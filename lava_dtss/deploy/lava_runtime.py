@@ -45,6 +45,85 @@ class LavaRunError(RuntimeError):
 DEFAULT_MEMORY_FRACTION = 0.5   # of the machine's RAM, the default memory limit of a run
 
 
+# ------------------------------------------------ ending with the parent, however it ends
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, SLURM, systemd) received: handled like Ctrl-C."""
+
+
+_stop_signal = []      # the stop signal received (SIGINT or SIGTERM), kept until handled
+
+
+def _on_stop_signal(signum, frame):
+    _stop_signal.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+_on_stop_signal.lava_dtss = True
+
+
+def install_stop_handlers():
+    """Make SIGINT and SIGTERM stop a run (main thread only): each raises
+    (``KeyboardInterrupt``, :class:`Terminated`) and is also recorded, so that a
+    signal whose exception was swallowed (one that arrived while a finaliser
+    ran, where Python only prints "Exception ignored") still stops the run at
+    the next check (:func:`check_stop`)."""
+    signal.signal(signal.SIGINT, _on_stop_signal)
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+
+
+def check_stop():
+    """Raise the exception of a stop signal that was received but not acted on."""
+    if _stop_signal:
+        term = signal.SIGTERM in _stop_signal
+        _stop_signal.clear()
+        raise Terminated() if term else KeyboardInterrupt()
+
+
+PR_SET_PDEATHSIG = 1
+_fork_parent = {}
+
+
+def die_with_parent(parent_pid: int = None):
+    """In a child process: ask the kernel to SIGKILL this process when its parent
+    ends, however it ends (``kill -9`` included; Linux ``prctl(PR_SET_PDEATHSIG)``),
+    and exit at once if the parent is already gone. Usable as ``preexec_fn``.
+    A no-op where prctl is not available."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)     # the parent died before the request was made
+
+
+def _before_fork():
+    _fork_parent['pid'] = os.getpid()
+    # the kernel ties the parent-death signal to the forking *thread*: only forks of
+    # the main thread (where Lava forks its processes) get it
+    _fork_parent['main'] = threading.current_thread() is threading.main_thread()
+
+
+def _after_fork_in_child():
+    """Every process Lava forks (one per process model, the runtime services,
+    the shared-memory manager) ends with the process that forked it. A stop
+    handler of ours (inherited by the fork) is reset, so that SIGTERM ends the
+    child as it ends any process."""
+    if not _fork_parent.get('main'):
+        return
+    die_with_parent(_fork_parent.get('pid'))
+    try:
+        if getattr(signal.getsignal(signal.SIGTERM), 'lava_dtss', False):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
 def physical_memory() -> int:
     """Bytes of RAM of this machine (``os.sysconf``), 0 where unknown."""
     try:
@@ -434,6 +513,7 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
     batch = min(batch, num_samples)
     results = {}
     for mode in ([True, False] if gating is None else [gating]):
+        check_stop()
         label = 'gated' if mode else 'ungated'
         log(f'running {num_samples} samples x {t_max} steps on Lava ({backend}, {label}, '
             f'batch {batch}) ...')
@@ -450,6 +530,7 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
     # agreement with training-side fixed-point inference (our files only)
     if 'config' in spec.meta:
         from .reference import reference_run
+        check_stop()
         ref_logits, ref_fps = reference_run(spec, images)
         layer_ok = {n: bool(np.array_equal(ref_fps[n], r.fingerprints[n]))
                     for r in results.values() for n in ref_fps}
@@ -515,9 +596,12 @@ def execute(first, cfg, num_steps: int, collect, deadline_s: float = None):
     # children keep that recording handler, so they never raise; this process then raises
     # KeyboardInterrupt and stops the runtime in `finally`, which ends every child.
     in_main_thread = threading.current_thread() is threading.main_thread()
-    interrupted = []
-    previous = (signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-                if in_main_thread else None)
+    # SIGTERM likewise (handled like Ctrl-C); the children get SIG_DFL back for SIGTERM.
+    check_stop()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    record = _record_stop_signal
+    previous = ({s: signal.signal(s, record) for s in (signal.SIGINT, signal.SIGTERM)}
+                if in_main_thread else {})
     healthy = False       # True once the run finished: stop() through Lava, else abort
     try:
         try:
@@ -525,11 +609,11 @@ def execute(first, cfg, num_steps: int, collect, deadline_s: float = None):
             t1 = time.perf_counter()
             first.run(condition=RunSteps(num_steps=num_steps, blocking=False))
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
-        if interrupted:
-            raise KeyboardInterrupt
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        check_stop()
         _watch(first.runtime, t0 + deadline_s, deadline_s)
+        check_stop()
         healthy = True
         t2 = time.perf_counter()
         out = collect()
@@ -543,6 +627,13 @@ def execute(first, cfg, num_steps: int, collect, deadline_s: float = None):
         else:
             _abort(runtime)
     return out, t2 - t0, t1 - t0
+
+
+def _record_stop_signal(signum, frame):
+    _stop_signal.append(signum)
+
+
+_record_stop_signal.lava_dtss = True
 
 
 def _actors(runtime):
@@ -584,6 +675,7 @@ def _watch(runtime, deadline: float, deadline_s: float):
             raise LavaRunError(f'a Lava process failed, run stopped: {_failure(actors)}')
         if ports and all(p.probe() for p in ports):
             break                 # every runtime service answered: done, or an error
+        check_stop()
         if time.perf_counter() > deadline:
             raise LavaRunError(f'the Lava run did not finish within its deadline of {deadline_s:.0f} s '
                                '(a Lava process stalled); run stopped')

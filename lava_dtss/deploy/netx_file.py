@@ -501,6 +501,12 @@ def _check_graph(path, spec: NetSpec):
     if layers[0].type != 'input':
         raise NetXFormatError(f'{path}: layer 0 is {layers[0].type!r}, expected an input layer')
     t_max = spec.t_max
+    first = {}
+    for i, layer in enumerate(layers):
+        if layer.name in first:
+            raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): dtss/name {layer.name!r} '
+                                  f'is also the name of layer {first[layer.name]}; every layer needs its own name')
+        first[layer.name] = i
     for i, layer in enumerate(layers):
         def fail(msg):
             raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {msg}')

@@ -63,8 +63,29 @@ def set_rng_state(state: dict):
 
 
 def save_checkpoint(path: str, **payload):
-    """Atomic ``torch.save`` of tensors, numbers, strings, lists and dicts only."""
-    atomic_write(path, lambda f: torch.save(payload, f))
+    """Atomic ``torch.save`` of tensors, numbers, strings, lists and dicts only.
+    A failed write (torch reports a full disk as ``RuntimeError: [enforce fail at
+    inline_container.cc] ... file write failed``) is an ``OSError`` naming ``path``."""
+    def save(f):
+        try:
+            torch.save(payload, f)
+        except RuntimeError as e:
+            if 'inline_container' not in str(e) and 'PytorchStreamWriter' not in str(e):
+                raise
+            import errno
+            code = errno.ENOSPC if _full(path) else errno.EIO
+            raise OSError(code, f'{os.strerror(code)} (torch: {str(e).strip().splitlines()[0][:160]})',
+                          path) from None
+    atomic_write(path, save)
+
+
+def _full(path: str) -> bool:
+    """Whether the file system of ``path`` has (almost) no free space left."""
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        return st.f_bavail * st.f_frsize < 1 << 20
+    except OSError:
+        return False
 
 
 def load_checkpoint(path: str) -> dict:
@@ -168,6 +189,10 @@ def init_weights(model: SpikingViT, path: str):
     if {k: v for k, v in cfg.items() if k != 't_max'} != {k: v for k, v in mine.items() if k != 't_max'}:
         raise TrainingError(f'{path} holds a different architecture than preset {model.cfg.name} '
                             '(only T_max may differ for --init-from)')
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise TrainingError(f'--init-from {path}: {k} holds NaN or infinite values (a diverged run?); '
+                                'start from a checkpoint with finite weights')
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not is_gate_parameter(k)]
     if missing or unexpected:
@@ -181,7 +206,21 @@ def learned_gate_steps(path: str) -> dict:
     learned, to set in another model (``train_slayer.py --gates-from``)."""
     ckpt = load_checkpoint(path)
     try:
-        state = upgrade_gate_state(ckpt['model'], 0)
+        state = ckpt['model']
+        keys = sorted(k for k in state if is_gate_parameter(k))
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
+        raise TrainingError(f'{path} is not a checkpoint of scripts/train_slayer.py '
+                            '(expected the keys config and model, with DTSS gates)') from None
+    for k in keys:   # a length [1], or the earlier formulation's scores [T_max]
+        v = state[k]
+        if not isinstance(v, torch.Tensor) or v.dim() != 1 or v.numel() == 0:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise TrainingError(f'{path}: DTSS gate {k} has shape {shape}; expected a length of shape (1,) '
+                                '(or one score per time step)')
+        if not bool(torch.isfinite(v).all()):
+            raise TrainingError(f'{path}: DTSS gate {k} holds NaN or infinite values')
+    try:
+        state = upgrade_gate_state(state)
         names = sorted({k[:-len('.length')] for k in state if k.endswith('gate.length')})
         steps = {}
         if names:

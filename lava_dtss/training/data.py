@@ -235,6 +235,10 @@ def _load_fashion_mnist(split: str, data_dir: Optional[str]) -> Dataset:
     lbl_path = _find_idx(data_dir, f"{prefix}-labels-idx1-ubyte")
     images = _read_idx(img_path, _IDX_IMAGES_MAGIC)
     labels = _read_idx(lbl_path, _IDX_LABELS_MAGIC)
+    if images.shape[0] == 0:
+        raise DatasetError(
+            f"IDX file {img_path} holds 0 images; a Fashion-MNIST split needs at "
+            f"least one. {_FASHION_HELP}")
     if labels.shape[0] != images.shape[0]:
         raise DatasetError(
             f"label file {lbl_path} has {labels.shape[0]} labels but image "

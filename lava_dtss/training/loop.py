@@ -351,6 +351,9 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             raise TrainingError(f'cannot resume from {ckpt_path}: its content does not fit this run '
                                 f'({type(e).__name__}: {first}); expected a checkpoint of the same '
                                 'configuration written by this script') from None
+        if start_epoch > args.epochs:
+            raise TrainingError(f'cannot resume from {ckpt_path}: it is at epoch {start_epoch}, beyond '
+                                f'--epochs {args.epochs}; pass --epochs {start_epoch} or more')
         for g, base in zip(opt.param_groups, sched.base_lrs):  # schedule of this run's epochs
             g['lr'] = base * lr_factor(sched.last_epoch)
         if master:
@@ -522,6 +525,7 @@ def prepare_out(args: TrainConfig):
         os.unlink(probe)
     except OSError as e:
         raise TrainingError(f'cannot write to --out {out}: {e.strerror or e}') from None
+    lock_out(out)
     earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if args.resume and 'checkpoint.pt' not in earlier:
         raise TrainingError(f'--resume: {out} holds no checkpoint.pt to continue')
@@ -534,6 +538,29 @@ def prepare_out(args: TrainConfig):
     for f in os.listdir(out):  # temporary files of atomic writes interrupted by a kill
         if any(f.startswith('.' + name + '.') for name in RUN_FILES):
             os.unlink(os.path.join(out, f))
+
+
+LOCK_FILE = '.lock'
+_locks = {}     # folder -> open lock file of this process's run in it
+
+
+def lock_out(out: str):
+    """Take an exclusive lock on the run folder ``out`` (``flock`` of ``out/.lock``,
+    released by the kernel when this process ends, however it ends), so that two
+    runs never write into one folder; a second run is refused."""
+    import fcntl
+    key = os.path.realpath(out)
+    old = _locks.pop(key, None)
+    if old is not None:         # an earlier run of this process in the same folder
+        old.close()
+    f = open(os.path.join(out, LOCK_FILE), 'a')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise TrainingError(f'--out {out} is in use by another training run (it holds the lock on '
+                            f'{os.path.join(out, LOCK_FILE)}); wait for it to end or choose another --out') from None
+    _locks[key] = f
 
 
 def keep_log_until(log_path, epoch):
