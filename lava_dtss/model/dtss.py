@@ -19,6 +19,8 @@ is this project's fix.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 CATEGORIES = ('sps', 'qkv', 'attn', 'mlp')
@@ -42,7 +44,7 @@ def soft_prefix_mask(length: torch.Tensor, t_max: int) -> torch.Tensor:
 def steps_from_length(length, t_max: int) -> int:
     """Active steps of a length: ``length`` rounded half up, in ``1..t_max``."""
     value = float(length.detach().reshape(())) if isinstance(length, torch.Tensor) else float(length)
-    return min(int(t_max), max(1, int(torch.floor(torch.tensor(value + 0.5, dtype=torch.float64)))))
+    return min(int(t_max), max(1, math.floor(value + 0.5)))
 
 
 def chosen_steps(length, t_max: int, frozen_steps: int = 0) -> int:
