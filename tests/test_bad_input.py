@@ -508,23 +508,33 @@ def test_ctrl_c_stops_lava_cleanly(files):
                 pass
 
 
+def _start_lava_run(args, marker):
+    """``run_lava.py ARGS`` in a session of its own, its processes marked with ``marker``."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
+    return subprocess.Popen([sys.executable, RUN_LAVA, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+
+
+def _wait_for_lava_processes(proc, marker, timeout_s):
+    """Wait (at most ``timeout_s``) until Lava's processes of ``proc`` are up, then 2 s more."""
+    deadline = time.monotonic() + timeout_s
+    while len(_marked_pids(marker)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    assert proc.poll() is None, 'finished before the stop signal: the test needs a longer run'
+    assert len(_marked_pids(marker)) > 3, 'Lava started no child processes'
+
+
 def _ctrl_c_to_the_group(args):
     """Run ``run_lava.py ARGS`` in its own process group, SIGINT the group once
     Lava's processes are up, and check: exit 130 within seconds, no traceback,
     no process and no new shared-memory segment left."""
     marker = uuid.uuid4().hex
-    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
     shm_before = set(os.listdir('/dev/shm'))
-    proc = subprocess.Popen([sys.executable, RUN_LAVA, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            start_new_session=True)
+    proc = _start_lava_run(args, marker)
     try:
-        deadline = time.monotonic() + 90
-        while len(_marked_pids(marker)) < 4 and time.monotonic() < deadline:   # Lava's processes are up
-            time.sleep(0.5)
-        time.sleep(2)
-        assert proc.poll() is None, 'finished before Ctrl-C: the test needs a longer run'
-        assert len(_marked_pids(marker)) > 3, 'Lava started no child processes'
+        _wait_for_lava_processes(proc, marker, 90)
         os.killpg(proc.pid, signal.SIGINT)
         t0 = time.monotonic()
         _, stderr = proc.communicate(timeout=30)
@@ -725,18 +735,10 @@ def _signal_during_a_lava_run(args, signum):
     (as ``timeout``, SLURM or ``kill`` do) once Lava's processes are up. Returns
     (exit code, stderr, pids left with the marker, new psm_ segments left)."""
     marker = uuid.uuid4().hex
-    env = dict(os.environ, OMP_NUM_THREADS='1', LAVA_DTSS_TEST_MARKER=marker)
     shm_before = set(os.listdir('/dev/shm'))
-    proc = subprocess.Popen([sys.executable, RUN_LAVA, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            start_new_session=True)
+    proc = _start_lava_run(args, marker)
     try:
-        deadline = time.monotonic() + 120
-        while len(_marked_pids(marker)) < 4 and time.monotonic() < deadline:   # Lava's processes are up
-            time.sleep(0.5)
-        time.sleep(2)
-        assert proc.poll() is None, 'finished before the signal: the test needs a longer run'
-        assert len(_marked_pids(marker)) > 3, 'Lava started no child processes'
+        _wait_for_lava_processes(proc, marker, 120)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
         deadline = time.monotonic() + 15
