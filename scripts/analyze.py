@@ -9,7 +9,8 @@ Two measures, per gated layer and per category (sps, qkv, attn, mlp):
    the SNN's spike rates over its first T steps, for T = 1..T_max, and the
    1-Wasserstein distance between them (why W1: lava_dtss/analysis/sensitivity.py);
 2. accuracy on the validation split when only one category is cut to T steps
-   (every other layer at T_max), on the trained SNN without retraining.
+   (every other layer at T_max), on the trained SNN without retraining, with
+   BatchNorm re-estimated for every cut as for every study arm (--bn-calibration).
 
 Writes one JSON (histograms, distances, accuracies); scripts/report.py plots it.
 The analysis itself is lava_dtss.analysis.sensitivity.sensitivity.
@@ -38,9 +39,14 @@ def main(argv=None):
     p.add_argument('--images', type=int, default=1000, help='validation images for the distributions')
     p.add_argument('--data-dir', default=None)
     p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--bn-calibration', type=int, default=2048, metavar='N',
+                   help='training images on which BatchNorm is re-estimated for every cut, as the '
+                        'study does for every arm (default 2048; 0: keep the checkpoint\'s statistics)')
     args = p.parse_args(argv)
     if args.images < 1:
         p.error('--images must be >= 1')
+    if args.bn_calibration < 0:
+        p.error(f'--bn-calibration must be >= 0, got {args.bn_calibration}')
     if args.threads is not None and args.threads < 1:
         p.error(f'--threads must be >= 1, got {args.threads}')
     import torch
@@ -48,7 +54,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     result = sensitivity(args.snn, args.ann, images=args.images, data_dir=args.data_dir,
-                         command=' '.join(['python'] + sys.argv), log=lambda line: print(line, flush=True))
+                         command=' '.join(['python'] + sys.argv), log=lambda line: print(line, flush=True),
+                         bn_calibration=args.bn_calibration)
     write_json(args.out, result)
     print(f'wrote {args.out}')
     return 0

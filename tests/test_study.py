@@ -290,3 +290,34 @@ def test_study_with_bad_results_is_one_line(tmp_path, case):
     proc = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(tmp_path / 'runs')],
                 timeout=300)
     _one_line_failure(proc, *words)
+
+
+def test_sensitivity_cuts_are_measured_with_batchnorm_re_estimated(tmp_path):
+    """Every study arm re-estimates BatchNorm before it is evaluated; the
+    sensitivity analysis now does the same for each category cut (issue 15):
+    its accuracy equals the model cut, re-estimated on the same training images
+    and evaluated by hand, and the trained statistics are restored after."""
+    from lava_dtss.analysis.sensitivity import load_model, sensitivity, set_category_steps
+    from lava_dtss.training import data
+    from lava_dtss.training.checkpoints import evaluate, recalibrate_batchnorm
+    paths = {}
+    for kind in ('snn', 'ann'):
+        out = tmp_path / kind
+        proc = _run(['scripts/train_slayer.py', '--out', str(out), '--max-batches', '3', '--epochs', '1',
+                     '--no-export', '--val-size', '60', '--t-max', '2', '--threads', '1', '--bn-calibration', '64']
+                    + (['--ann'] if kind == 'ann' else []), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        paths[kind] = str(out / 'checkpoint.pt')
+    res = sensitivity(paths['snn'], paths['ann'], images=60, log=lambda _: None, bn_calibration=64)
+    plain = sensitivity(paths['snn'], paths['ann'], images=60, log=lambda _: None, bn_calibration=0)
+    model, _ = load_model(paths['snn'], 'fast')
+    train, val = data.holdout_split(data.load_dataset('digits', 'train'), 60)
+    val_loader = data.make_loader(val, 256, shuffle=False, seed=0)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    for category in ('sps', 'mlp'):
+        set_category_steps(model, category, 1)
+        assert plain['category_cut'][category][1]['val_accuracy'] == evaluate(model, val_loader)['accuracy']
+        recalibrate_batchnorm(model, data.make_loader(train, 256, shuffle=True, seed=12345), 64)
+        assert res['category_cut'][category][1]['val_accuracy'] == evaluate(model, val_loader)['accuracy']
+        model.load_state_dict(trained)
+    assert res['bn_calibration'] == 64 and plain['bn_calibration'] == 0

@@ -429,7 +429,11 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
         L += ['## Sensitivity of each module category to fewer time steps', '',
               f'`{sens["command"]}` on {sens["images"]} validation images; distance: {sens["distance"]} '
               '(why: scripts/analyze.py docstring). Accuracy: validation split, one category cut, the rest at '
-              f'T_max = {t}, no retraining.', '',
+              f'T_max = {t}, no retraining; BatchNorm '
+              + (f're-estimated for every cut on {sens["bn_calibration"]:,} training images, as for every arm.'
+                 if sens.get('bn_calibration') else 'statistics as trained, not re-estimated for the cuts '
+                 '(the arms are re-estimated: this analysis predates that, or ran with --bn-calibration 0).'),
+              '',
               f'![histograms]({rel}/sensitivity_hist.png)', '', f'![curves]({rel}/sensitivity_curves.png)', '',
               '| category | ' + ' | '.join(f'W1 to ANN, T={s}' for s in range(1, t + 1)) + ' | '
               + ' | '.join(f'val % cut to T={s}' for s in range(1, t + 1)) + ' |',

@@ -17,7 +17,10 @@ Two measures, per gated layer and per category (sps, qkv, attn, mlp):
    Also W1 to the SNN's own rates over all T_max steps (how far the first T
    steps are from the full run, independent of the twin's training).
 2. accuracy on the validation split when only one category is cut to T steps
-   (every other layer at T_max), on the trained SNN without retraining.
+   (every other layer at T_max), on the trained SNN without retraining, its
+   BatchNorm statistics re-estimated for each cut on the same training images
+   as every study arm (``recalibrate_batchnorm``; ``bn_calibration=0`` keeps the
+   checkpoint's statistics), so that the ranking compares like with like.
 
 Returns one dict (histograms, distances, accuracies), which the command line
 writes as JSON and ``lava_dtss.analysis.report`` plots.
@@ -32,7 +35,7 @@ from ..model.dtss import CATEGORIES
 from ..model.presets import ViTConfig
 from ..model.vit import SpikingViT
 from ..training import data
-from ..training.checkpoints import TrainingError, evaluate, load_checkpoint
+from ..training.checkpoints import TrainingError, evaluate, load_checkpoint, recalibrate_batchnorm
 
 BINS = np.linspace(0.0, 1.0, 21)     # 20 bins of 0.05 over the activation range
 MAX_VALUES = 200_000                 # values per layer kept for W1 (a fixed random subset)
@@ -75,13 +78,17 @@ def set_category_steps(model, category, steps):
 
 
 def sensitivity(snn: str, ann: str, images: int = 1000, data_dir: str = None, command: str = '',
-                log=print) -> dict:
+                log=print, bn_calibration: int = 2048) -> dict:
     """Both measures for the SNN checkpoint ``snn`` (fixed T = T_max or DTSS,
     trained with a validation split) and its ANN twin ``ann`` (``train(ann=True)``)
-    on ``images`` validation images; ``log`` gets a line per cut. The dict
+    on ``images`` validation images; ``log`` gets a line per cut. BatchNorm is
+    re-estimated on ``bn_calibration`` training images (outside the validation
+    split) for every cut, as the study does for every arm. The dict
     ``scripts/analyze.py`` writes (``command`` recorded in it)."""
     if images < 1:
         raise ValueError('--images must be >= 1')
+    if bn_calibration < 0:
+        raise ValueError(f'--bn-calibration must be >= 0, got {bn_calibration}')
     snn_path, ann_path = snn, ann
     snn, snn_args = load_model(snn_path, 'fast')
     ann, ann_args = load_model(ann_path, 'ann')
@@ -91,7 +98,7 @@ def sensitivity(snn: str, ann: str, images: int = 1000, data_dir: str = None, co
     if not val_size:
         raise TrainingError(f'{snn_path} was trained without --val-size: the analysis needs the validation split')
     train = data.load_dataset(dataset, 'train', data_dir or snn_args.get('data_dir'))
-    _, val = data.holdout_split(train, val_size)
+    train, val = data.holdout_split(train, val_size)
     n = min(images, len(val))
     images = torch.stack([val[i][0] for i in range(n)])
     t_max = snn.cfg.t_max
@@ -119,14 +126,25 @@ def sensitivity(snn: str, ann: str, images: int = 1000, data_dir: str = None, co
                 cat_dist[c][key][t] = float(np.mean([e[key][t] for e in members]))
 
     val_loader = data.make_loader(val, 256, shuffle=False, seed=0)
-    set_category_steps(snn, None, 0)
-    uncut = evaluate(snn, val_loader)['accuracy']
+    trained = {k: v.clone() for k, v in snn.state_dict().items()}
+
+    def accuracy(category, steps):
+        """Validation accuracy with ``category`` cut to ``steps`` (None: uncut), BatchNorm
+        re-estimated for it (the training loop's images: a fixed-seed loader); the
+        trained state is restored after."""
+        set_category_steps(snn, category, steps)
+        if bn_calibration:
+            recalibrate_batchnorm(snn, data.make_loader(train, 256, shuffle=True, seed=12345), bn_calibration)
+        acc = evaluate(snn, val_loader)['accuracy']
+        snn.load_state_dict(trained)
+        return acc
+
+    uncut = accuracy(None, 0)
     cut = {}
     for c in CATEGORIES:
         cut[c] = {t_max: {'val_accuracy': uncut}}
         for t in range(1, t_max):
-            set_category_steps(snn, c, t)
-            cut[c][t] = {'val_accuracy': evaluate(snn, val_loader)['accuracy']}
+            cut[c][t] = {'val_accuracy': accuracy(c, t)}
             log(f'{c:5s} cut to T={t}: validation accuracy {cut[c][t]["val_accuracy"]:.4f} '
                 f'(uncut {uncut:.4f})')
     set_category_steps(snn, None, 0)
@@ -134,5 +152,5 @@ def sensitivity(snn: str, ann: str, images: int = 1000, data_dir: str = None, co
         'snn': snn_path, 'ann': ann_path, 'dataset': dataset, 'preset': snn.cfg.name, 't_max': t_max,
         'images': n, 'bins': BINS.tolist(), 'distance': '1-Wasserstein (scipy.stats.wasserstein_distance)',
         'layers': layers, 'categories': cat_dist,
-        'uncut': {'val_accuracy': uncut}, 'category_cut': cut,
+        'uncut': {'val_accuracy': uncut}, 'category_cut': cut, 'bn_calibration': bn_calibration,
         'command': command}
