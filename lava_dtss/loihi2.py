@@ -59,6 +59,13 @@ BIAS_MANT_BITS = 13                       # [lava] bias_mant: signed 13 bits (-4
 MAX_BIAS = (1 << (BIAS_MANT_BITS - 1)) - 1
 MIN_BIAS = -(1 << (BIAS_MANT_BITS - 1))
 BIAS_EXP = 6                              # [netx] bias_exp = 6: the bias mantissa is aligned like the input
+MAX_BIAS_EXP = 7                          # [lava] PyLifModelBitAcc bias_exp: unsigned 3 bits (0 to 7)
+# A file's bias b means v += b << BIAS_EXP. On the chip it is bias_mant << bias_exp with one exponent per
+# layer: bias_exp 7 takes b = 2 m (m 13 bits), so a layer's file biases span twice the mantissa's range
+# when they are all even (bias_split). The export uses it when the bias, not the weights, would bind.
+BIAS_RANGE_SHIFT = MAX_BIAS_EXP - BIAS_EXP
+MAX_FILE_BIAS = MAX_BIAS << BIAS_RANGE_SHIFT    # 8190
+MIN_FILE_BIAS = MIN_BIAS << BIAS_RANGE_SHIFT    # -8192
 
 # ------------------------------------------------------------------ decays
 DECAY_BITS = 12                           # [lava] du, dv: unsigned 12 bits (0 to 4095)
@@ -73,6 +80,34 @@ CURRENT_DECAY_OFFSET = 1                  # [lava] ds_offset = 1 (dm_offset = 0)
 # decay outside the range Loihi 2 represents (below) as a violation.
 I_DECAY_RANGE = (CURRENT_DECAY_OFFSET, MAX_DECAY_FIELD + CURRENT_DECAY_OFFSET)   # iDecay 1..4096: du = iDecay - 1
 V_DECAY_RANGE = (0, MAX_DECAY_FIELD)                                             # vDecay 0..4095: dv = vDecay
+
+
+def bias_split(bias):
+    """``(mantissa, bias_exp)`` of a layer's file biases (integers; ``v += b << BIAS_EXP``) on
+    Loihi 2: the least ``bias_exp`` in ``BIAS_EXP .. MAX_BIAS_EXP`` with every ``b`` a multiple of
+    ``2**(bias_exp - BIAS_EXP)`` and ``b >> (bias_exp - BIAS_EXP)`` a 13-bit mantissa;
+    ``None`` when there is none (the layer does not fit)."""
+    b = np.asarray(bias, dtype=np.int64)
+    for shift in range(BIAS_RANGE_SHIFT + 1):
+        if np.all(b % (1 << shift) == 0):
+            mant = b >> shift
+            if mant.min(initial=0) >= MIN_BIAS and mant.max(initial=0) <= MAX_BIAS:
+                return mant, BIAS_EXP + shift
+    return None
+
+
+def quantize_bias(bias):
+    """Nearest file biases (int64 numpy) to real ones (file units, a torch tensor or an array
+    with ``|b| <= MAX_FILE_BIAS``) that :func:`bias_split` represents, with the least exponent:
+    ``round(b)`` when that fits the 13-bit mantissa, else ``2 round(b / 2)``."""
+    import torch
+    b = torch.as_tensor(bias, dtype=torch.float64)
+    for shift in range(BIAS_RANGE_SHIFT + 1):
+        q = torch.round(b / (1 << shift)).to(torch.int64)
+        if q.numel() == 0 or MIN_BIAS <= int(q.min()) and int(q.max()) <= MAX_BIAS:
+            return (q << shift).numpy()
+    raise ValueError(f'bias up to {float(b.abs().max()):.1f} exceeds {MAX_FILE_BIAS}, the largest '
+                     f'{BIAS_MANT_BITS}-bit mantissa at bias_exp {MAX_BIAS_EXP}')
 
 
 def current_shift_is_voltage_bias(i_decay: int) -> bool:
@@ -138,8 +173,17 @@ def input_bounds(weight: np.ndarray, input_max):
     return np.clip(rows, 0, None).sum(1) * input_max, np.clip(rows, None, 0).sum(1) * input_max
 
 
+def worst_input(weight: np.ndarray, input_max) -> float:
+    """The worst-case ``|a_in|`` of a layer whose inputs lie in ``0..input_max``
+    (never negative: spikes, sums of spikes, pixels): the larger of
+    :func:`input_bounds`' ``max(hi)`` and ``-min(lo)``. Every partial sum of a
+    row lies in the same range."""
+    hi, lo = input_bounds(weight, input_max)
+    return float(max(hi.max(initial=0), -lo.min(initial=0)))
+
+
 def max_abs_input(weight: np.ndarray, input_max) -> float:
-    """The worst-case ``|a_in|`` of a layer: ``max_o sum_i |w[o, i]| * input_max``."""
+    """A looser bound on ``|a_in|``, for inputs of either sign: ``max_o sum_i |w[o, i]| * input_max``."""
     w = np.abs(np.asarray(weight, dtype=np.float64))
     return float(w.reshape(w.shape[0], -1).sum(1).max()) * input_max
 

@@ -139,9 +139,15 @@ def _big_weight(f):
     _replace(f, 'layer/1/weight', w)
 
 
-def _big_bias(f):                     # 13-bit bias of Loihi 2: a bias beyond it can overflow the state
+def _odd_big_bias(f):                 # beyond 13 bits only at bias_exp 7, which takes even biases only
     b = f['layer/1/bias'][()]
-    b[0] = 5000
+    b[0] = 5001
+    _replace(f, 'layer/1/bias', b)
+
+
+def _big_bias(f):                     # 13-bit bias mantissa at bias_exp <= 7 of Loihi 2: beyond, the state can overflow
+    b = f['layer/1/bias'][()]
+    b[0] = 9000
     _replace(f, 'layer/1/bias', b)
 
 
@@ -172,6 +178,7 @@ MUTATIONS = {
     'uint64_weight': _uint64_weight,
     'big_weight': _big_weight,
     'big_bias': _big_bias,
+    'odd_big_bias': _odd_big_bias,
     'nonascii_type': _nonascii_type,
     'duplicate_name': _duplicate_name,
     'missing_key': _missing_key,
@@ -216,7 +223,8 @@ EXPECTED = {
     'dtss_no': (None, ["meta/dtss = 'no'", 'expected 0 or 1']),
     'uint64_weight': (1, ["'weight'", 'unsigned values beyond the int64 range']),
     'big_weight': (1, ['weight values', '1000', 'exceed the range -128..127']),
-    'big_bias': (1, ['bias values', '5000', 'exceed the range -4096..4095']),
+    'big_bias': (1, ['bias values', '9000', 'exceed the range -8192..8190']),
+    'odd_big_bias': (1, ['bias values', '5001', 'must all be even', 'bias_exp 7']),
     'nonascii_type': (2, ['pööl', 'layer type']),
     'duplicate_name': (5, ['dtss/name', 'also the name of layer 4']),
 }

@@ -131,3 +131,55 @@ def test_export_keeps_accuracy_and_spikes_of_a_trained_model(trained_digits):
     agree = {n: (sf[n].bool() == sd[n].bool()).double().mean().item() for n in sf}
     assert agree['sps.0'] >= 0.97, agree
     assert min(agree.values()) >= 0.85, agree
+
+
+def test_first_layer_weights_use_their_8_bits_when_the_bias_binds():
+    """``inputScale`` 255 divides the first layer's weights but not its bias, so
+    with a 13-bit bias at NetX's ``bias_exp`` 6 the bias set the layer's scale
+    and the weights used about 6 of their 8 bits. The export now spends
+    ``bias_exp`` 7 (even biases up to 8190) on such a layer: its largest weight
+    is twice what the 13-bit bound allows, every bias is representable
+    (``bias_split``), and a layer whose bias does not bind is unchanged."""
+    from lava_dtss.loihi2 import MAX_BIAS, MAX_WEIGHT, WEIGHT_SCALE, bias_split
+    torch.manual_seed(0)
+    model = build_model('tiny')
+    block = model.sps[0]
+    block.norm.running_var.fill_(1.0)
+    block.norm.bias.data.fill_(0.0)
+    block.norm.bias.data[0] = 3.0
+    with torch.no_grad():
+        block.synapse.weight.data.clamp_(-1.0, 1.0)
+    w, b = block.folded(255.0)
+    c13 = min(MAX_WEIGHT / (WEIGHT_SCALE * float(w.abs().max())), MAX_BIAS / (WEIGHT_SCALE * float(b.abs().max())))
+    hw = block.hardware_params(255.0, input_max=1)       # the current bound apart (next test)
+    old_wmax = int(torch.round(w * WEIGHT_SCALE * c13).abs().max())
+    assert int(np.abs(hw['weight']).max()) in (2 * old_wmax - 1, 2 * old_wmax, 2 * old_wmax + 1)
+    assert int(np.abs(hw['bias']).max()) > MAX_BIAS
+    mant, exp = bias_split(hw['bias'])
+    assert exp == 7 and np.array_equal(mant * 2, hw['bias'])
+    block.norm.bias.data.fill_(0.0)                      # the weights bind: exponent 6, as before
+    hw = block.hardware_params(255.0, input_max=1)
+    assert int(np.abs(hw['weight']).max()) == MAX_WEIGHT and bias_split(hw['bias'])[1] == 6
+
+
+def test_export_keeps_the_worst_case_current_inside_24_bits():
+    """Weights that use all 8 bits can make the first layer's worst-case current
+    (255-valued pixels times the row sum of |w|, << 6) pass Loihi 2's 24 bits,
+    which the chip wraps and training does not. The export scales such a layer
+    down until ``state_bounds`` fits, and ``--check-loihi`` finds no wrap."""
+    from lava_dtss.loihi2 import MAX_UV, state_bounds, worst_input
+    torch.manual_seed(0)
+    model = build_model('tiny')
+    block = model.sps[0]
+    with torch.no_grad():                              # every tap positive and equal: rows sum to 9 x max
+        block.synapse.weight.data = block.synapse.weight.data.abs() * 0 + 0.5
+    hw = block.hardware_params(255.0)
+    u, _ = state_bounds(worst_input(hw['weight'], 255), 0.0, hw['iDecay'], hw['vDecay'])
+    assert u < MAX_UV
+    assert u > 0.99 * MAX_UV * 0.999 * 0.99          # the bound, not the weights, set the scale
+    assert int(np.abs(hw['weight']).max()) < 127
+    hw1 = block.hardware_params(255.0, input_max=1)    # one spike per input: the weights bind again
+    assert int(np.abs(hw1['weight']).max()) == 127
+    block.synapse.weight.data[:, :, 0] *= -1           # mixed signs: only the positive (or negative) part counts
+    hw2 = block.hardware_params(255.0)
+    assert int(np.abs(hw2['weight']).max()) > int(np.abs(hw['weight']).max())

@@ -170,3 +170,37 @@ def test_cli_resource_report_and_loihi2_dry_run():
     assert r.stderr.strip().splitlines()[-1].startswith('error: the Loihi 2 backend needs lava-loihi')
     r = _cli('--build', 'loihi', '--batch', '4')
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error: --build loihi')
+
+
+def test_bias_beyond_13_bits_runs_at_bias_exp_7_spike_identical(tmp_path):
+    """A layer whose (even) file biases exceed the 13-bit mantissa is built as
+    ``bias_mant = b / 2`` at ``bias_exp = 7``: the same voltage as the fused
+    runtime's ``b << 6``. The biases are chosen so that half of them (``b`` at
+    ``bias_exp`` 6) would change which neurons fire; an odd bias beyond 13 bits
+    has no encoding and the reader refuses the file in one line."""
+    from lava_dtss.deploy.loihi_check import check_network
+    from lava_dtss.deploy.netx_file import NetXFormatError
+    rng = np.random.default_rng(3)
+    n = dict(NEURON, vThMant=6000)
+    bias = np.array([4500, 6002, -5000, 8190])
+    layers = [LayerSpec(type='input', name='input', shape=(1, 4, 4), params={'inputScale': 3}),
+              conv_spec('c1', rng.integers(-90, 90, (4, 1, 3, 3)), bias, (4, 4, 4), n, 1, 1, inputs=[0]),
+              LayerSpec(type='flatten', name='flatten', shape=(), inputs=[1]),
+              dense_spec('d', rng.integers(-60, 60, (3, 64)), np.zeros(3, int), NEURON, inputs=[2])]
+    write_netx(NetSpec(layers, meta={'t_max': 4, 'format': FORMAT}), str(tmp_path / 'b.net'))
+    spec = read_netx(str(tmp_path / 'b.net'))
+    checks = check_network(spec)
+    assert not any(c.violations for c in checks)
+    assert any('bias_exp 7' in note for note in checks[1].notes)
+    frames = rng.integers(0, 4, (2, 1, 4, 4)).astype(float)
+    fused = lava_runtime.run(spec, frames, t_max=4)
+    loihi = loihi_build.run(spec, frames, t_max=4)
+    c1 = fused.fingerprints['c1'][:, 0]
+    assert 0 < c1.sum() < 64 * 8                      # some neurons fire, not all
+    for name, fp in fused.fingerprints.items():
+        assert np.array_equal(loihi.fingerprints[name], fp), name
+    assert np.array_equal(loihi.logits, fused.logits)
+    layers[1].params['bias'] = np.array([4500, 6001, -5000, 8190])
+    write_netx(NetSpec(layers, meta={'t_max': 4, 'format': FORMAT}), str(tmp_path / 'odd.net'))
+    with pytest.raises(NetXFormatError, match=r"layer 1 \(conv 'c1'\): bias values -5000\.\.8190 .* even"):
+        read_netx(str(tmp_path / 'odd.net'))

@@ -50,7 +50,9 @@ def dense_spec(name: str, weight: np.ndarray, bias: np.ndarray, neuron: dict, in
 
 
 def _conv_spec(name, block: SpikingConv, inputs, input_scale) -> LayerSpec:
-    hw = block.hardware_params(input_scale)
+    # largest input value: a pixel (inputScale) where the layer reads the input layer (index 0),
+    # else one spike from each layer summed into its input
+    hw = block.hardware_params(input_scale, input_scale if list(inputs) == [0] else len(inputs))
     if block.norm is not None and not current_shift_is_voltage_bias(hw['iDecay']) \
             and bool(block.folded(input_scale)[1].abs().max() > 0):
         raise ValueError(f'layer {name}: its BatchNorm shift is added to the synaptic current, which '

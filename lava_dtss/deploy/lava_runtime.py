@@ -484,6 +484,9 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
         raise ValueError(f'{model} does not store T_max (a stock NetX file): pass --t-max')
     if spec.t_max and t_max_arg and t_max_arg != spec.t_max:
         raise ValueError(f'--t-max {t_max_arg} differs from the file\'s T_max {spec.t_max}')
+    if 'config' in spec.meta:   # ours: the training-side model does not wrap; refuse what Lava would
+        from .loihi_check import refuse_current_wrap
+        refuse_current_wrap(spec, model)
     if build == 'loihi':
         from lava.utils import loihi
 

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..loihi2 import (ACT_SHIFT, BIAS_EXP, CORES_PER_CHIP, CURRENT_DECAY_OFFSET, DECAY_UNITY, MAX_CURRENT,
+from ..loihi2 import (ACT_SHIFT, BIAS_EXP, CORES_PER_CHIP, CURRENT_DECAY_OFFSET, DECAY_UNITY, MAX_BIAS_EXP, MAX_CURRENT,
                       MAX_DECAY_FIELD, MAX_DELAY, NEURONS_PER_CORE, SYNAPSES_PER_CORE, input_bounds, message_bits,
-                      reset_interval)
+                      bias_split, reset_interval)
 from .lava_runtime import _frame_layout, _record, _source, execute, run_config
 from .netx_file import NetSpec
 
@@ -176,10 +176,14 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
 # ------------------------------------------------------------------ build
 def _lif(shape, neuron, bias, period, offset, name):
     from lava.proc.lif.process import LIFReset
-    bias = np.asarray(bias, dtype=np.int64)      # per channel: the last axis of (W, H, C)
+    split = bias_split(bias)                     # per channel: the last axis of (W, H, C)
+    if split is None:
+        raise ValueError(f'layer {name!r}: its bias does not fit a 13-bit mantissa at bias_exp '
+                         f'{BIAS_EXP}..{MAX_BIAS_EXP} (run_lava.py --check-loihi)')
+    mant, exp = split
     return LIFReset(shape=lava_shape(shape), du=neuron['iDecay'] - CURRENT_DECAY_OFFSET, dv=neuron['vDecay'],
-                    vth=neuron['vThMant'], bias_mant=np.broadcast_to(bias, lava_shape(shape)).copy(),
-                    bias_exp=BIAS_EXP, reset_interval=period, reset_offset=(offset + 1) % period, name=name)
+                    vth=neuron['vThMant'], bias_mant=np.broadcast_to(mant, lava_shape(shape)).copy(),
+                    bias_exp=exp, reset_interval=period, reset_offset=(offset + 1) % period, name=name)
 
 
 def _dense(weight, bits, delay=0, name=None):

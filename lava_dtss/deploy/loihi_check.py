@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..loihi2 import (ACT_SHIFT, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, I_DECAY_RANGE, MAX_BIAS, MAX_UV,
-                      MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, V_DECAY_RANGE,
+from ..loihi2 import (ACT_SHIFT, BIAS_EXP, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, I_DECAY_RANGE, MAX_BIAS,
+                      MAX_BIAS_EXP, MAX_UV, MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, V_DECAY_RANGE,
                       VTH_MANT_BITS,
-                      WEIGHT_MANTISSA_BITS, graded_bits, max_abs_input, state_overflow, weight_mantissa_bits)
+                      WEIGHT_MANTISSA_BITS, bias_split, graded_bits, state_overflow, weight_mantissa_bits,
+                      worst_input)
 from .netx_file import NetSpec
 
 # the decays: what Loihi 2's 12-bit du, dv encode (iDecay = du + 1, vDecay = dv), not the files' 0..4096
@@ -33,6 +34,7 @@ class LayerCheck:
     weight_bits: int = 0
     max_state: int = 0
     cores: int = 0
+    current_wrap: str = ''     # why the 24-bit current may wrap (also in violations); '' when it cannot
     violations: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
@@ -63,14 +65,18 @@ def check_network(spec: NetSpec) -> list:
                                     f'mantissa (Loihi 2: {WEIGHT_MANTISSA_BITS} bits with a shared exponent)')
             fan_in = int(np.prod(w.shape[1:]))
             c.synapses = c.neurons * fan_in if layer.type != 'readout' else int(w.size)
-            c.max_state = int(max_abs_input(w, src_max)) << ACT_SHIFT
+            c.max_state = int(worst_input(w, src_max)) << ACT_SHIFT
             b = np.asarray(p.get('bias', np.zeros(1)))
             max_bias = float(np.abs(b).max(initial=0))
             if layer.type != 'readout':
-                blo, bhi = LIMITS['bias']
-                if b.min() < blo or b.max() > bhi:
+                split = bias_split(b)
+                if split is None:
+                    blo, bhi = LIMITS['bias']
                     c.violations.append(f'bias in [{b.min()}, {b.max()}] exceeds the {BIAS_MANT_BITS}-bit mantissa '
-                                        f'[{blo}, {bhi}]')
+                                        f'[{blo}, {bhi}] at every bias_exp {BIAS_EXP}..{MAX_BIAS_EXP} (beyond it, '
+                                        'bias_exp 7 needs every bias of the layer even)')
+                elif split[1] != BIAS_EXP:
+                    c.notes.append(f'bias_exp {split[1]}: bias mantissas in [{split[0].min()}, {split[0].max()}]')
         elif layer.type == 'attention':
             c.synapses = 0
             max_bias = 0.0
@@ -96,6 +102,7 @@ def check_network(spec: NetSpec) -> list:
                                     f'the {STATE_BITS}-bit voltage (< {MAX_UV})')
             current, voltage = state_overflow(c.max_state >> ACT_SHIFT, max_bias, n['iDecay'], n['vDecay'])
             if current:
+                c.current_wrap = current
                 c.violations.append(current)
             if voltage:
                 c.notes.append(voltage)
@@ -138,3 +145,15 @@ def check_file(model: str, *, build: str = 'fused', t_max: int = None, skip_inpu
             raise ValueError(f'{model} does not store T_max (a stock NetX file): pass --t-max')
         log('\n' + loihi_build.format_resources(loihi_build.plan_for(spec, t_max, model)))
     return [c for c in checks if c.violations]
+
+
+def refuse_current_wrap(spec: NetSpec, source: str):
+    """``ValueError`` (one line, naming ``source`` and the layer) for a file of
+    ours whose worst-case synaptic current passes Loihi 2's 24 bits: Lava would
+    wrap it where training-side inference does not, so a run could only end in
+    "Lava differs". Checked before any data is loaded, for every build."""
+    for i, c in enumerate(check_network(spec)):
+        if c.current_wrap:
+            raise ValueError(f"{source}: layer {i} ({c.type} {c.name!r}): {c.current_wrap}; Lava wraps "
+                             'it, training-side inference does not (re-export the checkpoint: the export '
+                             'keeps the current inside 24 bits)')

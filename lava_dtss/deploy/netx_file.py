@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from ..loihi2 import MAX_BIAS, MAX_DECAY, MAX_DELAY, MAX_WEIGHT, MIN_BIAS, MIN_WEIGHT, VTH_MANT_BITS
+from ..loihi2 import (MAX_DECAY, MAX_DELAY, MAX_FILE_BIAS, MAX_WEIGHT, MIN_FILE_BIAS, MIN_WEIGHT, VTH_MANT_BITS,
+                      bias_split)
 
 FORMAT = 'lava-dtss-netx/1'
 LAYER_TYPES = ('input', 'conv', 'flatten', 'dense', 'attention', 'readout')
@@ -26,8 +27,9 @@ STOCK_NO_NEURON = {'type': 'CUBA', 'iDecay': 0, 'vDecay': MAX_DECAY, 'vThMant': 
 NOT_IN_NETX = ('average', 'pool', 'convT', 'unpool', 'concat')
 MAX_T = 1 << 16              # time steps per sample a file may declare
 MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); checked before reading
-# limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias
-OWN_LIMITS = {'weight': (MIN_WEIGHT, MAX_WEIGHT), 'bias': (MIN_BIAS, MAX_BIAS)}
+# limits of our own format (Loihi 2): 8-bit signed weights, 17-bit threshold, 13-bit bias mantissa
+# at bias_exp 6 or 7 (loihi2.bias_split)
+OWN_LIMITS = {'weight': (MIN_WEIGHT, MAX_WEIGHT), 'bias': (MIN_FILE_BIAS, MAX_FILE_BIAS)}
 
 
 SDNN_REFUSED = ('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); this runtime '
@@ -321,6 +323,11 @@ def _check_own_limits(path, spec: NetSpec):
                 raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {key} values '
                                       f'{int(v.min())}..{int(v.max())} exceed the range {lo}..{hi} '
                                       '(8-bit weights, 13-bit bias of Loihi 2)')
+        b = layer.params.get('bias')
+        if layer.type != 'readout' and isinstance(b, np.ndarray) and b.size and bias_split(b) is None:
+            raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): bias values '
+                                  f'{int(b.min())}..{int(b.max())} beyond the 13-bit mantissa must all be '
+                                  'even (Loihi 2 bias_exp 7: one exponent per layer)')
 
 
 

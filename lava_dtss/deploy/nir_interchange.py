@@ -45,11 +45,9 @@ import numpy as np
 
 from .netx_file import FORMAT, STOCK_NO_NEURON, LayerSpec, NetSpec, read_netx, write_netx
 
-DECAY_ONE = 4096              # Loihi decays: 12 bits, in 1/4096 per step
-MAX_WEIGHT = 127              # 8-bit signed weight mantissa (the schema's -128..127, symmetric)
-MAX_BIAS = (1 << 12) - 1      # 13-bit signed bias mantissa
-MAX_VTH = (1 << 17) - 1       # 17-bit threshold mantissa (compared with v after << 6)
-MAX_CURRENT = 1 << 17         # |a_in| < 2**17: the 24-bit current u = a_in << 6 cannot wrap
+# Loihi 2's limits (lava_dtss.loihi2): decays in 1/4096 per step, 8-bit weights (symmetric), 13-bit
+# bias mantissa, 17-bit threshold mantissa, |a_in| < 2**17 so that the 24-bit current cannot wrap
+from ..loihi2 import DECAY_UNITY as DECAY_ONE, MAX_BIAS, MAX_CURRENT, MAX_VTH, MAX_WEIGHT
 READOUT_MAX = 32767           # host-side readout weights (argmax does not depend on the scale)
 DEFAULT_INPUT_SCALE = 255     # image value x in [0, 1] -> integer round(255 x) (8-bit graded input)
 # datasets whose pixels are not k / 255: the scale at which every pixel is an integer (exact input)

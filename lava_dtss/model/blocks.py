@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from lava.lib.dl import slayer
 
-from ..loihi2 import MAX_BIAS, MAX_VTH, MAX_WEIGHT, WEIGHT_SCALE
+from ..loihi2 import (MAX_FILE_BIAS, MAX_UV, MAX_VTH, MAX_WEIGHT, WEIGHT_SCALE, quantize_bias, state_bounds,
+                      worst_input)
 from .dtss import DTSSGate
 from .neuron import AnalogActivation, FastCubaNeuron
 
@@ -133,24 +134,38 @@ class SpikingConv(torch.nn.Module):
             b = n.bias.detach().double() - n.running_mean.double() * scale
         return w, b
 
-    def hardware_params(self, input_scale: float = 1.0) -> dict:
+    def hardware_params(self, input_scale: float = 1.0, input_max: float = None) -> dict:
         """Integers for the hardware: BatchNorm folded, then one positive scale
         ``c`` per layer applied to weights, bias and threshold (spikes unchanged)
-        so that weights are 8-bit signed integers (|w| <= 127), ``vThMant`` 17 bits and the
-        bias mantissa 13 bits."""
+        so that weights are 8-bit signed integers (|w| <= 127), ``vThMant`` 17 bits,
+        the bias a 13-bit mantissa at ``bias_exp`` 6 or 7 (``loihi2.quantize_bias``: a
+        layer whose bias would bind, typically the first, whose weights ``inputScale``
+        divides, gets one more bit of bias range and so more of its 8 weight bits), and
+        the worst-case current stays inside Loihi 2's 24 bits (``loihi2.state_bounds``)
+        for inputs up to ``input_max`` (integers: pixels up to ``inputScale``, or the
+        number of spiking layers summed into the input; default ``input_scale``), so
+        the chip never wraps a current that training does not."""
         w, b = self.folded(input_scale)
         theta = float(self.neuron.threshold)
         wmax = float(w.abs().max()) or 1.0
         c = min(MAX_WEIGHT / (WEIGHT_SCALE * wmax), MAX_VTH / (WEIGHT_SCALE * theta))
         bmax = float(b.abs().max())
         if bmax > 0:
-            c = min(c, MAX_BIAS / (WEIGHT_SCALE * bmax))
+            c = min(c, MAX_FILE_BIAS / (WEIGHT_SCALE * bmax))
+        input_max = float(input_scale if input_max is None else input_max)
+        i_decay, v_decay = int(self.neuron.cx_current_decay), int(self.neuron.cx_voltage_decay)
+        while True:     # at most a few rounds: rounding moves the bound by < fan-in / 2
+            weight = torch.round(w * WEIGHT_SCALE * c).to(torch.int64).numpy()
+            bounds = state_bounds(worst_input(weight, input_max), 0.0, i_decay, v_decay)
+            if bounds is None or bounds[0] < MAX_UV:
+                break
+            c *= 0.999 * MAX_UV / bounds[0]
         return {
-            'weight': torch.round(w * WEIGHT_SCALE * c).to(torch.int64).numpy(),
-            'bias': torch.round(b * WEIGHT_SCALE * c).to(torch.int64).numpy(),
+            'weight': weight,
+            'bias': quantize_bias(b * WEIGHT_SCALE * c),
             'vThMant': int(round(theta * WEIGHT_SCALE * c)),
-            'iDecay': int(self.neuron.cx_current_decay),
-            'vDecay': int(self.neuron.cx_voltage_decay),
+            'iDecay': i_decay,
+            'vDecay': v_decay,
             'activeSteps': self.gate.active_steps,
         }
 
