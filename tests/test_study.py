@@ -321,3 +321,29 @@ def test_sensitivity_cuts_are_measured_with_batchnorm_re_estimated(tmp_path):
         assert res['category_cut'][category][1]['val_accuracy'] == evaluate(model, val_loader)['accuracy']
         model.load_state_dict(trained)
     assert res['bn_calibration'] == 64 and plain['bn_calibration'] == 0
+
+
+def test_readme_digits_figures_are_generated_from_committed_results(tmp_path):
+    """The README's digits figures are the block ``report.py`` generates from the
+    shipped card and results/digits-demo/ (issue 15: no hand-copied figure);
+    the block in the committed README is what the generator writes now."""
+    from lava_dtss.analysis.report import (DIGITS_END, DIGITS_START, ReportError, demo_table, digits_section,
+                                           replace_block)
+    lines = digits_section(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.json'),
+                           os.path.join(ROOT, 'results', 'digits-demo'))
+    readme = open(os.path.join(ROOT, 'README.md')).read()
+    block = readme.split(DIGITS_START, 1)[1].split(DIGITS_END, 1)[0]
+    assert block.strip() == '\n'.join(lines).strip()
+    # the table: mean over the seeds present, one row per recipe found
+    for name, acc, q, steps in (('fixed-t2', 0.90, 0.80, 2.0), ('fixed-t2-seed1', 0.80, 0.90, 2.0),
+                                ('dtss-default', 0.95, None, 3.5)):
+        (tmp_path / 'demo' / name).mkdir(parents=True)
+        (tmp_path / 'demo' / name / 'metrics.json').write_text(json.dumps(
+            {'test_accuracy': acc, 'quantized_test_accuracy': q, 'avg_steps': steps}))
+    table = demo_table(str(tmp_path / 'demo'))
+    assert table[2:] == ['| dtss-default | 1 | 95.00 | - | 3.50 |', '| fixed-t2 | 2 | 85.00 ± 7.07 | 85.00 | 2.00 |']
+    plain = tmp_path / 'R.md'
+    plain.write_text('no markers\n')
+    with pytest.raises(ReportError, match='no generated section'):
+        replace_block(str(plain), DIGITS_START, DIGITS_END, ['x'])
+    assert plain.read_text() == 'no markers\n'

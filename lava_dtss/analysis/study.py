@@ -37,7 +37,6 @@ import json
 import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -351,15 +350,8 @@ def demo_comparison(results=None, runs=None):
         for t in ((1, 2, 4, 8) if seed == 0 else (1, 8)):
             run_arm(study, f'fixed-t{t}{tag}', ['--fixed-t', str(t), '--seed', str(seed)],
                     results, runs)
-    print(f'\n{"recipe":14s} {"seeds":>5s} {"test % (float)":>16s} {"fixed point %":>14s} {"avg steps":>10s}')
-    for base in ('dtss-default', 'fixed-t1', 'fixed-t2', 'fixed-t4', 'fixed-t8'):
-        reps = [load(os.path.join(results, n)) for n in sorted(os.listdir(results))
-                if n == base or n.startswith(base + '-seed')]
-        acc = [100 * m['test_accuracy'] for m in reps]
-        q = [100 * (m.get('quantized_test_accuracy') or 0) for m in reps]
-        sd = f' ± {statistics.stdev(acc):.2f}' if len(acc) > 1 else ''
-        print(f'{base:14s} {len(reps):5d} {statistics.mean(acc):9.2f}{sd:7s} {statistics.mean(q):14.2f} '
-              f'{statistics.mean(m["avg_steps"] for m in reps):10.2f}')
+    from .report import demo_table
+    print('\n' + '\n'.join(demo_table(results)))
     return results
 
 
