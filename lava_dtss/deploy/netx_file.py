@@ -190,6 +190,9 @@ def conv_geometry(params: dict) -> dict:
 def require_plain(spec: NetSpec, what: str):
     """Raise ``ValueError`` naming the first layer with a stock-only feature
     (conv ``geometry``, dense ``delay``) that ``what`` does not handle."""
+    if spec.layers[0].neuron:
+        raise ValueError(f'layer 0 ({spec.layers[0].name!r}): {what} does not support an input layer '
+                         'with a neuron; run it with the fused runtime (--build fused)')
     for i, layer in enumerate(spec.layers):
         for key, name in (('geometry', 'conv geometry (per-axis stride/padding, dilation, groups, '
                                        'non-square kernel)'), ('delay', 'synaptic delays')):
@@ -245,19 +248,25 @@ def _read_meta(path, f) -> dict:
     return meta
 
 
-def read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
+def read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = None) -> NetSpec:
     """Read and validate a network file (ours or stock NetX).
 
-    An input layer with a neuron (SLAYER's ``Input`` block) is refused unless
-    ``skip_input_neuron``: then the data go straight to layer 1, as in stock
-    ``netx.hdf5.Network(path, skip_layers=1)``, the only way stock NetX runs
-    such a file on the CPU (its ``Input`` block has no CPU model).
+    An input layer with a neuron (SLAYER's ``Input`` block) is read as stock
+    NetX builds it: a CUBA-LIF neuron per input value (``LayerSpec.neuron``),
+    driven by data into it and by its bias (stock NetX's ``Input`` block runs
+    on the CPU when data go to ``net.in_layer.neuron.a_in`` and/or its
+    ``bias_mant`` is set; only data sent to ``net.inp`` fail there). With
+    ``skip_input_neuron`` the neuron is dropped and the data go straight to
+    layer 1, as ``netx.hdf5.Network(path, skip_layers=1)``.
+
+    ``num_layers``: read only the file's layers ``0 .. num_layers - 1`` (as
+    ``Network(num_layers=K)``; the layers after them are not read at all).
 
     Raises ``NetXFormatError`` with the file, layer and key for any problem,
     including unreadable HDF5 structure (dangling or looping links).
     """
     try:
-        return _read_netx(path, skip_input_neuron)
+        return _read_netx(path, skip_input_neuron, num_layers)
     except NetXFormatError as e:   # one line, whatever a value printed into it
         raise NetXFormatError(' '.join(str(e).split())) from None
     except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -265,7 +274,7 @@ def read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
                               'expected a NetX HDF5 network') from None
 
 
-def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
+def _read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = None) -> NetSpec:
     if not os.path.exists(path):
         raise NetXFormatError(f'{path}: no such file (expected a NetX HDF5 network, e.g. '
                               'netx_models/digits_tiny_dtss.net)')
@@ -285,6 +294,11 @@ def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
         n = len(group)
         if n == 0 or sorted(group.keys(), key=lambda s: int(s) if s.isdigit() else -1) != [str(i) for i in range(n)]:
             raise NetXFormatError(f'{path}: layers must be numbered layer/0 .. layer/{n - 1}, found {sorted(group.keys())}')
+        if num_layers is not None:
+            if not 1 <= num_layers <= n:
+                raise NetXFormatError(f'{path}: num_layers {num_layers} out of range 1..{n} (the file has '
+                                      f'{n} layers, layer/0 .. layer/{n - 1})')
+            n = num_layers
         layers = []
         for i in range(n):
             g = group[str(i)]
@@ -309,7 +323,8 @@ def _check_own_limits(path, spec: NetSpec):
             ('synaptic delays', 'delay' in layer.params),
             ('conv geometry (per-axis stride/padding, dilation, groups, non-square kernel)',
              'geometry' in layer.params),
-            ('a dense layer without neuron', layer.type == 'dense' and layer.neuron == STOCK_NO_NEURON))
+            ('a dense layer without neuron', layer.type == 'dense' and layer.neuron == STOCK_NO_NEURON),
+            ('an input layer with a neuron', layer.type == 'input' and bool(layer.neuron)))
             if has]
         if stock_only:
             raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {stock_only[0]} '
@@ -354,10 +369,10 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         if L.has('neuron/type') and L.string('neuron/type') == 'SDNN':
             L.fail(SDNN_REFUSED)
         if L.has('neuron') and not skip_input_neuron:
-            L.fail('an input layer with a neuron (SLAYER Input block) is not supported: stock NetX '
-                   'cannot run it on the CPU either and skips it (skip_layers=1); to do the same '
-                   'and feed the data to layer 1, pass --skip-input-neuron (read_netx(..., '
-                   'skip_input_neuron=True))')
+            # stock NetX's Input block: a CUBA-LIF neuron per input value, driven by data into
+            # its a_in (no synapse, no latency) and/or its bias; the file's input transform
+            # (weight, bias) is not applied (stock NetX only stores it, as Input.transform)
+            spec.neuron = _cuba_neuron(L)
         return spec
     if t == 'flatten':
         return spec
@@ -375,29 +390,7 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         # (vThMant 1 << 17, i.e. v > 2**23) the 24-bit voltage never reaches: no spikes
         spec.neuron = dict(STOCK_NO_NEURON)
     elif t in ('conv', 'dense', 'attention'):
-        if not L.has('neuron/type'):
-            L.fail('missing key neuron/type (stock NetX needs it too; expected CUBA)')
-        ntype = L.string('neuron/type')
-        if ntype == 'SDNN':
-            L.fail(SDNN_REFUSED)
-        if ntype not in ('CUBA', 'LOIHI'):
-            L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
-                   'neurons only (neuron/type CUBA or LOIHI)')
-        for k in ('iDecay', 'vDecay', 'vThMant'):
-            if not L.has(f'neuron/{k}'):
-                L.fail(f'missing key neuron/{k}')
-        spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
-                       'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
-            L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
-        if L.has('neuron/messageBits') and L.scalar('neuron/messageBits'):
-            L.fail('graded output messages (neuron/messageBits) are not supported (stock NetX cannot '
-                   'read that key either); CUBA-LIF spikes are binary')
-        for k in ('iDecay', 'vDecay'):
-            if not 0 <= spec.neuron[k] <= MAX_DECAY:
-                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..{MAX_DECAY}')
-        if spec.neuron['vThMant'] < 0:
-            L.fail('neuron/vThMant must be >= 0')
+        spec.neuron = _cuba_neuron(L)
     if t == 'conv':
         if len(spec.shape) != 3:
             L.fail(f'shape {spec.shape} should be (C, H, W)')
@@ -462,6 +455,34 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         if spec.shape != (w.shape[0],):
             L.fail(f'shape {spec.shape} does not match weight {w.shape}')
     return spec
+
+
+def _cuba_neuron(L: _Layer) -> dict:
+    """The CUBA-LIF neuron of a layer group (``neuron/``), every key checked."""
+    if not L.has('neuron/type'):
+        L.fail('missing key neuron/type (stock NetX needs it too; expected CUBA)')
+    ntype = L.string('neuron/type')
+    if ntype == 'SDNN':
+        L.fail(SDNN_REFUSED)
+    if ntype not in ('CUBA', 'LOIHI'):
+        L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
+               'neurons only (neuron/type CUBA or LOIHI)')
+    for k in ('iDecay', 'vDecay', 'vThMant'):
+        if not L.has(f'neuron/{k}'):
+            L.fail(f'missing key neuron/{k}')
+    neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
+              'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
+    if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
+        L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
+    if L.has('neuron/messageBits') and L.scalar('neuron/messageBits'):
+        L.fail('graded output messages (neuron/messageBits) are not supported (stock NetX cannot '
+               'read that key either); CUBA-LIF spikes are binary')
+    for k in ('iDecay', 'vDecay'):
+        if not 0 <= neuron[k] <= MAX_DECAY:
+            L.fail(f'neuron/{k} = {neuron[k]} out of range 0..{MAX_DECAY}')
+    if neuron['vThMant'] < 0:
+        L.fail('neuron/vThMant must be >= 0')
+    return neuron
 
 
 def _delay(L: _Layer, shape):
