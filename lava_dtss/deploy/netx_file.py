@@ -345,7 +345,9 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
     if t in ('average', 'pool', 'convT', 'unpool', 'concat', 'dense_rec', 'dense_comp'):
         L.fail(f'layer type {t!r} is not supported by this runtime (stock NetX '
                f'{"does not run them either" if t in NOT_IN_NETX else "runs them"}); '
-               f'supported: {", ".join(LAYER_TYPES)}')
+               f'supported: {", ".join(LAYER_TYPES)}'
+               + (f'; to run the layers before it pass --num-layers {L.index} (stock: '
+                  f'Network(num_layers={L.index}))' if L.index > 1 else ''))
     if t not in LAYER_TYPES:
         L.fail(f'unknown layer type {t!r}; this runtime supports {", ".join(LAYER_TYPES)}')
     name = L.string('dtss/name') if L.has('dtss/name') else f'layer{L.index}'
