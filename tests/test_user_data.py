@@ -1,0 +1,154 @@
+"""run_lava.py on the user's own data (``--input``, ``--input-bias``,
+``--layout``, ``--save-spikes``, ``--num-layers``, ``--reset-offset``,
+``--input-message-bits``): stock NetX's options against stock NetX, and every
+bad value refused in one line before any Lava process starts."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lava_dtss.deploy import lava_runtime
+from lava_dtss.deploy.netx_file import NetXFormatError, read_netx
+from lava_dtss.deploy.user_data import InputError
+
+from test_stock_netx import NEURON, _export, _init
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_lava():
+    spec = importlib.util.spec_from_file_location('run_lava', os.path.join(ROOT, 'scripts', 'run_lava.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope='module')
+def nets(tmp_path_factory):
+    """A conv net with an input neuron (2x6x6) and a dense chain without (24)."""
+    from lava.lib.dl import slayer
+    d = tmp_path_factory.mktemp('nets')
+    inp = slayer.block.cuba.Input(NEURON)
+    inp(torch.zeros(1, 2, 6, 6, 2))
+    conv = _export(str(d / 'conv.net'), (2, 6, 6), _init([
+        slayer.block.cuba.Conv(NEURON, 2, 4, 3, padding=1), slayer.block.cuba.Flatten(),
+        slayer.block.cuba.Dense(NEURON, 4 * 6 * 6, 5)], seed=21), input_neuron=inp)
+    dense = _export(str(d / 'dense.net'), (24,), _init([
+        slayer.block.cuba.Dense(NEURON, 24, 12), slayer.block.cuba.Dense(NEURON, 12, 6)], seed=22, lo=-40, hi=40))
+    return {'conv': conv, 'dense': dense, 'dir': d}
+
+
+def test_graded_input_and_reset_offset_are_step_identical_to_stock(nets):
+    """``input_message_bits=8``: graded values reach layer 1 as they are (NetX's
+    graded input); ``reset_offset=2`` with a reset interval of 4."""
+    rng = np.random.default_rng(23)
+    frames = rng.integers(0, 4, (1, 24, 10)) * (rng.random((1, 24, 10)) < 0.3)
+    stock = lava_runtime.run_stock_netx(nets['dense'], frames[0].astype(float), 4, reset_offset=2,
+                                        input_message_bits=8)
+    ours = lava_runtime.run(read_netx(nets['dense']), frames, reset_interval=4, reset_offset=2,
+                            input_message_bits=8, record=('layer1', 'layer2'))
+    for name, s in zip(('layer1', 'layer2'), stock):
+        assert s.sum() > 0 and np.array_equal(np.moveaxis(ours.spikes[name], 0, -1)[..., :10], s), name
+    unary = lava_runtime.run(read_netx(nets['dense']), frames, reset_interval=4, reset_offset=2,
+                             record=('layer1',))
+    assert not np.array_equal(unary.spikes['layer1'], ours.spikes['layer1'])   # the bits matter
+
+
+def test_cli_input_layouts_samples_and_save(nets, tmp_path):
+    """The same data in (C, H, W) and (W, H, C) order, two samples back to
+    back, give the same saved outputs (in the layout asked for); the input
+    neuron's bias per sample; a .npy of the last layer by default."""
+    run_lava = _run_lava()
+    rng = np.random.default_rng(24)
+    chw = rng.integers(0, 40, (2, 2, 6, 6, 5))
+    bias = rng.integers(0, 20, (2, 2, 6, 6))
+    np.save(tmp_path / 'chw.npy', chw)
+    np.save(tmp_path / 'whc.npy', chw.transpose(0, 3, 2, 1, 4))
+    np.save(tmp_path / 'bias.npy', bias)
+    np.save(tmp_path / 'bias_whc.npy', bias.transpose(0, 3, 2, 1))
+    base = ['--model', nets['conv'], '--save-layers', 'all']
+    assert run_lava.main(base + ['--input', str(tmp_path / 'chw.npy'), '--input-bias', str(tmp_path / 'bias.npy'),
+                                 '--save-spikes', str(tmp_path / 'a.npz')]) == 0
+    assert run_lava.main(base + ['--input', str(tmp_path / 'whc.npy'), '--input-bias',
+                                 str(tmp_path / 'bias_whc.npy'), '--layout', 'whc',
+                                 '--save-spikes', str(tmp_path / 'b.npz')]) == 0
+    a, b = np.load(tmp_path / 'a.npz'), np.load(tmp_path / 'b.npz')
+    assert list(a) == ['layer0', 'layer1', 'layer3'] and a['layer1'].shape == (4, 6, 6, 2 * 5 + 2)
+    assert a['layer1'].sum() > 0
+    for n in a:
+        assert np.array_equal(a[n], b[n].transpose(2, 1, 0, 3) if b[n].ndim == 4 else b[n]), n
+    assert run_lava.main(['--model', nets['conv'], '--input', str(tmp_path / 'chw.npy'),
+                          '--input-bias', str(tmp_path / 'bias.npy'), '--save-spikes', str(tmp_path / 'c.npy')]) == 0
+    assert np.array_equal(np.load(tmp_path / 'c.npy'), a['layer3'])
+    stream = np.concatenate(list(chw), -1).astype(float)    # stock NetX has one bias: sample 0 only
+    stock = lava_runtime.run_stock_netx(nets['conv'], stream[..., :5], input_bias=bias[0])
+    assert np.array_equal(a['layer1'][..., :5], stock[1])
+
+
+BAD = {   # arguments -> words of the one error line
+    'missing': (['--input', 'nowhere.npy'], 'nowhere.npy: no such file'),
+    'not_npy': (['--input', 'text.npy'], 'not a NumPy .npy array'),
+    'npz': (['--input', 'two.npz'], 'holds several arrays'),
+    'nan': (['--input', 'nan.npy'], 'NaN or infinite'),
+    'strings': (['--input', 'str.npy'], 'expected numbers'),
+    'shape': (['--input', 'wrong.npy'], r'shape \(2, 5, 5, 4\) does not fit the network\'s input \(2, 6, 6\) '
+                                        r'\(C, H, W\): expected \[C=2, H=6, W=6, T\] or \[N=72, T\]'),
+    'whc_shape': (['--input', 'good.npy', '--layout', 'whc'], r'expected \[W=6, H=6, C=2, T\]'),
+    'bias_float': (['--input-bias', 'fbias.npy', '--t-max', '3'], 'expected integers in -32768..32767'),
+    'bias_no_t': (['--input-bias', 'bias.npy'], 'needs --t-max'),
+    'bias_samples': (['--input', 'good.npy', '--input-bias', 'bias3.npy'], 'holds 3 samples'),
+    't_max': (['--input', 'good.npy', '--t-max', '7'], '--t-max 7 differs from the 4 steps'),
+    'dataset': (['--input', 'good.npy', '--dataset', 'digits'], '--dataset does not go with --input'),
+    'samples': (['--input', 'good.npy', '--num-samples', '3'], '--num-samples does not go with'),
+    'loihi': (['--input', 'good.npy', '--build', 'loihi'], 'drop --build loihi'),
+    'save_ext': (['--input', 'good.npy', '--save-spikes', 'out.txt'], 'expected a .npy'),
+    'save_npy_all': (['--input', 'good.npy', '--save-spikes', 'o.npy', '--save-layers', 'all'], 'need a .npz'),
+    'save_folder': (['--input', 'good.npy', '--save-spikes', '/proc/x.npz'], '--save-spikes /proc/x.npz'),
+    'save_layer': (['--input', 'good.npy', '--save-spikes', 'o.npz', '--save-layers', 'layer2'],
+                   '--save-layers layer2: no such layer with neurons'),
+    'layers_only': (['--input', 'good.npy', '--save-layers', 'all'], '--save-layers needs --save-spikes'),
+    'num_layers': (['--input', 'good.npy', '--num-layers', '9'], 'num_layers 9 out of range 1..4'),
+    'num_layers_0': (['--input', 'good.npy', '--num-layers', '0'], '--num-layers must be >= 1'),
+    'flatten_only': (['--input', 'good.npy', '--num-layers', '1', '--skip-input-neuron'], 'hold no neuron'),
+    'bits': (['--input', 'good.npy', '--input-message-bits', '40'], 'must be in 0..24'),
+    'offset': (['--input', 'good.npy', '--reset-offset', '-1'], '--reset-offset must be >= 0'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD))
+def test_bad_user_data_is_one_error_before_lava(nets, tmp_path, case, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save('good.npy', np.ones((2, 6, 6, 4)))
+    np.save('wrong.npy', np.ones((2, 5, 5, 4)))
+    np.save('nan.npy', np.full((2, 6, 6, 4), np.nan))
+    np.save('str.npy', np.array(['a', 'b']))
+    np.save('bias.npy', np.ones((2, 6, 6), int))
+    np.save('bias3.npy', np.ones((3, 2, 6, 6), int))
+    np.save('fbias.npy', np.full((2, 6, 6), 0.5))
+    np.savez('two.npz', a=np.ones(2), b=np.ones(2))
+    open('text.npy', 'w').write('not an array')
+    args, words = BAD[case]
+    monkeypatch.setattr(lava_runtime, 'execute', lambda *a, **k: pytest.fail('a Lava run started'))
+    with pytest.raises((ValueError, NetXFormatError)) as e:
+        _run_lava().main(['--model', nets['conv']] + args)
+    assert '\n' not in str(e.value)
+    assert re.search(words, str(e.value)), str(e.value)
+
+
+def test_bias_on_a_file_without_input_neuron_and_the_one_line_from_the_shell(nets, tmp_path):
+    np.save(tmp_path / 'b.npy', np.ones((24,), int))
+    with pytest.raises(InputError, match='has no input layer with a neuron'):
+        _run_lava().main(['--model', nets['dense'], '--input-bias', str(tmp_path / 'b.npy'), '--t-max', '2'])
+    np.save(tmp_path / 'w.npy', np.ones((23, 4)))
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'run_lava.py'), '--model', nets['dense'],
+                          '--input', str(tmp_path / 'w.npy')], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert res.returncode == 2 and 'Traceback' not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f'error: --input {tmp_path / "w.npy"}: shape (23, 4) does not fit the network\'s input (24,) '
+        '(C, H, W): expected [N=24, T] (chw layout, --layout), optionally with a leading sample axis')
