@@ -152,3 +152,55 @@ def test_bias_on_a_file_without_input_neuron_and_the_one_line_from_the_shell(net
     assert res.stderr.strip().splitlines()[-1] == (
         f'error: --input {tmp_path / "w.npy"}: shape (23, 4) does not fit the network\'s input (24,) '
         '(C, H, W): expected [N=24, T] (chw layout, --layout), optionally with a leading sample axis')
+
+
+def _two_input_file(path, inputs, flatten=False):
+    """A stock-style file (no meta/format): input (8,), dense 8, [flatten of 1], a dense fed by ``inputs``."""
+    import h5py
+    with h5py.File(path, 'w') as f:
+        f['layer/0/type'] = np.array([b'input'])
+        f['layer/0/shape'] = np.array([8])
+
+        def dense(i, n, extra=None):
+            g = f.create_group(f'layer/{i}')
+            g['type'], g['shape'], g['weight'] = np.array([b'dense']), np.array([n]), np.full((n, 8), 20)
+            for k, v in (('iDecay', 4096), ('vDecay', 4096), ('vThMant', 10)):
+                g[f'neuron/{k}'] = v
+            g['neuron/type'] = np.array([b'CUBA'])
+            if extra is not None:
+                g['dtss/inputs'] = np.array(extra)
+        dense(1, 8)
+        if flatten:
+            f['layer/2/type'] = np.array([b'flatten'])
+            f['layer/2/dtss/inputs'] = np.array([1])
+        else:
+            dense(2, 8, [0])
+        dense(3, 4, inputs)
+    return str(path)
+
+
+@pytest.mark.parametrize('inputs,flatten,words', [
+    ([2, 2], False, r'layer 3 \(dense \'layer3\'\): dtss/inputs \[2, 2\] name layer 2 twice;'),
+    ([1, 2], True, r'dtss/inputs \[1, 2\] name layer 1 twice \(through flatten layer 2\)')])
+def test_a_layer_fed_twice_by_one_source_is_one_error(tmp_path, inputs, flatten, words):
+    """Was Lava's ``DuplicateConnectionError`` traceback."""
+    path = _two_input_file(tmp_path / 'dup.net', inputs, flatten)
+    with pytest.raises(NetXFormatError, match=words):
+        read_netx(path)
+
+
+def test_a_stock_file_with_two_inputs_into_one_layer(tmp_path):
+    """Stock NetX reads no ``dtss/inputs`` (a chain): stock timing refuses the
+    layer in one line naming it and ``--timing sync``, which runs it (the two
+    sources summed)."""
+    path = _two_input_file(tmp_path / 'two.net', [1, 2])
+    np.save(tmp_path / 'in.npy', np.ones((8, 4)))
+    run_lava = _run_lava()
+    base = ['--model', path, '--input', str(tmp_path / 'in.npy')]
+    with pytest.raises(ValueError, match=r"layer 3 \('layer3'\) has 2 inputs \(dtss/inputs \[1, 2\]\): stock "
+                                         r"NetX timing needs a chain .* use timing 'sync' \(--timing sync\)"):
+        run_lava.main(base)
+    assert run_lava.main(base + ['--timing', 'sync', '--json', str(tmp_path / 'r.json')]) == 0
+    import json
+    layers = json.loads((tmp_path / 'r.json').read_text())['layers']
+    assert layers['layer3']['spikes'] == 4 * 4     # 2 x 8 x 20 input every step: every neuron fires

@@ -323,9 +323,13 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         if int(batch) != 1:
             raise ValueError(f'batch {batch}: stock NetX timing runs one sample stream; use batch 1 '
                              "(or timing 'sync')")
-        if any(l.type in ('attention', 'readout') or len(l.inputs) > 1 for l in spec.layers):
-            raise ValueError("stock NetX timing needs a chain of input/conv/flatten/dense layers; "
-                             "use timing 'sync'")
+        for i, l in enumerate(spec.layers):
+            if l.type in ('attention', 'readout') or len(l.inputs) > 1:
+                what = (f'has {len(l.inputs)} inputs (dtss/inputs {l.inputs})' if len(l.inputs) > 1
+                        else f'is an {l.type} layer')
+                raise ValueError(f"layer {i} ({l.name!r}) {what}: stock NetX timing needs a chain of "
+                                 "input/conv/flatten/dense layers (stock NetX reads no dtss/inputs); "
+                                 "use timing 'sync' (--timing sync)")
     neuron_in = bool(spec.layers[0].neuron)     # stock NetX's Input block (a neuron)
     if neuron_in and timing != 'stock':
         raise ValueError("an input layer with a neuron runs in stock NetX timing only; use timing "

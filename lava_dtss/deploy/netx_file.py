@@ -539,6 +539,16 @@ def _check_graph(path, spec: NetSpec):
             continue
         if not layer.inputs or any(not 0 <= j < i for j in layer.inputs):
             fail(f'dtss/inputs {layer.inputs} must name earlier layers (0..{i - 1})')
+        origin = {}     # the layer each input resolves to through flatten layers
+        for j in layer.inputs:
+            k = j
+            while layers[k].type == 'flatten' and layers[k].inputs:
+                k = layers[k].inputs[0]
+            if k in origin.values() and layer.type != 'attention':
+                via = '' if j == k else f' (through flatten layer {j})'
+                fail(f'dtss/inputs {layer.inputs} name layer {k} twice{via}; a layer sums each source '
+                     'once (Lava cannot connect the same ports twice)')
+            origin[j] = k
         src = [layers[j] for j in layer.inputs]
         if layer.type == 'flatten':
             layer.shape = (int(np.prod(src[0].shape)),)
