@@ -105,6 +105,9 @@ def parse_args(argv=None):
     if args.build == 'loihi' and args.batch != 1:
         raise ValueError(f'--build loihi runs one sample per window (standard processes have no sample '
                          f'axis): --batch must be 1, got {args.batch}')
+    if args.build == 'loihi' and (args.timing != 'auto' or args.reset_interval):
+        raise ValueError('--build loihi has its own pipeline (offsets and a reset every window, '
+                         'docs/loihi.md): --timing and --reset-interval apply to the fused runtime only')
     if args.build == 'loihi' and args.no_gating:
         raise ValueError('--build loihi always gates (the gate is part of the network on the chip); '
                          'drop --no-gating')

@@ -204,3 +204,32 @@ def test_a_stock_file_with_two_inputs_into_one_layer(tmp_path):
     import json
     layers = json.loads((tmp_path / 'r.json').read_text())['layers']
     assert layers['layer3']['spikes'] == 4 * 4     # 2 x 8 x 20 input every step: every neuron fires
+
+
+@pytest.mark.parametrize('edit,words', [
+    ('vth', r"layer layer1: vThMant 131072 exceeds 17 bits"),
+    ('weight', r'layer layer2: weights in \[.*\] need a \d+-bit mantissa')])
+def test_build_loihi_refuses_what_loihi_2_cannot_hold(nets, tmp_path, edit, words):
+    """A stock file with a threshold of 2^17 or weights of 2^40 was mapped to
+    Loihi 2 processes as it was (issue 18's lesser faults)."""
+    import h5py
+    import shutil
+    path = str(tmp_path / 'big.net')
+    shutil.copy(nets['dense'], path)
+    with h5py.File(path, 'a') as f:
+        if edit == 'vth':
+            f['layer/1/neuron/vThMant'][()] = 1 << 17
+        else:
+            w = f['layer/2/weight'][()]
+            del f['layer/2/weight']
+            f['layer/2/weight'] = w.astype(np.int64) * (1 << 40) + 1
+    with pytest.raises(ValueError, match=words + r'.*; --build loihi maps to Loihi 2'):
+        _run_lava().main(['--model', path, '--build', 'loihi', '--t-max', '4', '--num-samples', '1',
+                          '--dataset', 'digits'])
+
+
+@pytest.mark.parametrize('extra', [['--timing', 'stock'], ['--reset-interval', '4']])
+def test_fused_only_options_with_build_loihi_are_refused(nets, extra):
+    """They were silently ignored with --build loihi."""
+    with pytest.raises(ValueError, match='--timing and --reset-interval apply to the fused runtime only'):
+        _run_lava().main(['--model', nets['dense'], '--build', 'loihi', '--t-max', '4'] + extra)

@@ -1,0 +1,29 @@
+"""Issue 18's lesser faults (a nonsensical value accepted, or a line that names
+neither the file nor the key): each refused in one line before any work."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize('args,words', [
+    (['--init-steps', 'qkv=2,qkv=3'], "gives category 'qkv' twice"),
+    (['--init-steps', '2,3'], 'gives the default K twice'),
+    (['--init-steps', '2', '--fixed-t', '4'], '--fixed-t has no gates'),
+])
+def test_init_steps_duplicates_and_with_fixed_t_are_refused(capsys, args, words):
+    """Duplicate values used to let the last one win silently; with --fixed-t
+    they were ignored."""
+    with pytest.raises(SystemExit) as e:
+        _script('train_slayer').parse_args(['--out', '/tmp/never-written'] + args)
+    assert e.value.code == 2
+    assert words in capsys.readouterr().err
