@@ -27,3 +27,14 @@ def test_init_steps_duplicates_and_with_fixed_t_are_refused(capsys, args, words)
         _script('train_slayer').parse_args(['--out', '/tmp/never-written'] + args)
     assert e.value.code == 2
     assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('where', ['/proc/x.net', '/proc/nope/x.net'])
+def test_a_network_file_that_cannot_be_written_is_named_not_its_temporary_file(where):
+    """Export errors named the temporary file ``/proc/.x.net.<pid>.tmp``."""
+    from lava_dtss.deploy.netx_file import read_netx, write_netx
+    spec = read_netx(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net'))
+    with pytest.raises(OSError) as e:
+        write_netx(spec, where)
+    assert e.value.filename == where and '.tmp' not in str(e.value), str(e.value)
+    assert 'cannot write the network file (No such file or directory)' in str(e.value)

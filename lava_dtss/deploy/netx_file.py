@@ -70,10 +70,20 @@ def _str(g, key, value):
 
 
 def write_netx(spec: NetSpec, path: str):
-    """Write ``spec`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``spec`` to ``path`` atomically (temporary file, then rename). A
+    failure (folder under /proc, full disk, ...) raises ``OSError`` naming
+    ``path``, not the temporary file."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        _write_netx(spec, path, folder, tmp)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e).replace(tmp, path)   # h5py's text names tmp
+        raise OSError(e.errno, f'cannot write the network file ({reason})', path) from None
+
+
+def _write_netx(spec: NetSpec, path: str, folder: str, tmp: str):
+    os.makedirs(folder, exist_ok=True)
     try:
         with h5py.File(tmp, 'w') as f:
             meta = f.create_group('meta')
