@@ -38,3 +38,37 @@ def test_a_network_file_that_cannot_be_written_is_named_not_its_temporary_file(w
         write_netx(spec, where)
     assert e.value.filename == where and '.tmp' not in str(e.value), str(e.value)
     assert 'cannot write the network file (No such file or directory)' in str(e.value)
+
+
+def _edit_t_max(f):
+    del f['meta/t_max']
+    f['meta/t_max'] = 9
+
+
+def _edit_qkv(f):
+    del f['layer/7/dtss/inputs']
+    f['layer/7/dtss/inputs'] = [4, 4, 6]
+
+
+def _edit_scale(f):
+    del f['layer/0/dtss/inputScale']
+    f['layer/0/dtss/inputScale'] = 0
+
+
+@pytest.mark.parametrize('edit,words', [
+    (_edit_t_max, 'meta/t_max = 9 but meta/config has t_max = 8'),
+    (_edit_qkv, r"layer 7 \(attention 'blocks.0.ssa.attn'\): dtss/inputs \[4, 4, 6\] must name three "
+                'different layers'),
+    (_edit_scale, r'dtss/inputScale = 0 must be >= 1')])
+def test_our_files_inconsistent_with_their_config_are_refused_when_read(tmp_path, edit, words):
+    """Were found only after the whole Lava run, as "Lava differs"."""
+    import shutil
+
+    import h5py
+    from lava_dtss.deploy.netx_file import NetXFormatError, read_netx
+    path = str(tmp_path / 'm.net')
+    shutil.copy(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net'), path)
+    with h5py.File(path, 'a') as f:
+        edit(f)
+    with pytest.raises(NetXFormatError, match=words):
+        read_netx(path)

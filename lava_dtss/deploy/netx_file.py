@@ -320,7 +320,25 @@ def _read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = Non
     _check_graph(path, spec)
     if meta.get('format') == FORMAT:
         _check_own_limits(path, spec)
+        _check_own_consistency(path, spec)
     return spec
+
+
+def _check_own_consistency(path, spec: NetSpec):
+    """What the training-side reference of our own files builds from
+    ``meta/config`` must be what the file holds; else the disagreement showed
+    only after the whole Lava run, as "Lava differs"."""
+    cfg = json.loads(spec.meta['config']) if 'config' in spec.meta else {}
+    if 't_max' in cfg and spec.t_max is not None and int(cfg['t_max']) != spec.t_max:
+        raise NetXFormatError(f'{path}: meta/t_max = {spec.t_max} but meta/config has t_max = '
+                              f'{cfg["t_max"]}; the export writes the same value in both')
+    for i, layer in enumerate(spec.layers):
+        if layer.type == 'attention' and len(set(layer.inputs)) != len(layer.inputs):
+            raise NetXFormatError(f'{path}: layer {i} (attention {layer.name!r}): dtss/inputs {layer.inputs} '
+                                  'must name three different layers (q, k, v), as the export writes them')
+        if layer.type == 'input' and layer.params.get('inputScale', 1) < 1:
+            raise NetXFormatError(f'{path}: layer 0 (input): dtss/inputScale = {layer.params["inputScale"]} '
+                                  'must be >= 1 (pixels in [0, 1] are sent as round(inputScale * x))')
 
 
 def _check_own_limits(path, spec: NetSpec):
