@@ -287,11 +287,20 @@ def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
         assert not (tmp_path / 'figures').exists() and not (tmp_path / 'results.md').exists()
 
 
-@pytest.mark.parametrize('case', ['results_under_a_file', 'corrupt_metrics'])
+@pytest.mark.parametrize('case', ['results_under_a_file', 'corrupt_metrics', 'demo_keyless'])
 def test_study_with_bad_results_is_one_line(tmp_path, case):
     """study.py with ``--results`` under a file, or a corrupt results JSON of a
-    finished arm, gave tracebacks (issue 18)."""
+    finished arm, gave tracebacks (issue 18); ``--demo`` with a finished arm
+    whose metrics lack keys trained the other arms first (past 300 s)."""
     results = tmp_path / 'results'
+    if case == 'demo_keyless':
+        (results / 'fixed-t8').mkdir(parents=True)
+        (results / 'fixed-t8' / 'metrics.json').write_text('{"avg_steps": 8}')
+        proc = _run(['scripts/study.py', '--demo', '--results', str(results), '--runs', str(tmp_path / 'runs')],
+                    timeout=120)
+        _one_line_failure(proc, str(results / 'fixed-t8' / 'metrics.json'), 'lacks test_accuracy')
+        assert not (tmp_path / 'runs').exists()       # nothing trained
+        return
     if case == 'results_under_a_file':
         (tmp_path / 'file').write_text('x')
         results = tmp_path / 'file' / 'results'
