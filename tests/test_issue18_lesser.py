@@ -72,3 +72,24 @@ def test_our_files_inconsistent_with_their_config_are_refused_when_read(tmp_path
         edit(f)
     with pytest.raises(NetXFormatError, match=words):
         read_netx(path)
+
+
+@pytest.mark.parametrize('ckpt,t_max,words', [
+    ({'dtss': False, 'args': {'fixed_t': 4}}, 4, 'is a fixed-T run: its DTSS gates are disabled'),
+    ({'dtss': False, 'args': {'ann': True, 'fixed_t': 1}}, 4, 'is an ANN run'),
+    ({'dtss': True, 'args': {}}, 8, 'was trained with T_max = 4, this run has T_max = 8'),
+])
+def test_gates_from_refuses_fixed_t_ann_and_other_t_max_checkpoints(tmp_path, ckpt, t_max, words):
+    """They were accepted: a fixed-T or ANN run's gates hold their initial
+    T_max/2, and a length learned for another T_max means other steps."""
+    import torch
+    from lava_dtss.training import TrainingError
+    from lava_dtss.training.checkpoints import learned_gate_steps
+    path = str(tmp_path / 'c.pt')
+    torch.save(dict(ckpt, model={'blocks.0.ssa.q.gate.length': torch.tensor([2.0])}, config={'t_max': 4}), path)
+    with pytest.raises(TrainingError) as e:
+        learned_gate_steps(path, t_max)
+    assert path in str(e.value) and words in str(e.value) and '\n' not in str(e.value)
+    ok = str(tmp_path / 'ok.pt')
+    torch.save(dict(model={'blocks.0.ssa.q.gate.length': torch.tensor([2.0])}, config={'t_max': 4}, dtss=True), ok)
+    assert learned_gate_steps(ok, 4) == {'blocks.0.ssa.q.gate': 2}

@@ -302,7 +302,7 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                 raise TrainingError(f'--init-steps {k} exceeds T_max = {cfg.t_max}')
             g.reset_steps(k)
     if args.gates_from and not args.resume:
-        learned = learned_gate_steps(args.gates_from)
+        learned = learned_gate_steps(args.gates_from, cfg.t_max)
         mine = {n: g for n, g in model.named_modules() if isinstance(g, DTSSGate)}
         if set(learned) != set(mine):
             raise TrainingError(f'--gates-from {args.gates_from}: its gates ({len(learned)}) are not those of '
