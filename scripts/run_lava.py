@@ -97,6 +97,14 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.input or args.input_bias:
         _check_user_data_args(args)
+    else:
+        given = [flag for flag, v in (('--layout', args.layout != 'chw'), ('--save-spikes', args.save_spikes),
+                                      ('--save-layers', args.save_layers), ('--num-layers', args.num_layers),
+                                      ('--reset-offset', args.reset_offset),
+                                      ('--input-message-bits', args.input_message_bits)) if v]
+        if given:
+            raise ValueError(f'{given[0]} goes with --input FILE.npy / --input-bias FILE.npy (your own data); '
+                             'the dataset runs take none of these options')
     from lava_dtss.deploy.netx_file import MAX_T
     if args.reset_interval < 0:
         raise ValueError(f'--reset-interval must be >= 0 steps (0: never), got {args.reset_interval}')

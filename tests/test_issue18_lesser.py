@@ -93,3 +93,13 @@ def test_gates_from_refuses_fixed_t_ann_and_other_t_max_checkpoints(tmp_path, ck
     ok = str(tmp_path / 'ok.pt')
     torch.save(dict(model={'blocks.0.ssa.q.gate.length': torch.tensor([2.0])}, config={'t_max': 4}, dtss=True), ok)
     assert learned_gate_steps(ok, 4) == {'blocks.0.ssa.q.gate': 2}
+
+
+def test_reset_interval_on_a_layer_synchronous_file_is_refused(monkeypatch):
+    """``--reset-interval`` on our own files (layer-synchronous: every sample
+    starts from zero) was silently ignored."""
+    from lava_dtss.deploy import lava_runtime
+    monkeypatch.setattr(lava_runtime, 'execute', lambda *a, **k: pytest.fail('a Lava run started'))
+    with pytest.raises(ValueError, match='a reset interval/offset applies to stock NetX timing; this file runs '
+                                         'layer-synchronously'):
+        _script('run_lava').main(['--num-samples', '2', '--reset-interval', '4', '--gated-only'])

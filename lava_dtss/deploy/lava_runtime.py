@@ -338,6 +338,10 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         raise ValueError('input_bias needs an input layer with a neuron (the file has none)')
     if record and timing != 'stock':
         raise ValueError("recording every layer output needs stock NetX timing (batch 1)")
+    if timing != 'stock' and (reset_interval or reset_offset):
+        raise ValueError('a reset interval/offset applies to stock NetX timing; this file runs '
+                         'layer-synchronously, every sample from zero state (drop --reset-interval '
+                         'and --reset-offset, or use --timing stock)')
     num_samples = frames.shape[0]
     # stock timing: the readout lags the input by the pipeline depth, so the run goes on
     # that many steps (zero input) after the last sample
