@@ -103,3 +103,16 @@ def test_reset_interval_on_a_layer_synchronous_file_is_refused(monkeypatch):
     with pytest.raises(ValueError, match='a reset interval/offset applies to stock NetX timing; this file runs '
                                          'layer-synchronously'):
         _script('run_lava').main(['--num-samples', '2', '--reset-interval', '4', '--gated-only'])
+
+
+def test_nir_export_refuses_an_input_neuron_instead_of_dropping_it():
+    """Now that the reader keeps an input layer's neuron (issue 18), the NIR
+    exporter, which writes the input as data, must not silently drop it."""
+    from lava.lib.dl import netx
+    from lava_dtss.deploy.netx_file import read_netx
+    from lava_dtss.deploy.nir_interchange import NIRExportError, export_nir
+    tiny = os.path.join(os.path.dirname(netx.__file__), *['..'] * 4, 'tests', 'lava', 'lib', 'dl', 'netx',
+                        'tiny.net')
+    with pytest.raises(NIRExportError, match=r'layer 0 \(input \'layer0\'\): an input layer with a neuron'):
+        export_nir(tiny)
+    assert export_nir(read_netx(tiny, skip_input_neuron=True)) is not None
