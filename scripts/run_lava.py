@@ -6,6 +6,8 @@ per-layer time-step gating, and check it against training-side inference.
     python scripts/run_lava.py --num-samples 360 --json report.json
     python scripts/run_lava.py --num-samples 360 --batch 100   # 100 samples per Lava step
     python scripts/run_lava.py --check-loihi         # static Loihi 2 fit report
+    python scripts/run_lava.py --model FILE.net --input data.npy --save-spikes out.npz --save-layers all
+                                                     # any NetX file on your data, outputs saved
 
 Reports accuracy, agreement with the training-side fixed-point model (every
 layer's spikes at every step, logits, predictions), per-layer active steps,
