@@ -144,6 +144,9 @@ def _check_user_data_args(args):
                              'dataset; the samples are those of the file)')
     if args.build != 'fused':
         raise ValueError('--input/--input-bias run on the fused runtime; drop --build loihi')
+    if args.batch != 1:
+        raise ValueError(f'--batch {args.batch} does not go with --input/--input-bias: the samples of the '
+                         'file run back to back as one stream (batch 1)')
     if args.num_layers is not None and args.num_layers < 1:
         raise ValueError(f'--num-layers must be >= 1, got {args.num_layers}')
     if args.reset_offset < 0:
