@@ -85,6 +85,9 @@ def parse_args(argv=None):
                    help='write layer outputs (0/1) at every Lava step: PATH.npy one layer [C, H, W, K] '
                         '/ [N, K], PATH.npz one array per layer name; K = S*T + the number of conv and '
                         'dense layers (the steps the last sample needs to leave the pipeline)')
+    g.add_argument('--save-voltages', default=None, metavar='PATH',
+                   help='write the voltage v of the same layers after every Lava step (after the reset of '
+                        'the neurons that fired, as Lava\'s LIF.v), integers, same layout as --save-spikes')
     g.add_argument('--save-layers', default=None, metavar='NAMES',
                    help='comma-separated layer names (layer0, layer1, ... in stock files) or "all" '
                         '(default: the last layer)')
@@ -101,6 +104,7 @@ def parse_args(argv=None):
         _check_user_data_args(args)
     else:
         given = [flag for flag, v in (('--layout', args.layout != 'chw'), ('--save-spikes', args.save_spikes),
+                                      ('--save-voltages', args.save_voltages),
                                       ('--save-layers', args.save_layers), ('--num-layers', args.num_layers),
                                       ('--reset-offset', args.reset_offset),
                                       ('--input-message-bits', args.input_message_bits)) if v]
@@ -153,18 +157,19 @@ def _check_user_data_args(args):
         raise ValueError(f'--reset-offset must be >= 0 steps, got {args.reset_offset}')
     if not 0 <= args.input_message_bits <= 24:
         raise ValueError(f'--input-message-bits must be in 0..24, got {args.input_message_bits}')
-    if args.save_spikes:
-        if not args.save_spikes.endswith(('.npy', '.npz')):
-            raise ValueError(f'--save-spikes {args.save_spikes}: expected a .npy (one layer) or .npz '
-                             'file name')
-        problem = _unwritable(args.save_spikes)
+    for flag, path in (('--save-spikes', args.save_spikes), ('--save-voltages', args.save_voltages)):
+        if not path:
+            continue
+        if not path.endswith(('.npy', '.npz')):
+            raise ValueError(f'{flag} {path}: expected a .npy (one layer) or .npz file name')
+        problem = _unwritable(path)
         if problem:
-            raise ValueError(f'--save-spikes {args.save_spikes}: {problem}')
+            raise ValueError(f'{flag} {path}: {problem}')
         layers = args.save_layers.split(',') if args.save_layers and args.save_layers != 'all' else []
-        if args.save_spikes.endswith('.npy') and (args.save_layers == 'all' or len(layers) > 1):
-            raise ValueError(f'--save-spikes {args.save_spikes}: several layers need a .npz file')
-    elif args.save_layers:
-        raise ValueError('--save-layers needs --save-spikes PATH')
+        if path.endswith('.npy') and (args.save_layers == 'all' or len(layers) > 1):
+            raise ValueError(f'{flag} {path}: several layers need a .npz file')
+    if args.save_layers and not (args.save_spikes or args.save_voltages):
+        raise ValueError('--save-layers needs --save-spikes PATH (or --save-voltages PATH)')
 
 
 def _unwritable(path):
@@ -236,12 +241,14 @@ def run_user_data(args):
     from lava_dtss.deploy.user_data import run_input, save_spikes
     from lava_dtss.training.checkpoints import write_json
     layers = args.save_layers
-    save = None if not args.save_spikes else layers.split(',') if layers and layers != 'all' else layers or 'last'
+    saving = args.save_spikes or args.save_voltages
+    save = None if not saving else layers.split(',') if layers and layers != 'all' else layers or 'last'
     report, res, spec = run_input(
         args.model, args.input, input_bias_path=args.input_bias, layout=args.layout, t_max=args.t_max,
         num_layers=args.num_layers, skip_input_neuron=args.skip_input_neuron, timing=args.timing,
         reset_interval=args.reset_interval, reset_offset=args.reset_offset,
-        input_message_bits=args.input_message_bits, save_layers=save, backend=args.backend,
+        input_message_bits=args.input_message_bits, save_layers=save,
+        save_voltages=bool(args.save_voltages), backend=args.backend,
         max_memory=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
         command=' '.join(['python'] + sys.argv))
     print(f'\nmodel {args.model}  ({report["processes"]} Lava processes, {report["timing"]} timing)')
@@ -254,6 +261,10 @@ def run_user_data(args):
     if args.save_spikes:
         save_spikes(args.save_spikes, res.spikes, args.layout)
         print(f'wrote {args.save_spikes} ({", ".join(res.spikes)}; layout {args.layout}, time last)')
+    if args.save_voltages:
+        save_spikes(args.save_voltages, res.voltages, args.layout, '--save-voltages')
+        print(f'wrote {args.save_voltages} (voltages of {", ".join(res.voltages)}; layout {args.layout}, '
+              'time last)')
     if args.json:
         write_json(args.json, report)
         print(f'wrote {args.json}')

@@ -236,3 +236,38 @@ def test_fused_only_options_with_build_loihi_are_refused(nets, extra):
     """They were silently ignored with --build loihi."""
     with pytest.raises(ValueError, match='--timing and --reset-interval apply to the fused runtime only'):
         _run_lava().main(['--model', nets['dense'], '--build', 'loihi', '--t-max', '4'] + extra)
+
+
+def test_saved_voltages_equal_stock_netx_lif_v(tmp_path):
+    """``--save-voltages``: every layer's ``v`` after every step, as stock
+    NetX's ``LIF.v`` read by a Lava ``Monitor`` (tiny.net, bias-driven input
+    neuron, reset interval 5: the resets are in it)."""
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    from lava.proc.monitor.process import Monitor
+    root = os.path.join(os.path.dirname(netx.__file__), *['..'] * 4, 'tests', 'lava', 'lib', 'dl', 'netx')
+    path, bias_file, steps = os.path.join(root, 'tiny.net'), os.path.join(root, 'gts/tinynet/input_bias.npy'), 10
+    assert _run_lava().main(['--model', path, '--input-bias', bias_file, '--layout', 'whc', '--t-max', str(steps),
+                             '--reset-interval', '5', '--save-voltages', str(tmp_path / 'v.npz'),
+                             '--save-layers', 'all']) == 0
+    ours = np.load(tmp_path / 'v.npz')        # whc layout: [W, H, C, K]
+    net = netx.hdf5.Network(net_config=path, reset_interval=5)
+    net.in_layer.neuron.bias_mant.init = np.load(bias_file).astype(np.int32)
+    src = io.source.RingBuffer(data=np.zeros(net.in_layer.neuron.a_in.shape + (steps,)))
+    src.s_out.connect(net.in_layer.neuron.a_in)
+    monitors = []
+    for layer in net.layers:
+        m = Monitor()
+        m.probe(layer.neuron.v, steps)
+        monitors.append(m)
+    try:
+        net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+        stock = [np.asarray(m.get_data()[layer.neuron.name]['v']) for m, layer in zip(monitors, net.layers)]
+    finally:
+        net.stop()
+    assert list(ours) == ['layer0', 'layer1', 'layer2']
+    for (name, o), s, layer in zip(ours.items(), stock, net.layers):
+        s = s.reshape((steps,) + tuple(layer.neuron.v.shape))          # [K, W, H, C]
+        assert np.abs(s).sum() > 0 and np.array_equal(np.moveaxis(o, -1, 0)[:steps], s), name

@@ -157,6 +157,7 @@ class LavaResult:
     memory: dict = field(default_factory=dict)
     startup_s: float = 0.0
     spikes: dict = field(default_factory=dict)
+    voltages: dict = field(default_factory=dict)
 
     @property
     def predictions(self):
@@ -287,7 +288,7 @@ def timing_of(spec: NetSpec, timing: str = 'auto') -> str:
 def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1,
           t_max: int = None, timing: str = 'auto', reset_interval: int = 0, *,
           reset_offset: int = 0, input_bias: np.ndarray = None, input_message_bits: int = 0,
-          record: tuple = ()):
+          record: tuple = (), record_voltage: tuple = ()):
     """Processes for ``spec`` fed with ``frames`` (integers): ``[S, C, H, W, T]``,
     or ``[S, C, H, W]`` shown for ``t_max`` steps (default: the file's T_max);
     ``batch`` samples side by side.
@@ -309,7 +310,8 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     (bias mantissa, integers, ``[C, H, W]`` / ``[N]``, or one per sample
     ``[S, C, H, W]``; default 0) is its bias (stock:
     ``net.in_layer.neuron.bias_mant``). ``record``: names of layers whose
-    output is recorded at every Lava step (``LavaResult.spikes``; stock timing).
+    output is recorded at every Lava step (``LavaResult.spikes``; stock timing);
+    ``record_voltage``: those whose voltage is (``LavaResult.voltages``).
 
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
@@ -336,7 +338,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
                          "'stock' (the default for stock files)")
     if input_bias is not None and not neuron_in:
         raise ValueError('input_bias needs an input layer with a neuron (the file has none)')
-    if record and timing != 'stock':
+    if (record or record_voltage) and timing != 'stock':
         raise ValueError("recording every layer output needs stock NetX timing (batch 1)")
     if timing != 'stock' and (reset_interval or reset_offset):
         raise ValueError('a reset interval/offset applies to stock NetX timing; this file runs '
@@ -357,7 +359,8 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         if timing == 'stock':    # NetX resets block j (0-based, in the order it builds them) at offset + 1 + j
             stock = dict(timing='stock', reset_interval=int(reset_interval or 0),
                          reset_phase=int(reset_offset) + 1 + (depth + int(neuron_in) if i else 0),
-                         record_steps=num_steps if layer.name in record else 0)
+                         record_steps=num_steps if layer.name in record or layer.name in record_voltage else 0,
+                         record_voltage=layer.name in record_voltage)
         if layer.type == 'input':
             proc = FrameInput(frames=frames, in_shape=tuple(layer.shape), t_max=t_max,
                               batch=batch, name=layer.name)
@@ -399,7 +402,7 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         by_index[i] = proc
         if layer.type != 'input':
             layer_procs[layer.name] = proc
-    unknown = sorted(set(record) - set(layer_procs))
+    unknown = sorted((set(record) | set(record_voltage)) - set(layer_procs))
     if unknown:
         raise ValueError(f'layers {unknown} cannot be recorded; layers with neurons: {sorted(layer_procs)}')
     # connections: several sources into one port are summed by Lava
@@ -435,12 +438,13 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
         batch: int = 1, t_max: int = None, max_memory: int = None,
         deadline_s: float = None, timing: str = 'auto', reset_interval: int = 0, *,
         reset_offset: int = 0, input_bias: np.ndarray = None, input_message_bits: int = 0,
-        record: tuple = ()) -> LavaResult:
+        record: tuple = (), record_voltage: tuple = ()) -> LavaResult:
     """Run ``spec`` on ``frames`` (``[S, C, H, W, T]``, or ``[S, C, H, W]`` shown
     for ``t_max`` steps), ``batch`` samples side by side, and collect the results.
-    ``reset_offset``, ``input_bias``, ``input_message_bits``, ``record``: see
-    :func:`build` (``LavaResult.spikes[name]``: ``[K, *shape]`` 0/1 at Lava
-    steps 1 .. K of every recorded layer, ``(C, H, W)`` order).
+    ``reset_offset``, ``input_bias``, ``input_message_bits``, ``record``,
+    ``record_voltage``: see :func:`build` (``LavaResult.spikes[name]``:
+    ``[K, *shape]`` 0/1 at Lava steps 1 .. K of every recorded layer, ``(C, H, W)``
+    order; ``LavaResult.voltages[name]``: the voltage after each step, same layout).
 
     Refuses (:class:`MemoryLimitError`, before any process is built) a run whose
     estimated memory exceeds ``max_memory`` bytes (default: half the RAM), and
@@ -453,10 +457,12 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     t_max = _frame_layout(spec, frames, t_max)
     timed = frames.ndim == len(spec.layers[0].shape) + 2
     memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory,
-                          recorded=sum(int(np.prod(l.shape)) for l in spec.layers if l.name in record))
+                          recorded=sum(int(np.prod(l.shape)) * ((l.name in record) + (l.name in record_voltage))
+                                       for l in spec.layers))
     procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, timing, reset_interval,
                                         reset_offset=reset_offset, input_bias=input_bias,
-                                        input_message_bits=input_message_bits, record=tuple(record))
+                                        input_message_bits=input_message_bits, record=tuple(record),
+                                        record_voltage=tuple(record_voltage))
     num_steps = readout.proc_params['num_steps']
     if deadline_s is None:
         deadline_s = default_deadline(num_steps, memory['total'])
@@ -468,9 +474,10 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                 {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()},
                 {n: int(p.synops.get()[0]) for n, p in layer_procs.items()},
                 {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()},
-                {n: _record(layer_procs[n].spikes_rec).astype(np.int8) for n in record})
-    (logits, fps, synops, updates, spikes), wall_s, startup_s = execute(procs[0], cfg, num_steps,
-                                                                        collect, deadline_s)
+                {n: _record(layer_procs[n].spikes_rec).astype(np.int8) for n in record},
+                {n: _record(layer_procs[n].voltages_rec).astype(np.int64) for n in record_voltage})
+    (logits, fps, synops, updates, spikes, volts), wall_s, startup_s = execute(procs[0], cfg, num_steps,
+                                                                               collect, deadline_s)
     # layers fed by the direct-encoded input (their operations are MACs, not ACs)
     analog = {layer.name: bool(layer.inputs) and not spec.layers[0].neuron
               and spec.layers[_source(spec, layer.inputs[0])].type == 'input'
@@ -478,7 +485,7 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     return LavaResult(logits=logits, fingerprints=fps, synops=synops, neuron_updates=updates,
                       wall_s=wall_s, num_steps=num_steps, processes=len(procs),
                       input_analog=analog, batch=int(batch), memory=memory, startup_s=startup_s,
-                      spikes=spikes)
+                      spikes=spikes, voltages=volts)
 
 
 def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, skip_layers: int = 0,

@@ -95,13 +95,15 @@ def shape_input(spec: NetSpec, data: np.ndarray, layout: str, path: str, what: s
 def run_input(model: str, input_path: str = None, *, input_bias_path: str = None, layout: str = 'chw',
               t_max: int = None, num_layers: int = None, skip_input_neuron: bool = False,
               timing: str = 'auto', reset_interval: int = 0, reset_offset: int = 0,
-              input_message_bits: int = 0, save_layers=None, backend: str = 'cpu',
+              input_message_bits: int = 0, save_layers=None, save_voltages: bool = False,
+              backend: str = 'cpu',
               max_memory: int = None, command: str = '', log=None):
     """Run ``model`` in Lava on the user's data: ``input_path`` (see the module
     docstring) and/or, for an input layer with a neuron, ``input_bias_path``
     (then without ``input_path`` the input is zero for ``t_max`` steps per
     bias sample). ``save_layers``: names of the layers whose outputs are
-    recorded at every step (``'all'``, ``'last'``, a list of names, or None: none).
+    recorded at every step (``'all'``, ``'last'``, a list of names, or None: none);
+    ``save_voltages``: their voltages too (``LavaResult.voltages``).
 
     Everything is checked before any Lava process starts. Returns ``(report,
     result, spec)``: the JSON-able report, the :class:`LavaResult` (its
@@ -162,7 +164,8 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
         f'({backend}, {timing} timing) ...')
     res = lava_runtime.run(spec, frames, backend=backend, max_memory=max_memory, timing=timing,
                            reset_interval=reset_interval, reset_offset=reset_offset,
-                           input_bias=bias, input_message_bits=input_message_bits, record=tuple(record))
+                           input_bias=bias, input_message_bits=input_message_bits, record=tuple(record),
+                           record_voltage=tuple(record) if save_voltages else ())
     layers = {n: {'spikes': int(res.fingerprints[n][:, 0].sum()), 'synops': res.synops[n],
                   'neuron_updates': res.neuron_updates[n]} for n in res.fingerprints}
     report = {'model': model, 'input': input_path, 'input_bias': input_bias_path, 'layout': layout,
@@ -174,17 +177,17 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
     return report, res, spec
 
 
-def save_spikes(path: str, spikes: dict, layout: str = 'chw'):
-    """Write recorded outputs (``{name: [K, *shape]}``) atomically: ``.npy``
-    one layer ``[*shape, K]``; ``.npz`` one array per layer name."""
+def save_spikes(path: str, spikes: dict, layout: str = 'chw', what: str = '--save-spikes'):
+    """Write recorded outputs or voltages (``{name: [K, *shape]}``) atomically:
+    ``.npy`` one layer ``[*shape, K]``; ``.npz`` one array per layer name."""
     from ..training.checkpoints import atomic_write
     arrays = {n: to_layout(np.moveaxis(a, 0, -1), layout) for n, a in spikes.items()}
     if path.endswith('.npz'):
         atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
     elif path.endswith('.npy'):
         if len(arrays) != 1:
-            raise InputError(f'--save-spikes {path}: {len(arrays)} layers need a .npz file (one array '
+            raise InputError(f'{what} {path}: {len(arrays)} layers need a .npz file (one array '
                              'per layer)')
         atomic_write(path, lambda f: np.save(f, next(iter(arrays.values()))))
     else:
-        raise InputError(f'--save-spikes {path}: expected a .npy (one layer) or .npz file name')
+        raise InputError(f'{what} {path}: expected a .npy (one layer) or .npz file name')

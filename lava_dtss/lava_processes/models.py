@@ -148,11 +148,15 @@ class _GatedModel(PyLoihiProcessModel):
             self.fingerprint[k - 1] = fingerprint_rows(out)[0]
         if k <= p.get('record_steps', 0):
             self.spikes[k - 1] = out[0]
+            if p.get('record_voltage'):
+                self.voltages[k - 1] = self.v[0]
         self.s_out.send(out)
         if k == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
             if p.get('record_steps', 0):
                 self.spikes_rec.send(self.spikes)
+            if p.get('record_voltage'):
+                self.voltages_rec.send(self.voltages)
 
 
     def _delayed(self, inputs):
@@ -180,6 +184,8 @@ class PyGatedLayerModel(_GatedModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     spikes_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     spikes: np.ndarray = LavaPyType(np.ndarray, float)
+    voltages_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    voltages: np.ndarray = LavaPyType(np.ndarray, float)
     weight: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64)
 

@@ -98,7 +98,9 @@ class GatedLayer(_GatedNeurons):
     index among the blocks it builds).
     ``record_steps > 0``: also record the layer's output (0/1) at Lava steps
     ``1 .. record_steps`` in ``spikes [record_steps, *out_shape]``, sent once
-    through ``spikes_rec`` at the last step (batch 1).
+    through ``spikes_rec`` at the last step (batch 1); with ``record_voltage``
+    also the voltage ``v`` after each step (after the reset of the neurons that
+    fired, as Lava's ``LIF.v``) in ``voltages`` / ``voltages_rec``.
     """
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
@@ -107,7 +109,7 @@ class GatedLayer(_GatedNeurons):
                  stride: int = 1, padding: int = 0, name: str = 'layer',
                  timing: str = 'sync', depth: int = 1, reset_interval: int = 0,
                  binary_input: bool = False, delay: np.ndarray = None, geometry: dict = None,
-                 reset_phase: int = None, record_steps: int = 0):
+                 reset_phase: int = None, record_steps: int = 0, record_voltage: bool = False):
         if timing not in ('sync', 'stock') or (timing == 'stock' and int(batch) != 1):
             raise ValueError(f"timing {timing!r} with batch {batch}: expected 'sync', or 'stock' "
                              'with batch 1')
@@ -115,7 +117,7 @@ class GatedLayer(_GatedNeurons):
                          timing=timing, depth=int(depth), reset_interval=int(reset_interval),
                          binary_input=bool(binary_input), geometry=geometry,
                          reset_phase=int(depth if reset_phase is None else reset_phase),
-                         record_steps=int(record_steps),
+                         record_steps=int(record_steps), record_voltage=bool(record_voltage),
                          delay=None if delay is None else np.asarray(delay, dtype=np.int64),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
@@ -130,6 +132,9 @@ class GatedLayer(_GatedNeurons):
         rec = (max(1, int(record_steps)),) + (tuple(out_shape) if record_steps else (1,))
         self.spikes = Var(shape=rec, init=0)      # (1, 1) and never sent without record_steps
         self.spikes_rec = _record_port(rec)
+        rec_v = rec if record_voltage else (1, 1)
+        self.voltages = Var(shape=rec_v, init=0)
+        self.voltages_rec = _record_port(rec_v)
 
 
 class GatedAttention(_GatedNeurons):
