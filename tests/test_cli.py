@@ -226,6 +226,8 @@ def test_ctrl_c_to_the_group_while_a_script_imports_is_one_line(tmp_path, script
      '--out /proc/x.json: cannot be written in /proc'),
     ('benchmark', ['--preset', 'nope', '--skip-lava'], "--preset 'nope' is unknown"),
     ('benchmark', ['--skip-train', '--skip-stock', '--model', '/etc/passwd'], 'not an HDF5 file'),
+    ('benchmark', ['--skip-train', '--skip-stock', '--data-dir', '/nonexistent'],
+     'fashion-mnist directory /nonexistent does not exist'),
 ])
 def test_analysis_scripts_bad_options_are_one_line(script, args, words):
     res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py'), *args],
