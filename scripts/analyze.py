@@ -31,6 +31,23 @@ if __name__ == '__main__':
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def _unwritable(path):
+    """Why the JSON cannot be written atomically at ``path`` (a folder, a missing
+    folder, /proc: the temporary file beside it is tried), or None."""
+    import tempfile
+    if os.path.isdir(path):
+        return 'is a folder; expected a file name'
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f'folder {folder} does not exist'
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
+            pass
+    except OSError as e:
+        return f'cannot be written in {folder} ({e.strerror or e})'
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--snn', required=True, help='checkpoint of the trained SNN (fixed T = T_max or DTSS)')
@@ -49,6 +66,9 @@ def main(argv=None):
         p.error(f'--bn-calibration must be >= 0, got {args.bn_calibration}')
     if args.threads is not None and args.threads < 1:
         p.error(f'--threads must be >= 1, got {args.threads}')
+    problem = _unwritable(args.out)      # before the analysis (minutes), not after it
+    if problem:
+        p.error(f'--out {args.out}: {problem}')
     import torch
     from lava_dtss.analysis.sensitivity import sensitivity
     if args.threads:

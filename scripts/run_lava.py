@@ -6,6 +6,8 @@ per-layer time-step gating, and check it against training-side inference.
     python scripts/run_lava.py --num-samples 360 --json report.json
     python scripts/run_lava.py --num-samples 360 --batch 100   # 100 samples per Lava step
     python scripts/run_lava.py --check-loihi         # static Loihi 2 fit report
+    python scripts/run_lava.py --model FILE.net --input data.npy --save-spikes out.npz --save-layers all
+                                                     # any NetX file on your data, outputs saved
 
 Reports accuracy, agreement with the training-side fixed-point model (every
 layer's spikes at every step, logits, predictions), per-layer active steps,
@@ -28,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument('--dataset', default=None, choices=sorted(DATASETS),
                    help="test data (default: the file's dataset, else digits)")
     p.add_argument('--data-dir', default=None, help='dataset folder (see train_slayer.py)')
-    p.add_argument('--num-samples', type=int, default=100, help='test samples to run (default 100)')
+    p.add_argument('--num-samples', type=int, default=None, help='test samples to run (default 100)')
     p.add_argument('--batch', type=int, default=1, metavar='B',
                    help='samples side by side in every Lava process at each time step (default 1; '
                         'same spikes, logits and operation counts; larger B pays Lava\'s per-step '
@@ -62,8 +64,53 @@ def parse_args(argv=None):
                         'as netx.hdf5.Network(reset_interval=R) (default 0: never, NetX\'s default)')
     p.add_argument('--skip-input-neuron', action='store_true',
                    help='feed the data straight to layer 1 of a file whose input layer has a neuron, '
-                        'as stock netx.hdf5.Network(skip_layers=1)')
+                        'as stock netx.hdf5.Network(skip_layers=1) (default: the input neuron runs, '
+                        'driven by the data and by --input-bias, as stock NetX\'s Input block)')
+    g = p.add_argument_group('your own data (any NetX file, no dataset needed; stock NetX timing)')
+    g.add_argument('--input', default=None, metavar='FILE.npy',
+                   help='input frames or spikes, time last: [C, H, W, T] or [N, T] (N = C*H*W, or the '
+                        'size of a dense input), optionally a leading sample axis [S, ..., T] (samples '
+                        'back to back); axes in --layout order. Non-zero values are spikes to layer 1 '
+                        '(NetX\'s unary input); into an input neuron they are its synaptic input, '
+                        'truncated to integers as Lava\'s LIF does')
+    g.add_argument('--input-bias', default=None, metavar='FILE.npy',
+                   help='bias mantissa of the input neuron (file with an input neuron): [C, H, W] or [N] '
+                        '(or one per sample [S, ...]), integers; as net.in_layer.neuron.bias_mant in '
+                        'stock NetX. Without --input, the input is zero for --t-max steps per sample')
+    g.add_argument('--layout', default='chw', choices=('chw', 'whc'),
+                   help='order of the spatial axes of --input, --input-bias and --save-spikes: chw '
+                        '(default; the file\'s shape, SLAYER/PyTorch) or whc (Lava/NetX processes; '
+                        'lava-dl\'s ground-truth .npy files)')
+    g.add_argument('--save-spikes', default=None, metavar='PATH',
+                   help='write layer outputs (0/1) at every Lava step: PATH.npy one layer [C, H, W, K] '
+                        '/ [N, K], PATH.npz one array per layer name; K = S*T + the number of conv and '
+                        'dense layers (the steps the last sample needs to leave the pipeline)')
+    g.add_argument('--save-voltages', default=None, metavar='PATH',
+                   help='write the voltage v of the same layers after every Lava step (after the reset of '
+                        'the neurons that fired, as Lava\'s LIF.v), integers, same layout as --save-spikes')
+    g.add_argument('--save-layers', default=None, metavar='NAMES',
+                   help='comma-separated layer names (layer0, layer1, ... in stock files) or "all" '
+                        '(default: the last layer)')
+    g.add_argument('--num-layers', type=int, default=None, metavar='K',
+                   help='run only the file\'s first K layers (layer/0 .. layer/K-1), as '
+                        'netx.hdf5.Network(num_layers=K)')
+    g.add_argument('--reset-offset', type=int, default=0, metavar='O',
+                   help='phase of the --reset-interval resets, as netx.hdf5.Network(reset_offset=O)')
+    g.add_argument('--input-message-bits', type=int, default=0, metavar='BITS',
+                   help='0 (default): an input value is a unary spike; > 0: graded input values go to '
+                        'layer 1 as they are (integers), as netx.hdf5.Network(input_message_bits=BITS)')
     args = p.parse_args(argv)
+    if args.input or args.input_bias:
+        _check_user_data_args(args)
+    else:
+        given = [flag for flag, v in (('--layout', args.layout != 'chw'), ('--save-spikes', args.save_spikes),
+                                      ('--save-voltages', args.save_voltages),
+                                      ('--save-layers', args.save_layers), ('--num-layers', args.num_layers),
+                                      ('--reset-offset', args.reset_offset),
+                                      ('--input-message-bits', args.input_message_bits)) if v]
+        if given:
+            raise ValueError(f'{given[0]} goes with --input FILE.npy / --input-bias FILE.npy (your own data); '
+                             'the dataset runs take none of these options')
     from lava_dtss.deploy.netx_file import MAX_T
     if args.reset_interval < 0:
         raise ValueError(f'--reset-interval must be >= 0 steps (0: never), got {args.reset_interval}')
@@ -72,6 +119,9 @@ def parse_args(argv=None):
     if args.build == 'loihi' and args.batch != 1:
         raise ValueError(f'--build loihi runs one sample per window (standard processes have no sample '
                          f'axis): --batch must be 1, got {args.batch}')
+    if args.build == 'loihi' and (args.timing != 'auto' or args.reset_interval):
+        raise ValueError('--build loihi has its own pipeline (offsets and a reset every window, '
+                         'docs/loihi.md): --timing and --reset-interval apply to the fused runtime only')
     if args.build == 'loihi' and args.no_gating:
         raise ValueError('--build loihi always gates (the gate is part of the network on the chip); '
                          'drop --no-gating')
@@ -86,6 +136,40 @@ def parse_args(argv=None):
         if problem:
             raise ValueError(f'--json {args.json}: {problem}')
     return args
+
+
+def _check_user_data_args(args):
+    """Options that do not go with --input / --input-bias: one line each."""
+    for flag, given in (('--dataset', args.dataset), ('--data-dir', args.data_dir),
+                        ('--num-samples', args.num_samples), ('--check-loihi', args.check_loihi or None),
+                        ('--no-gating', args.no_gating or None), ('--gated-only', args.gated_only or None)):
+        if given is not None:
+            raise ValueError(f'{flag} does not go with --input/--input-bias (your data replace the '
+                             'dataset; the samples are those of the file)')
+    if args.build != 'fused':
+        raise ValueError('--input/--input-bias run on the fused runtime; drop --build loihi')
+    if args.batch != 1:
+        raise ValueError(f'--batch {args.batch} does not go with --input/--input-bias: the samples of the '
+                         'file run back to back as one stream (batch 1)')
+    if args.num_layers is not None and args.num_layers < 1:
+        raise ValueError(f'--num-layers must be >= 1, got {args.num_layers}')
+    if args.reset_offset < 0:
+        raise ValueError(f'--reset-offset must be >= 0 steps, got {args.reset_offset}')
+    if not 0 <= args.input_message_bits <= 24:
+        raise ValueError(f'--input-message-bits must be in 0..24, got {args.input_message_bits}')
+    for flag, path in (('--save-spikes', args.save_spikes), ('--save-voltages', args.save_voltages)):
+        if not path:
+            continue
+        if not path.endswith(('.npy', '.npz')):
+            raise ValueError(f'{flag} {path}: expected a .npy (one layer) or .npz file name')
+        problem = _unwritable(path)
+        if problem:
+            raise ValueError(f'{flag} {path}: {problem}')
+        layers = args.save_layers.split(',') if args.save_layers and args.save_layers != 'all' else []
+        if path.endswith('.npy') and (args.save_layers == 'all' or len(layers) > 1):
+            raise ValueError(f'{flag} {path}: several layers need a .npz file')
+    if args.save_layers and not (args.save_spikes or args.save_voltages):
+        raise ValueError('--save-layers needs --save-spikes PATH (or --save-voltages PATH)')
 
 
 def _unwritable(path):
@@ -108,6 +192,10 @@ def _unwritable(path):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.input or args.input_bias:
+        return run_user_data(args)
+    if args.num_samples is None:
+        args.num_samples = 100
     from lava_dtss.deploy import lava_runtime, loihi_build
     from lava_dtss.deploy.loihi_check import check_file
     from lava_dtss.training.checkpoints import write_json
@@ -144,6 +232,42 @@ def main(argv=None):
         print('error: Lava differs from training-side inference in layers '
               f'{agree["layers_differing"]}', file=sys.stderr)
         return 2
+    return 0
+
+
+def run_user_data(args):
+    """--input / --input-bias: run the file on the user's data, print what each
+    layer did, save the chosen layers' outputs (--save-spikes)."""
+    from lava_dtss.deploy.user_data import run_input, save_spikes
+    from lava_dtss.training.checkpoints import write_json
+    layers = args.save_layers
+    saving = args.save_spikes or args.save_voltages
+    save = None if not saving else layers.split(',') if layers and layers != 'all' else layers or 'last'
+    report, res, spec = run_input(
+        args.model, args.input, input_bias_path=args.input_bias, layout=args.layout, t_max=args.t_max,
+        num_layers=args.num_layers, skip_input_neuron=args.skip_input_neuron, timing=args.timing,
+        reset_interval=args.reset_interval, reset_offset=args.reset_offset,
+        input_message_bits=args.input_message_bits, save_layers=save,
+        save_voltages=bool(args.save_voltages), backend=args.backend,
+        max_memory=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
+        command=' '.join(['python'] + sys.argv))
+    print(f'\nmodel {args.model}  ({report["processes"]} Lava processes, {report["timing"]} timing)')
+    print(f'{report["num_samples"]} sample(s) x {report["steps_per_sample"]} steps, '
+          f'{report["lava_steps"]} Lava steps')
+    print(f'{"layer":22s} {"spikes":>8s} {"synops":>12s} {"updates":>12s}')
+    for name, e in report['layers'].items():
+        print(f'{name:22s} {e["spikes"]:8d} {e["synops"]:12d} {e["neuron_updates"]:12d}')
+    print(f'wall time: {report["wall_s"]:.2f} s (start-up {report["startup_s"]:.2f} s)')
+    if args.save_spikes:
+        save_spikes(args.save_spikes, res.spikes, args.layout)
+        print(f'wrote {args.save_spikes} ({", ".join(res.spikes)}; layout {args.layout}, time last)')
+    if args.save_voltages:
+        save_spikes(args.save_voltages, res.voltages, args.layout, '--save-voltages')
+        print(f'wrote {args.save_voltages} (voltages of {", ".join(res.voltages)}; layout {args.layout}, '
+              'time last)')
+    if args.json:
+        write_json(args.json, report)
+        print(f'wrote {args.json}')
     return 0
 
 

@@ -655,7 +655,10 @@ def test_declared_sizes_beyond_the_memory_limit_are_refused_before_lava(tmp_path
 
 def test_huge_t_max_is_refused_by_the_memory_estimate(files, tmp_path):
     """``meta/t_max`` at the reader's bound: the training-side check alone would
-    need tens of GiB; refused in one line before any Lava process."""
+    need tens of GiB; refused in one line before any Lava process (by the
+    reader since issue 18: it differs from ``meta/config``'s t_max; the memory
+    estimate refuses such a run as well)."""
+    from lava_dtss.deploy import lava_runtime
     from lava_dtss.deploy.netx_file import MAX_T
     path = str(tmp_path / 'long.net')
     shutil.copy(files['good'], path)
@@ -663,8 +666,10 @@ def test_huge_t_max_is_refused_by_the_memory_estimate(files, tmp_path):
         f['meta/t_max'][()] = MAX_T
     res, seconds, left, shm = _run_marked(['--model', path, '--num-samples', '2', '--max-memory-gb', '4'], 120)
     line = _one_error(res)
-    assert path in line and f'2 samples x {MAX_T} steps' in line and 'limit of 4 GiB' in line, line
+    assert path in line and f'meta/t_max = {MAX_T} but meta/config has t_max' in line, line
     assert 'running' not in res.stdout and seconds < 60 and left == [] and not shm
+    with pytest.raises(lava_runtime.MemoryLimitError, match=f'2 samples x {MAX_T} steps.*limit of 4 GiB'):
+        lava_runtime.check_memory(read_netx(files['good']), 2, MAX_T, limit=4 << 30, reference=True)
 
 
 def test_memory_limit_is_a_flag_and_checked_by_the_library(files, tmp_path):

@@ -220,8 +220,14 @@ def test_ctrl_c_to_the_group_while_a_script_imports_is_one_line(tmp_path, script
 
 @pytest.mark.parametrize('script, args, words', [
     ('analyze', ['--snn', 'x.pt', '--ann', 'x.pt', '--out', '/tmp/x.json', '--threads', '-1'], '--threads must be >= 1'),
+    # --out checked before the analysis (the missing checkpoints would be reported first otherwise)
+    ('analyze', ['--snn', 'x.pt', '--ann', 'x.pt', '--out', '/tmp'], '--out /tmp: is a folder'),
+    ('analyze', ['--snn', 'x.pt', '--ann', 'x.pt', '--out', '/proc/x.json'],
+     '--out /proc/x.json: cannot be written in /proc'),
     ('benchmark', ['--preset', 'nope', '--skip-lava'], "--preset 'nope' is unknown"),
     ('benchmark', ['--skip-train', '--skip-stock', '--model', '/etc/passwd'], 'not an HDF5 file'),
+    ('benchmark', ['--skip-train', '--skip-stock', '--data-dir', '/nonexistent'],
+     'fashion-mnist directory /nonexistent does not exist'),
 ])
 def test_analysis_scripts_bad_options_are_one_line(script, args, words):
     res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py'), *args],

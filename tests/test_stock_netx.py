@@ -51,15 +51,19 @@ def _init(blocks, seed, lo=-40, hi=80):
     return blocks
 
 
-def _compare(path, frames, t_max, reset_interval=None, last=False, skip_input_neuron=False):
+def _compare(path, frames, t_max, reset_interval=None, last=False, skip_input_neuron=False,
+             input_bias=None, reset_offset=0):
     """Run both on ``frames [S, C, H, W, T]`` (samples back to back) and assert
     every layer's (count, checksum) equal at every Lava step; returns the spike
-    counts per layer (and, with ``last``, our last layer's fingerprints)."""
+    counts per layer (and, with ``last``, our last layer's fingerprints). An
+    input layer with a neuron counts as a layer (stock: the ``Input`` block)."""
     spec = read_netx(path, skip_input_neuron=skip_input_neuron)
     stream = np.concatenate(list(frames), axis=-1)
-    stock = lava_runtime.run_stock_netx(path, stream, reset_interval, skip_layers=int(skip_input_neuron))
-    ours = lava_runtime.run(spec, frames, reset_interval=reset_interval or 0)
-    names = [l.name for l in spec.layers if l.type in ('conv', 'dense')]
+    stock = lava_runtime.run_stock_netx(path, stream, reset_interval, skip_layers=int(skip_input_neuron),
+                                        input_bias=input_bias, reset_offset=reset_offset)
+    ours = lava_runtime.run(spec, frames, reset_interval=reset_interval or 0, input_bias=input_bias,
+                            reset_offset=reset_offset)
+    names = [l.name for l in spec.layers if l.type in ('conv', 'dense') or l.neuron and l.type == 'input']
     assert len(names) == len(stock)
     counts = []
     for name, out in zip(names, stock):
@@ -308,9 +312,12 @@ def test_stock_input_is_round_of_input_scale_times_pixel(tmp_path):
     assert direct_images(x, 255).tolist() == [[[[0.0, 77.0, 128.0, 130.0, 255.0]]]]
 
 
-def test_input_neuron_refused_or_skipped_as_stock_netx_skip_layers(tmp_path):
-    """SLAYER's ``Input`` block (a neuron) exported by lava-dl: refused by
-    default (stock NetX's ``Input`` block has no CPU model); with
+@pytest.mark.parametrize('reset', [None, 3])
+def test_input_neuron_is_step_identical_to_stock_netx_input_block(tmp_path, reset):
+    """SLAYER's ``Input`` block (a neuron) exported by lava-dl runs as stock
+    NetX's ``Input`` block: data into the neuron (fractions truncated as Lava's
+    integer ``a_in``, negative values too) and a per-neuron bias; with a reset
+    interval and offset (the input neuron is NetX's block 0). With
     ``skip_input_neuron`` identical to stock ``Network(skip_layers=1)``."""
     from lava.lib.dl import slayer
     inp = slayer.block.cuba.Input(NEURON)
@@ -318,11 +325,14 @@ def test_input_neuron_refused_or_skipped_as_stock_netx_skip_layers(tmp_path):
                     slayer.block.cuba.Dense(NEURON, 4 * 6 * 6, 5)], seed=7)
     inp(torch.zeros(1, 2, 6, 6, 2))
     path = _export(str(tmp_path / 'inp.net'), (2, 6, 6), blocks, input_neuron=inp)
-    with pytest.raises(NetXFormatError, match=r'layer 0 \(input\): an input layer with a neuron '
-                                              r'\(SLAYER Input block\) is not supported: stock NetX'):
-        read_netx(path)
-    frames = (np.random.default_rng(7).random((1, 2, 6, 6, 6)) < 0.4).astype(float)
-    counts = _compare(path, frames, 6, reset_interval=3, skip_input_neuron=True)
+    assert read_netx(path).layers[0].neuron['vThMant'] == 32
+    rng = np.random.default_rng(7)
+    frames = rng.integers(-4, 30, (2, 2, 6, 6, 6)) + rng.random((2, 2, 6, 6, 6))
+    bias = rng.integers(-2, 12, (2, 6, 6))
+    counts = _compare(path, frames, 6, reset_interval=reset, input_bias=bias, reset_offset=1 if reset else 0)
+    assert all(c > 0 for c in counts), counts
+    spikes = (rng.random((1, 2, 6, 6, 6)) < 0.4).astype(float)
+    counts = _compare(path, spikes, 6, reset_interval=reset, skip_input_neuron=True)
     assert all(c > 0 for c in counts), counts
 
 
@@ -353,9 +363,9 @@ def test_stock_only_features_are_refused_in_our_own_format(tmp_path):
 
 def test_run_lava_cli_on_a_stock_file_with_input_neuron(tmp_path, capsys):
     """run_lava.py (in-process; its ``__main__`` prints these errors as one
-    line) on a lava-dl export (digits, 1x8x8, input neuron): refused naming the
-    flag, then run with --skip-input-neuron, --reset-interval; --batch 2 is
-    refused in stock timing."""
+    line) on a lava-dl export (digits, 1x8x8, input neuron): runs with the
+    input neuron (the images into it) and with --skip-input-neuron,
+    --reset-interval; --batch 2 is refused in stock timing."""
     import importlib.util
     import json
     import os
@@ -370,9 +380,10 @@ def test_run_lava_cli_on_a_stock_file_with_input_neuron(tmp_path, capsys):
                     slayer.block.cuba.Dense(NEURON, 64, 10)], seed=10)
     path = _export(str(tmp_path / 'digits.net'), (1, 8, 8), blocks, input_neuron=inp)
     base = ['--model', path, '--dataset', 'digits', '--num-samples', '2', '--t-max', '4']
-    with pytest.raises(NetXFormatError, match='pass --skip-input-neuron'):
-        run_lava.main(base)
     out = tmp_path / 'r.json'
+    assert run_lava.main(base + ['--gated-only', '--json', str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert list(report['layers']) == ['layer0', 'layer1', 'layer3'] and report['lava_steps'] == 2 * 4 + 2
     assert run_lava.main(base + ['--skip-input-neuron', '--reset-interval', '4', '--gated-only',
                                  '--json', str(out)]) == 0
     report = json.loads(out.read_text())

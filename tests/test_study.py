@@ -245,7 +245,8 @@ def _one_line_failure(proc, *words):
         assert w in errors[0], errors[0]
 
 
-@pytest.mark.parametrize('case', ['corrupt', 'list', 'keyless', 'doc_folder', 'results_file'])
+@pytest.mark.parametrize('case', ['corrupt', 'list', 'keyless', 'doc_folder', 'results_file', 'nan',
+                                  'doc_proc', 'figures_proc', 'readme_missing'])
 def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
     """report.py over a half-copied results folder or to a bad output path gave
     tracebacks (issue 18): one ``error:`` line, naming the file where it can."""
@@ -267,18 +268,39 @@ def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
     elif case == 'results_file':
         shutil.rmtree(results)
         results.write_text('x')
-    proc = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc), '--readme', 'none'],
-                timeout=300)
+    elif case == 'nan':    # was written into the page as "nan%"
+        bad.write_text(bad.read_text().replace('"test_accuracy": ', '"test_accuracy": NaN, "x": ', 1))
+    elif case == 'doc_proc':
+        doc = tmp_path / 'proc' / 'results.md'
+        doc.parent.symlink_to('/proc')
+    args = ['--readme', str(tmp_path / 'README.md') if case == 'readme_missing' else 'none']
+    if case == 'figures_proc':
+        args += ['--figures', '/proc/lava-dtss-figures']
+    proc = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc)] + args, timeout=300)
     words = {'corrupt': [str(bad)], 'list': [str(bad), 'list'], 'keyless': ['lacks the key'],
-             'doc_folder': [str(doc)], 'results_file': ['is a file']}[case]
+             'doc_folder': [str(doc)], 'results_file': ['is a file'], 'nan': [str(bad), 'NaN'],
+             'doc_proc': ['--doc', str(doc), 'cannot be written'],
+             'figures_proc': ['--figures /proc/lava-dtss-figures', 'cannot create'],
+             'readme_missing': ['--readme', 'no such file', '--readme none']}[case]
     _one_line_failure(proc, *words)
+    if case in ('doc_proc', 'figures_proc', 'readme_missing'):   # refused before anything is written
+        assert not (tmp_path / 'figures').exists() and not (tmp_path / 'results.md').exists()
 
 
-@pytest.mark.parametrize('case', ['results_under_a_file', 'corrupt_metrics'])
+@pytest.mark.parametrize('case', ['results_under_a_file', 'corrupt_metrics', 'demo_keyless'])
 def test_study_with_bad_results_is_one_line(tmp_path, case):
     """study.py with ``--results`` under a file, or a corrupt results JSON of a
-    finished arm, gave tracebacks (issue 18)."""
+    finished arm, gave tracebacks (issue 18); ``--demo`` with a finished arm
+    whose metrics lack keys trained the other arms first (past 300 s)."""
     results = tmp_path / 'results'
+    if case == 'demo_keyless':
+        (results / 'fixed-t8').mkdir(parents=True)
+        (results / 'fixed-t8' / 'metrics.json').write_text('{"avg_steps": 8}')
+        proc = _run(['scripts/study.py', '--demo', '--results', str(results), '--runs', str(tmp_path / 'runs')],
+                    timeout=120)
+        _one_line_failure(proc, str(results / 'fixed-t8' / 'metrics.json'), 'lacks test_accuracy')
+        assert not (tmp_path / 'runs').exists()       # nothing trained
+        return
     if case == 'results_under_a_file':
         (tmp_path / 'file').write_text('x')
         results = tmp_path / 'file' / 'results'

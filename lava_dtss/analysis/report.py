@@ -34,11 +34,16 @@ class ReportError(RuntimeError):
     pass
 
 
+def _no_constant(name):
+    raise ValueError(f'{name} (not a finite number: a run that diverged, or a hand-edited file?)')
+
+
 def _json_object(path):
-    """The JSON object of ``path``, or :class:`ReportError` naming the file."""
+    """The JSON object of ``path``, or :class:`ReportError` naming the file
+    (unreadable, not JSON, not an object, or holding NaN or Infinity)."""
     try:
         with open(path) as f:
-            value = json.load(f)
+            value = json.load(f, parse_constant=_no_constant)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ReportError(f'cannot read {path}: {e}') from None
     if not isinstance(value, dict):
@@ -276,6 +281,23 @@ def write_readme_section(path, summary, doc_rel, pareto_rel):
     atomic_write(path, lambda f: f.write(new), mode='w')
 
 
+def _check_writable(path: str, what: str):
+    """Refuse, before anything is written, an output file that cannot be written
+    atomically (a folder, a missing or read-only folder, /proc): the temporary
+    file of the atomic write is created and removed beside it."""
+    import tempfile
+    if os.path.isdir(path):
+        raise ReportError(f'{what} {path} is a folder; expected a file to write')
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ReportError(f'{what} {path}: folder {folder} does not exist')
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
+            pass
+    except OSError as e:
+        raise ReportError(f'{what} {path}: cannot be written in {folder} ({e.strerror or e})') from None
+
+
 def write_report(results: str = None, doc: str = None, figures: str = None, readme: str = None):
     """Write the study's page ``doc`` (default docs/results.md) and its figures
     (default: figures/ beside ``doc``) from the results folder ``results``
@@ -287,7 +309,17 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     default_study = os.path.abspath(results) == os.path.join(ROOT, 'results', 'fashion-mnist')
     readme = readme or (os.path.join(ROOT, 'README.md') if default_study else 'none')
     fig_dir = figures or os.path.join(os.path.dirname(os.path.abspath(doc)), 'figures')
-    os.makedirs(fig_dir, exist_ok=True)
+    _check_writable(doc, '--doc')
+    if readme != 'none':
+        if not os.path.isfile(readme):
+            raise ReportError(f'--readme {readme}: no such file (the README whose generated results '
+                              'section is rewritten; --readme none to skip it)')
+        _check_writable(readme, '--readme')
+    try:
+        os.makedirs(fig_dir, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f'--figures {fig_dir}: cannot create the folder ({e.strerror or e})') from None
+    _check_writable(os.path.join(fig_dir, 'pareto.png'), '--figures')
     rel = os.path.relpath(fig_dir, os.path.dirname(os.path.abspath(doc)))
     arms = load_arms(results)
     modes = {a.get('bn_calibration_mode', 'train-mode') for n, a in arms.items() if n.startswith(('fixed-t', 'dtss-'))}

@@ -162,9 +162,28 @@ def seed_tag(seed: int) -> str:
     return f'-seed{seed}' if seed else ''
 
 
+ARM_KEYS = ('test_accuracy', 'avg_steps')   # what every summary of the study reads from an arm
+
+
 def load(dest):
-    """The metrics of the arm folder ``dest``."""
-    return load_json(os.path.join(dest, 'metrics.json'))
+    """The metrics of the arm folder ``dest``: :class:`StudyError` naming the
+    file when it lacks a key every summary reads (a half-copied folder)."""
+    path = os.path.join(dest, 'metrics.json')
+    metrics = load_json(path)
+    missing = [k for k in ARM_KEYS if k not in metrics]
+    if missing:
+        raise StudyError(f'{path} lacks {", ".join(missing)} (a half-copied or older results folder? '
+                         'remove the arm\'s folder to redo it)')
+    return metrics
+
+
+def check_finished(results):
+    """Read every finished arm under ``results`` first, so that a bad one stops
+    the study at once, before any other arm trains."""
+    if os.path.isdir(results):
+        for name in sorted(os.listdir(results)):
+            if os.path.isfile(os.path.join(results, name, 'metrics.json')):
+                load(os.path.join(results, name))
 
 
 def suggested_categories(sensitivity: dict, t_max: int) -> str:
@@ -344,6 +363,7 @@ def demo_comparison(results=None, runs=None):
     study = dict(dataset='digits', preset='tiny', val_size=0, threads=None)
     results = os.path.abspath(results or os.path.join(ROOT, 'results', 'digits-demo'))
     runs = os.path.abspath(runs or os.path.join(ROOT, 'runs', 'study', 'digits-demo'))
+    check_finished(results)
     for seed in (0, 1, 2):
         tag = seed_tag(seed)
         run_arm(study, f'dtss-default{tag}', ['--seed', str(seed)], results, runs)

@@ -156,6 +156,8 @@ class LavaResult:
     batch: int = 1
     memory: dict = field(default_factory=dict)
     startup_s: float = 0.0
+    spikes: dict = field(default_factory=dict)
+    voltages: dict = field(default_factory=dict)
 
     @property
     def predictions(self):
@@ -207,7 +209,7 @@ def windows(num_samples: int, batch: int) -> int:
 
 
 def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
-                    frame_steps: int = 1, reference: bool = False) -> dict:
+                    frame_steps: int = 1, reference: bool = False, recorded: int = 0) -> dict:
     """Estimated bytes of a run's data, by part, from the declared sizes only
     (nothing is allocated): ``frames`` (float64, ``frame_steps`` per sample,
     held here and in the input process), ``weights`` (the file's integers, the
@@ -217,8 +219,9 @@ def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
     (fingerprints ``[S*T, 2]`` and logits: Var, pipe and the copy here),
     ``workspace`` (largest im2col matrix); with ``reference``, ``reference``
     (spikes of every layer of the training-side model for a batch of up to 256
-    samples over ``t_max`` steps); ``total``. Excludes the Python interpreters
-    themselves (one per process)."""
+    samples over ``t_max`` steps); ``total``. ``recorded``: neurons whose
+    output is recorded at every step (``run(record=...)``, in ``records``).
+    Excludes the Python interpreters themselves (one per process)."""
     layers = [l for l in spec.layers if l.type not in ('input', 'flatten', 'readout')]
     sizes = {i: int(np.prod(l.shape)) for i, l in enumerate(spec.layers) if l.type != 'flatten'}
     frames = 2 * 8 * num_samples * sizes[0] * frame_steps
@@ -236,7 +239,10 @@ def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
         weights += 3 * 8 * spec.layers[last].shape[0] ** 2
         channels += 8 * batch * sizes[last] * CHANNEL_SLOTS
     classes = spec.layers[-1].shape[0] if spec.layers[-1].type == 'readout' else 0
+    if spec.layers[0].neuron:   # stock NetX's Input block: one more layer of neurons
+        layers = [spec.layers[0]] + layers
     records = 3 * 8 * (len(layers) * num_samples * t_max * 2 + num_samples * max(classes, 1))
+    records += (3 * 8 + 1) * recorded * (num_samples * t_max + len(layers))
     workspace = 0   # the largest im2col matrix of a conv layer, per process
     for l in layers:
         if l.type == 'conv':
@@ -251,12 +257,13 @@ def estimate_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1,
 
 
 def check_memory(spec: NetSpec, num_samples: int, t_max: int, batch: int = 1, frame_steps: int = 1,
-                 limit: int = None, source: str = 'the network', reference: bool = False) -> dict:
+                 limit: int = None, source: str = 'the network', reference: bool = False,
+                 recorded: int = 0) -> dict:
     """:func:`estimate_memory`, refused with :class:`MemoryLimitError` (one line
     naming ``source``, the estimate and the limit) beyond ``limit`` bytes
     (default :func:`default_memory_limit`). Called before anything is built."""
     limit = default_memory_limit() if limit is None else int(limit)
-    mem = estimate_memory(spec, num_samples, t_max, batch, frame_steps, reference)
+    mem = estimate_memory(spec, num_samples, t_max, batch, frame_steps, reference, recorded)
     if mem['total'] > limit:
         parts = ', '.join(f'{k} {v / 2**30:.3g}' for k, v in mem.items()
                           if k != 'total' and v >= mem['total'] / 100)
@@ -279,7 +286,9 @@ def timing_of(spec: NetSpec, timing: str = 'auto') -> str:
 
 
 def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1,
-          t_max: int = None, timing: str = 'auto', reset_interval: int = 0):
+          t_max: int = None, timing: str = 'auto', reset_interval: int = 0, *,
+          reset_offset: int = 0, input_bias: np.ndarray = None, input_message_bits: int = 0,
+          record: tuple = (), record_voltage: tuple = ()):
     """Processes for ``spec`` fed with ``frames`` (integers): ``[S, C, H, W, T]``,
     or ``[S, C, H, W]`` shown for ``t_max`` steps (default: the file's T_max);
     ``batch`` samples side by side.
@@ -292,7 +301,17 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     steps (zero input) so that the readout, which lags the input by the
     pipeline depth, counts every sample's ``T`` steps of the last layer. As NetX's default
     ``input_message_bits=0``, the first layer sees a non-zero input value as a
-    spike (1).
+    spike (1); with ``input_message_bits > 0`` it sees the values themselves.
+    ``reset_offset``: NetX's phase shift of the resets (``Network(reset_offset=)``).
+
+    An input layer with a neuron (stock timing only) runs as stock NetX's
+    ``Input`` block: ``frames`` go into the neuron (stock:
+    ``source.s_out.connect(net.in_layer.neuron.a_in)``) and ``input_bias``
+    (bias mantissa, integers, ``[C, H, W]`` / ``[N]``, or one per sample
+    ``[S, C, H, W]``; default 0) is its bias (stock:
+    ``net.in_layer.neuron.bias_mant``). ``record``: names of layers whose
+    output is recorded at every Lava step (``LavaResult.spikes``; stock timing);
+    ``record_voltage``: those whose voltage is (``LavaResult.voltages``).
 
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
@@ -306,9 +325,25 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         if int(batch) != 1:
             raise ValueError(f'batch {batch}: stock NetX timing runs one sample stream; use batch 1 '
                              "(or timing 'sync')")
-        if any(l.type in ('attention', 'readout') or len(l.inputs) > 1 for l in spec.layers):
-            raise ValueError("stock NetX timing needs a chain of input/conv/flatten/dense layers; "
-                             "use timing 'sync'")
+        for i, l in enumerate(spec.layers):
+            if l.type in ('attention', 'readout') or len(l.inputs) > 1:
+                what = (f'has {len(l.inputs)} inputs (dtss/inputs {l.inputs})' if len(l.inputs) > 1
+                        else f'is an {l.type} layer')
+                raise ValueError(f"layer {i} ({l.name!r}) {what}: stock NetX timing needs a chain of "
+                                 "input/conv/flatten/dense layers (stock NetX reads no dtss/inputs); "
+                                 "use timing 'sync' (--timing sync)")
+    neuron_in = bool(spec.layers[0].neuron)     # stock NetX's Input block (a neuron)
+    if neuron_in and timing != 'stock':
+        raise ValueError("an input layer with a neuron runs in stock NetX timing only; use timing "
+                         "'stock' (the default for stock files)")
+    if input_bias is not None and not neuron_in:
+        raise ValueError('input_bias needs an input layer with a neuron (the file has none)')
+    if (record or record_voltage) and timing != 'stock':
+        raise ValueError("recording every layer output needs stock NetX timing (batch 1)")
+    if timing != 'stock' and (reset_interval or reset_offset):
+        raise ValueError('a reset interval/offset applies to stock NetX timing; this file runs '
+                         'layer-synchronously, every sample from zero state (drop --reset-interval '
+                         'and --reset-offset, or use --timing stock)')
     num_samples = frames.shape[0]
     # stock timing: the readout lags the input by the pipeline depth, so the run goes on
     # that many steps (zero input) after the last sample
@@ -316,13 +351,29 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     num_steps = windows(num_samples, batch) * t_max + lag
     procs, by_index, layer_procs = [], {}, {}
     depth = 0
+    stock = {}
     for i, layer in enumerate(spec.layers):
         steps = t_max if layer.active_steps is None else layer.active_steps
         common = dict(t_max=t_max, active_steps=steps, gating=gating, num_samples=num_samples,
                       num_steps=num_steps, batch=batch, name=layer.name)
+        if timing == 'stock':    # NetX resets block j (0-based, in the order it builds them) at offset + 1 + j
+            stock = dict(timing='stock', reset_interval=int(reset_interval or 0),
+                         reset_phase=int(reset_offset) + 1 + (depth + int(neuron_in) if i else 0),
+                         record_steps=num_steps if layer.name in record or layer.name in record_voltage else 0,
+                         record_voltage=layer.name in record_voltage)
         if layer.type == 'input':
             proc = FrameInput(frames=frames, in_shape=tuple(layer.shape), t_max=t_max,
                               batch=batch, name=layer.name)
+            if neuron_in:        # the Input block's neuron: a layer without synapse
+                procs.append(proc)
+                shape = tuple(layer.shape)
+                bias = np.zeros((1,) + shape, np.int64) if input_bias is None else np.asarray(input_bias)
+                bias = bias.reshape((-1,) + shape).astype(np.int64)
+                neuron = GatedLayer(kind='input', in_shape=shape, out_shape=shape, weight=np.zeros(1),
+                                    bias=bias, neuron=layer.neuron, depth=0, **common, **stock)
+                proc.s_out.connect(neuron.a_in)
+                proc = neuron
+                layer_procs[layer.name] = proc
         elif layer.type == 'flatten':
             continue
         elif layer.type in ('conv', 'dense'):
@@ -330,8 +381,8 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
             p = layer.params
             depth += 1
             if timing == 'stock':
-                common.update(timing='stock', depth=depth, reset_interval=int(reset_interval or 0),
-                              binary_input=src.type == 'input', delay=p.get('delay'))
+                common.update(depth=depth, delay=p.get('delay'), **stock,
+                              binary_input=src.type == 'input' and not neuron_in and not input_message_bits)
             elif p.get('delay') is not None:
                 raise ValueError(f'layer {i} ({layer.name!r}): synaptic delays run in stock NetX timing '
                                  "only; use timing 'stock' (the default for stock files)")
@@ -351,6 +402,9 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         by_index[i] = proc
         if layer.type != 'input':
             layer_procs[layer.name] = proc
+    unknown = sorted((set(record) | set(record_voltage)) - set(layer_procs))
+    if unknown:
+        raise ValueError(f'layers {unknown} cannot be recorded; layers with neurons: {sorted(layer_procs)}')
     # connections: several sources into one port are summed by Lava
     for i, layer in enumerate(spec.layers):
         if i not in by_index or layer.type == 'input':
@@ -382,9 +436,15 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
 
 def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = 'cpu',
         batch: int = 1, t_max: int = None, max_memory: int = None,
-        deadline_s: float = None, timing: str = 'auto', reset_interval: int = 0) -> LavaResult:
+        deadline_s: float = None, timing: str = 'auto', reset_interval: int = 0, *,
+        reset_offset: int = 0, input_bias: np.ndarray = None, input_message_bits: int = 0,
+        record: tuple = (), record_voltage: tuple = ()) -> LavaResult:
     """Run ``spec`` on ``frames`` (``[S, C, H, W, T]``, or ``[S, C, H, W]`` shown
     for ``t_max`` steps), ``batch`` samples side by side, and collect the results.
+    ``reset_offset``, ``input_bias``, ``input_message_bits``, ``record``,
+    ``record_voltage``: see :func:`build` (``LavaResult.spikes[name]``:
+    ``[K, *shape]`` 0/1 at Lava steps 1 .. K of every recorded layer, ``(C, H, W)``
+    order; ``LavaResult.voltages[name]``: the voltage after each step, same layout).
 
     Refuses (:class:`MemoryLimitError`, before any process is built) a run whose
     estimated memory exceeds ``max_memory`` bytes (default: half the RAM), and
@@ -396,8 +456,13 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
         raise ValueError(f'batch must be >= 1, got {batch}')
     t_max = _frame_layout(spec, frames, t_max)
     timed = frames.ndim == len(spec.layers[0].shape) + 2
-    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory)
-    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, timing, reset_interval)
+    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory,
+                          recorded=sum(int(np.prod(l.shape)) * ((l.name in record) + (l.name in record_voltage))
+                                       for l in spec.layers))
+    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, timing, reset_interval,
+                                        reset_offset=reset_offset, input_bias=input_bias,
+                                        input_message_bits=input_message_bits, record=tuple(record),
+                                        record_voltage=tuple(record_voltage))
     num_steps = readout.proc_params['num_steps']
     if deadline_s is None:
         deadline_s = default_deadline(num_steps, memory['total'])
@@ -408,34 +473,53 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
         return (_record(readout.logits_rec),
                 {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()},
                 {n: int(p.synops.get()[0]) for n, p in layer_procs.items()},
-                {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()})
-    (logits, fps, synops, updates), wall_s, startup_s = execute(procs[0], cfg, num_steps, collect,
-                                                                deadline_s)
+                {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()},
+                {n: _record(layer_procs[n].spikes_rec).astype(np.int8) for n in record},
+                {n: _record(layer_procs[n].voltages_rec).astype(np.int64) for n in record_voltage})
+    (logits, fps, synops, updates, spikes, volts), wall_s, startup_s = execute(procs[0], cfg, num_steps,
+                                                                               collect, deadline_s)
     # layers fed by the direct-encoded input (their operations are MACs, not ACs)
-    analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
+    analog = {layer.name: bool(layer.inputs) and not spec.layers[0].neuron
+              and spec.layers[_source(spec, layer.inputs[0])].type == 'input'
               for layer in spec.layers if layer.name in layer_procs}
     return LavaResult(logits=logits, fingerprints=fps, synops=synops, neuron_updates=updates,
                       wall_s=wall_s, num_steps=num_steps, processes=len(procs),
-                      input_analog=analog, batch=int(batch), memory=memory, startup_s=startup_s)
+                      input_analog=analog, batch=int(batch), memory=memory, startup_s=startup_s,
+                      spikes=spikes, voltages=volts)
 
 
 def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, skip_layers: int = 0,
-                   record: str = 'all') -> list:
+                   record: str = 'all', *, num_layers: int = None, reset_offset: int = 0,
+                   input_message_bits: int = 0, input_bias: np.ndarray = None) -> list:
     """Stock ``lava.lib.dl.netx.hdf5.Network`` on a file: the reference that this
     runtime's stock timing reproduces (tests, benchmark). ``frames``: the input
     stream, ``[C, H, W, K]`` or ``[N, K]`` for K Lava steps. Returns, for every
     layer NetX builds (``record='last'``: the last one only), its output
-    ``[..., K]`` with conv outputs in (C, H, W) order. Stopped on every path."""
+    ``[..., K]`` with conv outputs in (C, H, W) order. Stopped on every path.
+
+    A file whose input layer has a neuron is driven as lava-dl's own tests do:
+    ``frames`` into ``net.in_layer.neuron.a_in`` (``net.inp`` has no CPU model
+    there), ``input_bias`` (``[C, H, W]`` / ``[N]``) into its ``bias_mant``."""
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
-    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval, skip_layers=skip_layers)
+    net = netx.hdf5.Network(net_config=path, reset_interval=reset_interval, skip_layers=skip_layers,
+                            num_layers=num_layers, reset_offset=reset_offset,
+                            input_message_bits=input_message_bits)
     steps = frames.shape[-1]
-    src = io.source.RingBuffer(data=frames.transpose(2, 1, 0, 3) if frames.ndim == 4 else frames)  # NetX: (W, H, C)
+
+    def whc(a):   # (C, H, W, ...) -> NetX's (W, H, C, ...)
+        return a.transpose((2, 1, 0) + tuple(range(3, a.ndim))) if a.ndim >= 3 else a
+    src = io.source.RingBuffer(data=whc(frames))
     layers = net.layers if record == 'all' else net.layers[-1:]
     sinks = [io.sink.RingBuffer(shape=layer.out.shape, buffer=steps) for layer in layers]
-    src.s_out.connect(net.inp)
+    if isinstance(net.in_layer, netx.blocks.process.Input):
+        src.s_out.connect(net.in_layer.neuron.a_in)
+        if input_bias is not None:
+            net.in_layer.neuron.bias_mant.init = whc(np.asarray(input_bias)).astype(np.int32)
+    else:
+        src.s_out.connect(net.inp)
     for layer, sink in zip(layers, sinks):
         layer.out.connect(sink.a_in)
     try:
@@ -443,7 +527,7 @@ def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, sk
         outs = [sink.data.get() for sink in sinks]
     finally:
         net.stop()
-    return [o.transpose(2, 1, 0, 3) if o.ndim == 4 else o for o in outs]
+    return [whc(o) for o in outs]
 
 
 # ------------------------------------------------------------------ a network file on test images

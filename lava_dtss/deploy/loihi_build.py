@@ -376,8 +376,19 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
 
 
 def plan_for(spec: NetSpec, t_max: int, source: str) -> LoihiPlan:
-    """:func:`plan`, with what cannot be mapped as one error naming ``source`` (the file)."""
+    """:func:`plan`, with what cannot be mapped as one error naming ``source``
+    (the file): also a threshold beyond Loihi 2's 17-bit ``vThMant`` or weights
+    beyond its 8-bit mantissa (a stock file can hold both; Lava's standard
+    processes would take them and compute something no chip can)."""
+    from .loihi_check import check_network
+    from .netx_file import require_plain
     try:
+        require_plain(spec, '--build loihi')
+        for c in check_network(spec):
+            hard = [v for v in c.violations if v.startswith(('vThMant', 'weights in'))]
+            if hard:
+                raise ValueError(f'layer {c.name}: {hard[0]}; --build loihi maps to Loihi 2 processes '
+                                 '(--check-loihi lists every limit; --build fused runs the file as it is)')
         return plan(spec, t_max)
     except ValueError as e:
         raise ValueError(f'{source}: {e}') from None

@@ -72,10 +72,20 @@ def _str(g, key, value):
 
 
 def write_netx(spec: NetSpec, path: str):
-    """Write ``spec`` to ``path`` atomically (temporary file, then rename)."""
+    """Write ``spec`` to ``path`` atomically (temporary file, then rename). A
+    failure (folder under /proc, full disk, ...) raises ``OSError`` naming
+    ``path``, not the temporary file."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
+    try:
+        _write_netx(spec, path, folder, tmp)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e).replace(tmp, path)   # h5py's text names tmp
+        raise OSError(e.errno, f'cannot write the network file ({reason})', path) from None
+
+
+def _write_netx(spec: NetSpec, path: str, folder: str, tmp: str):
+    os.makedirs(folder, exist_ok=True)
     try:
         with h5py.File(tmp, 'w') as f:
             meta = f.create_group('meta')
@@ -192,6 +202,9 @@ def conv_geometry(params: dict) -> dict:
 def require_plain(spec: NetSpec, what: str):
     """Raise ``ValueError`` naming the first layer with a stock-only feature
     (conv ``geometry``, dense ``delay``) that ``what`` does not handle."""
+    if spec.layers[0].neuron:
+        raise ValueError(f'layer 0 ({spec.layers[0].name!r}): {what} does not support an input layer '
+                         'with a neuron; run it with the fused runtime (--build fused)')
     for i, layer in enumerate(spec.layers):
         for key, name in (('geometry', 'conv geometry (per-axis stride/padding, dilation, groups, '
                                        'non-square kernel)'), ('delay', 'synaptic delays')):
@@ -247,19 +260,25 @@ def _read_meta(path, f) -> dict:
     return meta
 
 
-def read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
+def read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = None) -> NetSpec:
     """Read and validate a network file (ours or stock NetX).
 
-    An input layer with a neuron (SLAYER's ``Input`` block) is refused unless
-    ``skip_input_neuron``: then the data go straight to layer 1, as in stock
-    ``netx.hdf5.Network(path, skip_layers=1)``, the only way stock NetX runs
-    such a file on the CPU (its ``Input`` block has no CPU model).
+    An input layer with a neuron (SLAYER's ``Input`` block) is read as stock
+    NetX builds it: a CUBA-LIF neuron per input value (``LayerSpec.neuron``),
+    driven by data into it and by its bias (stock NetX's ``Input`` block runs
+    on the CPU when data go to ``net.in_layer.neuron.a_in`` and/or its
+    ``bias_mant`` is set; only data sent to ``net.inp`` fail there). With
+    ``skip_input_neuron`` the neuron is dropped and the data go straight to
+    layer 1, as ``netx.hdf5.Network(path, skip_layers=1)``.
+
+    ``num_layers``: read only the file's layers ``0 .. num_layers - 1`` (as
+    ``Network(num_layers=K)``; the layers after them are not read at all).
 
     Raises ``NetXFormatError`` with the file, layer and key for any problem,
     including unreadable HDF5 structure (dangling or looping links).
     """
     try:
-        return _read_netx(path, skip_input_neuron)
+        return _read_netx(path, skip_input_neuron, num_layers)
     except NetXFormatError as e:   # one line, whatever a value printed into it
         raise NetXFormatError(' '.join(str(e).split())) from None
     except (KeyError, RuntimeError, OSError, TypeError, ValueError, IndexError, AttributeError) as e:
@@ -267,7 +286,7 @@ def read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
                               'expected a NetX HDF5 network') from None
 
 
-def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
+def _read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = None) -> NetSpec:
     if not os.path.exists(path):
         raise NetXFormatError(f'{path}: no such file (expected a NetX HDF5 network, e.g. '
                               'netx_models/digits_tiny_dtss.net)')
@@ -287,6 +306,11 @@ def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
         n = len(group)
         if n == 0 or sorted(group.keys(), key=lambda s: int(s) if s.isdigit() else -1) != [str(i) for i in range(n)]:
             raise NetXFormatError(f'{path}: layers must be numbered layer/0 .. layer/{n - 1}, found {sorted(group.keys())}')
+        if num_layers is not None:
+            if not 1 <= num_layers <= n:
+                raise NetXFormatError(f'{path}: num_layers {num_layers} out of range 1..{n} (the file has '
+                                      f'{n} layers, layer/0 .. layer/{n - 1})')
+            n = num_layers
         layers = []
         for i in range(n):
             g = group[str(i)]
@@ -298,7 +322,25 @@ def _read_netx(path: str, skip_input_neuron: bool = False) -> NetSpec:
     _check_graph(path, spec)
     if meta.get('format') == FORMAT:
         _check_own_limits(path, spec)
+        _check_own_consistency(path, spec)
     return spec
+
+
+def _check_own_consistency(path, spec: NetSpec):
+    """What the training-side reference of our own files builds from
+    ``meta/config`` must be what the file holds; else the disagreement showed
+    only after the whole Lava run, as "Lava differs"."""
+    cfg = json.loads(spec.meta['config']) if 'config' in spec.meta else {}
+    if 't_max' in cfg and spec.t_max is not None and int(cfg['t_max']) != spec.t_max:
+        raise NetXFormatError(f'{path}: meta/t_max = {spec.t_max} but meta/config has t_max = '
+                              f'{cfg["t_max"]}; the export writes the same value in both')
+    for i, layer in enumerate(spec.layers):
+        if layer.type == 'attention' and len(set(layer.inputs)) != len(layer.inputs):
+            raise NetXFormatError(f'{path}: layer {i} (attention {layer.name!r}): dtss/inputs {layer.inputs} '
+                                  'must name three different layers (q, k, v), as the export writes them')
+        if layer.type == 'input' and layer.params.get('inputScale', 1) < 1:
+            raise NetXFormatError(f'{path}: layer 0 (input): dtss/inputScale = {layer.params["inputScale"]} '
+                                  'must be >= 1 (pixels in [0, 1] are sent as round(inputScale * x))')
 
 
 def _check_own_limits(path, spec: NetSpec):
@@ -311,7 +353,8 @@ def _check_own_limits(path, spec: NetSpec):
             ('synaptic delays', 'delay' in layer.params),
             ('conv geometry (per-axis stride/padding, dilation, groups, non-square kernel)',
              'geometry' in layer.params),
-            ('a dense layer without neuron', layer.type == 'dense' and layer.neuron == STOCK_NO_NEURON))
+            ('a dense layer without neuron', layer.type == 'dense' and layer.neuron == STOCK_NO_NEURON),
+            ('an input layer with a neuron', layer.type == 'input' and bool(layer.neuron)))
             if has]
         if stock_only:
             raise NetXFormatError(f'{path}: layer {i} ({layer.type} {layer.name!r}): {stock_only[0]} '
@@ -337,7 +380,9 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
     if t in ('average', 'pool', 'convT', 'unpool', 'concat', 'dense_rec', 'dense_comp'):
         L.fail(f'layer type {t!r} is not supported by this runtime (stock NetX '
                f'{"does not run them either" if t in NOT_IN_NETX else "runs them"}); '
-               f'supported: {", ".join(LAYER_TYPES)}')
+               f'supported: {", ".join(LAYER_TYPES)}'
+               + (f'; to run the layers before it pass --num-layers {L.index} (stock: '
+                  f'Network(num_layers={L.index}))' if L.index > 1 else ''))
     if t not in LAYER_TYPES:
         L.fail(f'unknown layer type {t!r}; this runtime supports {", ".join(LAYER_TYPES)}')
     name = L.string('dtss/name') if L.has('dtss/name') else f'layer{L.index}'
@@ -361,10 +406,10 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         if L.has('neuron/type') and L.string('neuron/type') == 'SDNN':
             L.fail(SDNN_REFUSED)
         if L.has('neuron') and not skip_input_neuron:
-            L.fail('an input layer with a neuron (SLAYER Input block) is not supported: stock NetX '
-                   'cannot run it on the CPU either and skips it (skip_layers=1); to do the same '
-                   'and feed the data to layer 1, pass --skip-input-neuron (read_netx(..., '
-                   'skip_input_neuron=True))')
+            # stock NetX's Input block: a CUBA-LIF neuron per input value, driven by data into
+            # its a_in (no synapse, no latency) and/or its bias; the file's input transform
+            # (weight, bias) is not applied (stock NetX only stores it, as Input.transform)
+            spec.neuron = _cuba_neuron(L)
         return spec
     if t == 'flatten':
         return spec
@@ -382,29 +427,7 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         # (vThMant 1 << 17, i.e. v > 2**23) the 24-bit voltage never reaches: no spikes
         spec.neuron = dict(STOCK_NO_NEURON)
     elif t in ('conv', 'dense', 'attention'):
-        if not L.has('neuron/type'):
-            L.fail('missing key neuron/type (stock NetX needs it too; expected CUBA)')
-        ntype = L.string('neuron/type')
-        if ntype == 'SDNN':
-            L.fail(SDNN_REFUSED)
-        if ntype not in ('CUBA', 'LOIHI'):
-            L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
-                   'neurons only (neuron/type CUBA or LOIHI)')
-        for k in ('iDecay', 'vDecay', 'vThMant'):
-            if not L.has(f'neuron/{k}'):
-                L.fail(f'missing key neuron/{k}')
-        spec.neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
-                       'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
-        if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
-            L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
-        if L.has('neuron/messageBits') and L.scalar('neuron/messageBits'):
-            L.fail('graded output messages (neuron/messageBits) are not supported (stock NetX cannot '
-                   'read that key either); CUBA-LIF spikes are binary')
-        for k in ('iDecay', 'vDecay'):
-            if not 0 <= spec.neuron[k] <= MAX_DECAY:
-                L.fail(f'neuron/{k} = {spec.neuron[k]} out of range 0..{MAX_DECAY}')
-        if spec.neuron['vThMant'] < 0:
-            L.fail('neuron/vThMant must be >= 0')
+        spec.neuron = _cuba_neuron(L)
     if t == 'conv':
         if len(spec.shape) != 3:
             L.fail(f'shape {spec.shape} should be (C, H, W)')
@@ -471,6 +494,34 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
     return spec
 
 
+def _cuba_neuron(L: _Layer) -> dict:
+    """The CUBA-LIF neuron of a layer group (``neuron/``), every key checked."""
+    if not L.has('neuron/type'):
+        L.fail('missing key neuron/type (stock NetX needs it too; expected CUBA)')
+    ntype = L.string('neuron/type')
+    if ntype == 'SDNN':
+        L.fail(SDNN_REFUSED)
+    if ntype not in ('CUBA', 'LOIHI'):
+        L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
+               'neurons only (neuron/type CUBA or LOIHI)')
+    for k in ('iDecay', 'vDecay', 'vThMant'):
+        if not L.has(f'neuron/{k}'):
+            L.fail(f'missing key neuron/{k}')
+    neuron = {'type': 'CUBA', 'iDecay': L.scalar('neuron/iDecay'),
+              'vDecay': L.scalar('neuron/vDecay'), 'vThMant': L.scalar('neuron/vThMant')}
+    if L.has('neuron/gradedSpike') and L.scalar('neuron/gradedSpike'):
+        L.fail('graded-spike neurons are not supported (expected gradedSpike = 0)')
+    if L.has('neuron/messageBits') and L.scalar('neuron/messageBits'):
+        L.fail('graded output messages (neuron/messageBits) are not supported (stock NetX cannot '
+               'read that key either); CUBA-LIF spikes are binary')
+    for k in ('iDecay', 'vDecay'):
+        if not 0 <= neuron[k] <= MAX_DECAY:
+            L.fail(f'neuron/{k} = {neuron[k]} out of range 0..{MAX_DECAY}')
+    if neuron['vThMant'] < 0:
+        L.fail('neuron/vThMant must be >= 0')
+    return neuron
+
+
 def _delay(L: _Layer, shape):
     """Synaptic delays ``[out, in]`` of a dense layer, expanded as NetX does: a
     scalar, ``(out,)`` (axonal: every synapse of an output neuron), ``(in,)``,
@@ -523,6 +574,16 @@ def _check_graph(path, spec: NetSpec):
             continue
         if not layer.inputs or any(not 0 <= j < i for j in layer.inputs):
             fail(f'dtss/inputs {layer.inputs} must name earlier layers (0..{i - 1})')
+        origin = {}     # the layer each input resolves to through flatten layers
+        for j in layer.inputs:
+            k = j
+            while layers[k].type == 'flatten' and layers[k].inputs:
+                k = layers[k].inputs[0]
+            if k in origin.values() and layer.type != 'attention':
+                via = '' if j == k else f' (through flatten layer {j})'
+                fail(f'dtss/inputs {layer.inputs} name layer {k} twice{via}; a layer sums each source '
+                     'once (Lava cannot connect the same ports twice)')
+            origin[j] = k
         src = [layers[j] for j in layer.inputs]
         if layer.type == 'flatten':
             layer.shape = (int(np.prod(src[0].shape)),)

@@ -833,6 +833,10 @@ def export_nir(source, dt: float = 1e-3, t_max: int = None):
                            'not one synapse)')
         if layer.type in ('conv', 'dense') and layer.neuron == STOCK_NO_NEURON:
             fail(i, layer, "a dense layer without neuron (NetX's non-spiking default) has no NIR node")
+        if layer.type == 'input' and layer.neuron:
+            fail(i, layer, 'an input layer with a neuron (SLAYER Input block, driven by its bias) is not '
+                           'exported: this exporter writes the input as data (read the file with '
+                           'skip_input_neuron=True to export the rest)')
     prev, shape = None, {}
     for i, layer in enumerate(spec.layers):
         src = layer.inputs[0] if i else None

@@ -126,25 +126,37 @@ class _GatedModel(PyLoihiProcessModel):
             self.batch = 1
             self._pending = np.zeros(self.u.shape)   # synaptic input of the next step
         r = p['reset_interval']
-        if r and k % r == p['depth'] % r:
+        if r and k % r == p.get('reset_phase', p['depth']) % r:
             self.u[...] = 0
             self.v[...] = 0
         if p['binary_input']:
             inputs = (inputs != 0).astype(float)
-        if p.get('delay') is not None:
+        bias = self.neuron_bias()
+        if p.get('kind') == 'input':         # NetX's Input block: no synapse, no latency
+            a, ops = np.trunc(inputs), 0
+            bias = self.bias[min((k - 1) // self.t_max, self.bias.shape[0] - 1)][None]
+        elif p.get('delay') is not None:
             a, ops = self._delayed(inputs)
         else:
             a, self._pending = self._pending, None
             self._pending, ops = self.synapse(inputs, 1)
         self.synops[0] += ops
         self.neuron_updates[0] += self.u.size
-        spikes = lif_step(self.u, self.v, a, self.neuron_bias(), self.du, self.dv, self.vth)
+        spikes = lif_step(self.u, self.v, a, bias, self.du, self.dv, self.vth)
         out = spikes.astype(float)
         if k <= self.fingerprint.shape[0]:
             self.fingerprint[k - 1] = fingerprint_rows(out)[0]
+        if k <= p.get('record_steps', 0):
+            self.spikes[k - 1] = out[0]
+            if p.get('record_voltage'):
+                self.voltages[k - 1] = self.v[0]
         self.s_out.send(out)
         if k == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
+            if p.get('record_steps', 0):
+                self.spikes_rec.send(self.spikes)
+            if p.get('record_voltage'):
+                self.voltages_rec.send(self.voltages)
 
 
     def _delayed(self, inputs):
@@ -170,6 +182,10 @@ class _GatedModel(PyLoihiProcessModel):
 @tag('fixed_pt')
 class PyGatedLayerModel(_GatedModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    spikes_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    spikes: np.ndarray = LavaPyType(np.ndarray, float)
+    voltages_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    voltages: np.ndarray = LavaPyType(np.ndarray, float)
     weight: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64)
 

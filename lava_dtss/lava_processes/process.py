@@ -87,6 +87,20 @@ class GatedLayer(_GatedNeurons):
     ``delay`` (stock timing, dense only): synaptic delays ``[No, Ni]`` in steps,
     as Lava's ``DelayDense``: input received at step ``k`` over a synapse of
     delay ``d`` reaches the neuron at step ``k + 1 + d``.
+    ``kind='input'`` (stock timing): stock NetX's ``Input`` block, a CUBA-LIF
+    neuron per input value without synapse: the value received at step ``k``
+    (truncated toward zero, as Lava's integer ``a_in`` of ``LIF``) is its
+    synaptic input at step ``k``; ``bias``: the bias mantissa per neuron,
+    ``[Sb, *out_shape]``, row ``min(s, Sb - 1)`` during sample ``s``'s steps
+    ``s*T+1 .. s*T+T`` (stock: ``net.in_layer.neuron.bias_mant``).
+    ``reset_phase`` (stock timing, default ``depth``): reset at steps ``k`` with
+    ``k % R == reset_phase % R`` (NetX: ``reset_offset + 1 + `` the layer's
+    index among the blocks it builds).
+    ``record_steps > 0``: also record the layer's output (0/1) at Lava steps
+    ``1 .. record_steps`` in ``spikes [record_steps, *out_shape]``, sent once
+    through ``spikes_rec`` at the last step (batch 1); with ``record_voltage``
+    also the voltage ``v`` after each step (after the reset of the neurons that
+    fired, as Lava's ``LIF.v``) in ``voltages`` / ``voltages_rec``.
     """
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
@@ -94,13 +108,16 @@ class GatedLayer(_GatedNeurons):
                  gating: bool, num_samples: int, num_steps: int, batch: int = 1,
                  stride: int = 1, padding: int = 0, name: str = 'layer',
                  timing: str = 'sync', depth: int = 1, reset_interval: int = 0,
-                 binary_input: bool = False, delay: np.ndarray = None, geometry: dict = None):
+                 binary_input: bool = False, delay: np.ndarray = None, geometry: dict = None,
+                 reset_phase: int = None, record_steps: int = 0, record_voltage: bool = False):
         if timing not in ('sync', 'stock') or (timing == 'stock' and int(batch) != 1):
             raise ValueError(f"timing {timing!r} with batch {batch}: expected 'sync', or 'stock' "
                              'with batch 1')
         super().__init__(name=name, kind=kind, stride=int(stride), padding=int(padding),
                          timing=timing, depth=int(depth), reset_interval=int(reset_interval),
                          binary_input=bool(binary_input), geometry=geometry,
+                         reset_phase=int(depth if reset_phase is None else reset_phase),
+                         record_steps=int(record_steps), record_voltage=bool(record_voltage),
                          delay=None if delay is None else np.asarray(delay, dtype=np.int64),
                          vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
                          dv=int(neuron['vDecay']), t_max=int(t_max),
@@ -110,6 +127,14 @@ class GatedLayer(_GatedNeurons):
         self.weight = Var(shape=weight.shape, init=weight)
         self.bias = Var(shape=bias.shape, init=bias)
         self._common(out_shape, batch, num_samples)
+        if record_steps and int(batch) != 1:
+            raise ValueError(f'record_steps with batch {batch}: spikes are recorded for batch 1 only')
+        rec = (max(1, int(record_steps)),) + (tuple(out_shape) if record_steps else (1,))
+        self.spikes = Var(shape=rec, init=0)      # (1, 1) and never sent without record_steps
+        self.spikes_rec = _record_port(rec)
+        rec_v = rec if record_voltage else (1, 1)
+        self.voltages = Var(shape=rec_v, init=0)
+        self.voltages_rec = _record_port(rec_v)
 
 
 class GatedAttention(_GatedNeurons):

@@ -200,11 +200,24 @@ def init_weights(model: SpikingViT, path: str):
                             f'unexpected {unexpected[:3]})')
 
 
-def learned_gate_steps(path: str) -> dict:
+def learned_gate_steps(path: str, t_max: int = None) -> dict:
     """Active steps of every DTSS gate of checkpoint ``path``, by the gate's
     module name (``blocks.0.attn.q.gate`` -> 1..T_max): the gates a DTSS run
-    learned, to set in another model (``train_slayer.py --gates-from``)."""
+    learned, to set in another model (``train_slayer.py --gates-from``).
+    Refused (:class:`TrainingError`): a fixed-T or ANN run (its gates are
+    disabled and never trained) and, with ``t_max``, a run of another T_max."""
     ckpt = load_checkpoint(path)
+    args = ckpt.get('args') if isinstance(ckpt, dict) and isinstance(ckpt.get('args'), dict) else {}
+    if isinstance(ckpt, dict) and (ckpt.get('dtss', True) is False or args.get('ann')
+                                   or args.get('fixed_t') is not None):
+        kind = 'an ANN' if args.get('ann') else 'a fixed-T'
+        raise TrainingError(f'{path} is {kind} run: its DTSS gates are disabled and never trained; '
+                            '--gates-from needs a DTSS checkpoint')
+    ckpt_t_max = ckpt.get('config', {}).get('t_max') if isinstance(ckpt, dict) and isinstance(
+        ckpt.get('config'), dict) else None
+    if t_max is not None and ckpt_t_max is not None and int(ckpt_t_max) != int(t_max):
+        raise TrainingError(f'{path} was trained with T_max = {ckpt_t_max}, this run has T_max = {t_max}; '
+                            '--gates-from needs a DTSS run of the same T_max')
     try:
         state = ckpt['model']
         keys = sorted(k for k in state if is_gate_parameter(k))

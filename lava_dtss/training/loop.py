@@ -184,6 +184,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
         if not k.strip().isdigit() or int(k) < 1:
             raise ValueError(f'--init-steps: expected K or CAT=K,... with whole numbers K >= 1, '
                              f'got {config.init_steps!r}')
+        if (name or '*') in init:
+            raise ValueError(f'--init-steps {config.init_steps!r} gives '
+                             f'{"category " + repr(name) if name else "the default K"} twice; '
+                             'give each once')
         init[name or '*'] = int(k)
     args.init_steps = init or None
     for name in ('epochs', 'batch_size', 'batches_per_epoch'):
@@ -201,6 +205,9 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f'--fixed-t {args.fixed_t} sets T_max = {args.fixed_t}; leave out --t-max {args.t_max}')
     if args.gates_from and (args.fixed_t is not None or args.ann):
         raise ValueError('--gates-from sets DTSS gates: leave out --fixed-t and --ann')
+    if args.init_steps and args.fixed_t is not None and not args.ann:
+        raise ValueError('--init-steps sets the DTSS gates\' first lengths; --fixed-t has no gates '
+                         '(every layer runs T steps): leave out one of them')
     if args.gates_from and args.init_steps:
         raise ValueError('--gates-from sets every gate: leave out --init-steps')
     if not 0 <= args.seed < 2**32:
@@ -295,7 +302,7 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                 raise TrainingError(f'--init-steps {k} exceeds T_max = {cfg.t_max}')
             g.reset_steps(k)
     if args.gates_from and not args.resume:
-        learned = learned_gate_steps(args.gates_from)
+        learned = learned_gate_steps(args.gates_from, cfg.t_max)
         mine = {n: g for n, g in model.named_modules() if isinstance(g, DTSSGate)}
         if set(learned) != set(mine):
             raise TrainingError(f'--gates-from {args.gates_from}: its gates ({len(learned)}) are not those of '

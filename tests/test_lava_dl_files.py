@@ -1,0 +1,158 @@
+"""Every NetX network file shipped in the lava-dl wheel (its own test networks,
+``tests/lava/lib/dl/netx``), run from the command line (``scripts/run_lava.py``
+as a subprocess, with ``--input``/``--input-bias`` and ``--save-spikes``) and
+compared with stock ``lava.lib.dl.netx.hdf5.Network`` driven through its Python
+API the way lava-dl's own tests drive it: every layer's output at every Lava
+step, 0 mismatches. Where lava-dl ships ground truth, the command line's output
+is compared with it too. A kind this runtime refuses (sigma-delta) must be
+refused in one line.
+
+Runs are short (stock NetX takes ~8 s per step on PilotNet) but cover every
+layer of every file."""
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lava_dtss.deploy import lava_runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'scripts', 'run_lava.py')
+
+
+def _lava_dl_tests():
+    from lava.lib.dl import netx     # site-packages/lava/lib/dl/netx/__init__.py
+    site = os.path.abspath(os.path.join(os.path.dirname(netx.__file__), *['..'] * 4))
+    return os.path.join(site, 'tests', 'lava', 'lib', 'dl', 'netx')
+
+
+NETX = _lava_dl_tests()
+FILES = ['tiny.net', 'mnist.net', 'gts/pilotnet_lif/network.net', 'gts/ntidigits/ntidigits.net',
+         'gts/pilotnet_sdnn/network.net', 'gts/pilotnet_sdnn/square_network.net']
+
+
+def _cli(args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def _ran(res):
+    assert res.returncode == 0 and 'Traceback' not in res.stderr, (res.returncode, res.stderr[-3000:])
+
+
+def _one_error(res):
+    assert res.returncode == 2 and 'Traceback' not in res.stderr, (res.returncode, res.stderr[-3000:])
+    errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
+    assert len(errors) == 1, res.stderr
+    return errors[0]
+
+
+def _assert_identical(ours: dict, stock: list, steps: int):
+    """``ours``: the saved layers (``[..., K]``, CHW), in file order; ``stock``:
+    ``run_stock_netx`` outputs of the same layers over ``steps`` Lava steps."""
+    assert len(ours) == len(stock), (list(ours), len(stock))
+    for (name, o), s in zip(ours.items(), stock):
+        assert o.shape[:-1] == s.shape[:-1] and o.shape[-1] >= steps, (name, o.shape, s.shape)
+        mismatches = int(np.abs(o[..., :steps] - s).sum())
+        assert mismatches == 0, f'{name}: {mismatches} spikes differ from stock NetX'
+
+
+def test_every_lava_dl_network_file_has_a_check_here():
+    """A lava-dl version that ships another network file fails here until it is covered."""
+    found = sorted(os.path.relpath(p, NETX) for p in glob.glob(os.path.join(NETX, '**', '*.net'),
+                                                                 recursive=True))
+    assert found == sorted(FILES)
+
+
+def test_tiny_net_bias_driven_input_neuron(tmp_path):
+    """lava-dl's ``test_tinynet``: the input neuron driven by its bias
+    (``gts/tinynet/input_bias.npy``, Lava's (W, H, C) order: ``--layout whc``),
+    17 steps, reset interval 17. Every layer as stock NetX; the output as
+    lava-dl's ground truth (its test's comparison: steps 3..17)."""
+    out = tmp_path / 'tiny.npz'
+    bias = os.path.join(NETX, 'gts/tinynet/input_bias.npy')
+    _ran(_cli(['--model', os.path.join(NETX, 'tiny.net'), '--input-bias', bias, '--layout', 'whc',
+               '--t-max', '17', '--reset-interval', '17', '--save-spikes', str(out), '--save-layers', 'all']))
+    ours = dict(np.load(out))
+    assert list(ours) == ['layer0', 'layer1', 'layer2'] and ours['layer2'].shape == (1, 1, 36, 19)  # WHC
+    stock = lava_runtime.run_stock_netx(os.path.join(NETX, 'tiny.net'), np.zeros((3, 16, 16, 17)), 17,
+                                        input_bias=np.load(bias).transpose(2, 1, 0))
+    _assert_identical({n: a.transpose(2, 1, 0, 3) for n, a in ours.items()}, stock, 17)
+    gt = np.load(os.path.join(NETX, 'gts/tinynet/output.npy'))[0].transpose([2, 1, 0, 3])[..., 1:]
+    assert ours['layer2'][..., 2:17].sum() > 0
+    assert np.array_equal(ours['layer2'][..., 2:17], gt)
+
+
+def test_mnist_net_data_into_the_input_neuron(tmp_path):
+    """``--input [N, T]`` into mnist.net's input neuron (784 values, graded
+    synaptic input), three dense layers, the last without neuron (stock's
+    default integrator that never fires)."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 160, (784, 8)) * (rng.random((784, 8)) < 0.5)
+    np.save(tmp_path / 'in.npy', data)
+    out = tmp_path / 'mnist.npz'
+    _ran(_cli(['--model', os.path.join(NETX, 'mnist.net'), '--input', str(tmp_path / 'in.npy'),
+               '--save-spikes', str(out), '--save-layers', 'all']))
+    ours = dict(np.load(out))
+    assert [int(a.sum() > 0) for a in ours.values()] == [1, 1, 1, 0]
+    stock = lava_runtime.run_stock_netx(os.path.join(NETX, 'mnist.net'), data.astype(float))
+    _assert_identical(ours, stock, 8)
+
+
+def test_pilotnet_lif_all_layers(tmp_path):
+    """PilotNet LIF (input neuron driven by the image as its bias, as lava-dl's
+    ``test_pilotnet_lif``; 5 conv, 4 dense layers, per-axis stride and
+    padding, reset interval 16): 16 steps from the command line; stock NetX
+    on the first 2 steps (~8 s a step); lava-dl's Loihi ground-truth spikes
+    of the input and of the 8 layers that have them over steps 1..16 (from
+    step 17 the hardware's reset phase is not NetX's)."""
+    gts = os.path.join(NETX, 'gts/pilotnet_lif')
+    out = tmp_path / 'pilot.npz'
+    _ran(_cli(['--model', os.path.join(gts, 'network.net'), '--input-bias', os.path.join(gts, 'image.npy'),
+               '--layout', 'whc', '--t-max', '16', '--reset-interval', '16', '--save-spikes', str(out),
+               '--save-layers', 'all']))
+    ours = {n: a.transpose(2, 1, 0, 3) if a.ndim == 4 else a for n, a in np.load(out).items()}
+    assert len(ours) == 10 and all(a.shape[-1] == 16 + 9 for a in ours.values())
+    image = np.load(os.path.join(gts, 'image.npy')).transpose(2, 1, 0)
+    stock = lava_runtime.run_stock_netx(os.path.join(gts, 'network.net'), np.zeros((3, 66, 200, 2)), 16,
+                                        input_bias=image)
+    _assert_identical(ours, stock, 2)
+    names = ['input'] + [f'conv-{k}' for k in range(5)] + [f'fc-{k}' for k in range(3)]
+    for (layer, o), name in zip(ours.items(), names):
+        gt = np.load(os.path.join(gts, f'{name}.npy'))
+        gt = gt.transpose(2, 1, 0, 3) if gt.ndim == 4 else gt
+        assert np.array_equal(o[..., :16], gt[..., :16]), (layer, name)
+
+
+def test_ntidigits_first_five_layers_and_the_average_layer_refused(tmp_path):
+    """ntidigits.net ends in an ``average`` layer (stock NetX refuses it too):
+    one line naming it; with ``--num-layers 5`` (as lava-dl's test) its input
+    spikes ``[N, T]`` (150 of the 3000 steps), dense layers with axonal delays
+    up to 62 steps, as stock NetX and as lava-dl's ground truth."""
+    path = os.path.join(NETX, 'gts/ntidigits/ntidigits.net')
+    data = np.load(os.path.join(NETX, 'gts/ntidigits/input.npy'))[:, :150]
+    np.save(tmp_path / 'in.npy', data)
+    line = _one_error(_cli(['--model', path, '--input', str(tmp_path / 'in.npy')]))
+    assert "layer 5 (average): layer type 'average' is not supported" in line and '--num-layers' in line
+    out = tmp_path / 'out.npy'
+    _ran(_cli(['--model', path, '--num-layers', '5', '--input', str(tmp_path / 'in.npy'),
+               '--save-spikes', str(out)]))
+    ours = np.load(out)
+    stock = lava_runtime.run_stock_netx(path, data, num_layers=5, record='last')
+    assert ours.shape == (242, 153) and ours.sum() > 0
+    _assert_identical({'layer4': ours}, stock, 150)
+    gt = np.load(os.path.join(NETX, 'gts/ntidigits/output.npy'))
+    assert np.array_equal(ours[:, :149], gt[:, 1:150])      # lava-dl's output.npy leads by one step
+
+
+@pytest.mark.parametrize('name', ['network.net', 'square_network.net'])
+def test_pilotnet_sdnn_is_refused_in_one_line(tmp_path, name):
+    """Sigma-delta networks are not run (README: what a user loses)."""
+    np.save(tmp_path / 'in.npy', np.zeros((3, 33, 33, 2)))
+    path = os.path.join(NETX, 'gts/pilotnet_sdnn', name)
+    line = _one_error(_cli(['--model', path, '--input', str(tmp_path / 'in.npy')]))
+    assert path in line and 'layer 0 (input): sigma-delta (SDNN) neurons are not supported' in line
