@@ -71,9 +71,12 @@ class _ExitGatedModel(_m._GatedModel):
             a, ops = self.synapse(self._take(inputs, rows), rows.size)
             self.synops[0] += ops
             self.neuron_updates[0] += rows.size * (self.u.size // self.batch)
-            u, v = self.u[rows], self.v[rows]
-            spikes = lif_step(u, v, a, self.neuron_bias(), self.du, self.dv, self.vth)
-            self.u[rows], self.v[rows] = u, v
+            if rows.size == self.batch:      # every row: in place, as the windowed model
+                spikes = lif_step(self.u, self.v, a, self.neuron_bias(), self.du, self.dv, self.vth)
+            else:
+                u, v = self.u[rows], self.v[rows]
+                spikes = lif_step(u, v, a, self.neuron_bias(), self.du, self.dv, self.vth)
+                self.u[rows], self.v[rows] = u, v
             emit = active[rows]
             if emit.any():
                 r = rows[emit]
