@@ -47,6 +47,8 @@ def main(argv=None):
     p.add_argument('--exit-threshold', type=int, default=None, metavar='N',
                    help='margin threshold of the early-exit comparison (default: the one scripts/early_exit.py '
                         'chose on validation, results/early-exit/<model>.json)')
+    p.add_argument('--exit-json', default=None, metavar='PATH',
+                   help='write the early-exit comparison as JSON (e.g. results/early-exit/lava-MODEL.json)')
     p.add_argument('--exit-samples', type=int, default=1000,
                    help='test images of the early-exit comparison (default 1000; 10000: the whole test set)')
     p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)

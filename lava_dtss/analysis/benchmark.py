@@ -273,9 +273,18 @@ def bench_exit(args):
     for k in ('Lava steps', 'wall time'):
         print(f'{k} fall / average-step fall: {fall[k] / fall["average steps"]:.2f} (target >= 0.7)'
               if fall['average steps'] > 0 else f'{k}: no average-step fall')
-    return {'threshold': threshold, 'samples': n, 'batch': args.batch, 'fall': fall,
-            'wall_s': {'without exit': sb, 'with exit': se},
-            'lava_steps': {'without exit': b.num_steps, 'with exit': e.num_steps}, 'avg_steps': avg}
+    out = {'model': os.path.relpath(os.path.abspath(args.model), ROOT), 'threshold': threshold, 'samples': n,
+           'batch': args.batch, 'rounds': args.rounds, 'fall': fall, 'avg_steps': avg,
+           'accuracy': {'without exit': float((b.predictions == labels).mean()),
+                        'with exit': float((e.predictions == labels).mean())},
+           'wall_s': {'without exit': sb, 'with exit': se},
+           'lava_steps': {'without exit': b.num_steps, 'with exit': e.num_steps},
+           'synops': {'without exit': sum(b.synops.values()), 'with exit': sum(e.synops.values())}}
+    if args.exit_json:
+        from ..training.checkpoints import write_json
+        write_json(args.exit_json, out)
+        print(f'wrote {args.exit_json}')
+    return out
 
 
 def stock_file(path, kind):
@@ -373,6 +382,7 @@ class BenchmarkConfig:
     skip_exit: bool = False
     exit_threshold: int = None      # margin threshold (default: results/early-exit's chosen one)
     exit_samples: int = 1000        # test images of the early-exit comparison
+    exit_json: str = None           # write the early-exit comparison there (atomically)
 
 
 def run_benchmark(config: BenchmarkConfig = None):
