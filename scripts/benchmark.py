@@ -3,7 +3,7 @@
 beside its reference run as a ratio (samples/s and peak memory).
 
     python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
-    python scripts/benchmark.py --skip-lava            # training only
+    python scripts/benchmark.py --skip-lava --skip-exit   # training only
     python scripts/benchmark.py --model M.net          # Lava part on another model file
     python scripts/benchmark.py --skip-train --skip-lava --skip-stock --exit-samples 10000   # early exit only
 

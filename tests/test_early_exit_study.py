@@ -26,7 +26,7 @@ def test_early_exit_script_on_digits(tmp_path):
     assert r['test_size'] == 40 and r['val_size'] == 200 and r['temperature'] > 0
     for policy in ('margin', 'confidence'):
         p = r['policies'][policy]
-        steps = [row['val_steps']['exit'] for row in p['sweep']]
+        steps = p['sweep']['val_steps']['exit']
         assert steps == sorted(steps)                                 # higher threshold, later exit
         assert policy == 'confidence' or steps[-1] == r['t_max']      # margin: up to never exiting early
         c = p['chosen']

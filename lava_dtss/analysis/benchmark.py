@@ -2,7 +2,7 @@
 beside its reference run as a ratio (samples/s and peak memory).
 
     python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
-    python scripts/benchmark.py --skip-lava            # training only
+    python scripts/benchmark.py --skip-lava --skip-exit   # training only
     python scripts/benchmark.py --model M.net          # Lava part on another model file
 
     from lava_dtss.analysis.benchmark import BenchmarkConfig, run_benchmark
