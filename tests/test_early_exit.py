@@ -127,6 +127,22 @@ def test_lava_exit_equals_reference(digits, policy, threshold, batch, gating):
         assert res.num_steps == lava_runtime.windows(7, batch) * spec.t_max + 1
 
 
+def test_lava_exit_resets_a_current_with_memory(digits):
+    """With iDecay < 4096 the synaptic current carries over between steps: a row
+    that takes a new sample must zero it (and v) as the reference starts from zero."""
+    import copy
+    spec, images = digits
+    spec = copy.deepcopy(spec)
+    for layer in spec.layers:
+        if layer.type in ('conv', 'attention'):
+            layer.neuron['iDecay'] = 3000
+    ref = ee.exit_reference(spec, images, 'margin', THRESHOLD)
+    res = lava_runtime.run_exit(spec, direct_images(images, 255), 'margin', THRESHOLD, batch=3)
+    assert np.array_equal(res.exit_steps, ref['steps']) and np.array_equal(res.logits, ref['logits'])
+    for n, fp in ref['fingerprints'].items():
+        assert np.array_equal(res.fingerprints[n], fp), n
+
+
 def test_lava_refuses_the_confidence_policy(digits):
     spec, images = digits
     with pytest.raises(ValueError, match='softmax'):
