@@ -3,8 +3,9 @@
 beside its reference run as a ratio (samples/s and peak memory).
 
     python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
-    python scripts/benchmark.py --skip-lava            # training only
+    python scripts/benchmark.py --skip-lava --skip-exit   # training only
     python scripts/benchmark.py --model M.net          # Lava part on another model file
+    python scripts/benchmark.py --skip-train --skip-lava --skip-stock --exit-samples 10000   # early exit only
 
 What each part measures: lava_dtss/analysis/benchmark.py (run_benchmark), which
 this command line calls.
@@ -42,11 +43,22 @@ def main(argv=None):
     p.add_argument('--skip-stock', action='store_true', help='skip the stock NetX comparison')
     p.add_argument('--skip-train', action='store_true')
     p.add_argument('--skip-lava', action='store_true')
+    p.add_argument('--skip-exit', action='store_true', help='skip the early-exit comparison')
+    p.add_argument('--exit-threshold', type=int, default=None, metavar='N',
+                   help='margin threshold of the early-exit comparison (default: the one scripts/early_exit.py '
+                        'chose on validation, results/early-exit/<model>.json)')
+    p.add_argument('--exit-json', default=None, metavar='PATH',
+                   help='write the early-exit comparison as JSON (e.g. results/early-exit/lava-MODEL.json)')
+    p.add_argument('--exit-samples', type=int, default=1000,
+                   help='test images of the early-exit comparison (default 1000; 10000: the whole test set)')
     p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps'):
+    for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps',
+                 'exit_samples'):
         if getattr(args, name) < 1:
             p.error(f'--{name.replace("_", "-")} must be >= 1')
+    if args.exit_threshold is not None and args.exit_threshold < 0:
+        p.error(f'--exit-threshold must be an integer >= 0, got {args.exit_threshold}')
     if args.threads is not None and args.threads < 1:
         p.error('--threads must be >= 1')
     from lava_dtss.model import PRESETS
@@ -54,7 +66,7 @@ def main(argv=None):
         p.error(f'--preset {args.preset!r} is unknown; expected one of {sorted(PRESETS)}')
     if args.train_worker:   # one training measurement in this process (run_benchmark starts these itself)
         return train_worker(args.train_worker, args.preset, args.batch_size, args.train_steps, args.threads)
-    if not args.skip_lava and not os.path.isfile(args.model):
+    if not (args.skip_lava and args.skip_exit) and not os.path.isfile(args.model):
         p.error(f'--model {args.model} does not exist (train and export one, e.g. python scripts/study.py, '
                 'or pass another .net file)')
     options = {k: v for k, v in vars(args).items() if k != 'train_worker'}

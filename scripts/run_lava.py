@@ -99,6 +99,16 @@ def parse_args(argv=None):
     g.add_argument('--input-message-bits', type=int, default=0, metavar='BITS',
                    help='0 (default): an input value is a unary spike; > 0: graded input values go to '
                         'layer 1 as they are (integers), as netx.hdf5.Network(input_message_bits=BITS)')
+    p.add_argument('--exit-policy', default=None, choices=('never', 'margin', 'confidence'),
+                   help='per-sample early exit with continuous batching (fused build, our files): after '
+                        'every step the readout ends a sample when the two largest accumulated integer '
+                        'logit sums z = sum_t (T_max W x_t + b) differ by --exit-threshold or more '
+                        '(margin), or at T_max (never); the row then takes the next sample at the next '
+                        'step. confidence needs a softmax and is refused in Lava (training side only: '
+                        'scripts/early_exit.py)')
+    p.add_argument('--exit-threshold', type=float, default=None, metavar='N',
+                   help='margin threshold: an integer >= 0 in units of z (T_max times the file\'s '
+                        'logits at the full window); scripts/early_exit.py chooses one on validation')
     args = p.parse_args(argv)
     if args.input or args.input_bias:
         _check_user_data_args(args)
@@ -125,6 +135,15 @@ def parse_args(argv=None):
     if args.build == 'loihi' and args.no_gating:
         raise ValueError('--build loihi always gates (the gate is part of the network on the chip); '
                          'drop --no-gating')
+    if args.exit_policy is not None:
+        from lava_dtss.deploy.early_exit import check_policy
+        t = args.exit_threshold
+        args.exit_threshold = check_policy(args.exit_policy, int(t) if t is not None and t == int(t) else t)
+        if args.build == 'loihi':
+            raise ValueError('--exit-policy runs on the fused build only: --build loihi has no early exit '
+                             '(docs/loihi.md says what a chip needs for it)')
+    elif args.exit_threshold is not None:
+        raise ValueError('--exit-threshold needs --exit-policy')
     if args.no_gating and args.gated_only:
         raise ValueError('--no-gating and --gated-only exclude each other')
     if args.t_max is not None and not 1 <= args.t_max <= MAX_T:
@@ -142,7 +161,8 @@ def _check_user_data_args(args):
     """Options that do not go with --input / --input-bias: one line each."""
     for flag, given in (('--dataset', args.dataset), ('--data-dir', args.data_dir),
                         ('--num-samples', args.num_samples), ('--check-loihi', args.check_loihi or None),
-                        ('--no-gating', args.no_gating or None), ('--gated-only', args.gated_only or None)):
+                        ('--no-gating', args.no_gating or None), ('--gated-only', args.gated_only or None),
+                        ('--exit-policy', args.exit_policy), ('--exit-threshold', args.exit_threshold)):
         if given is not None:
             raise ValueError(f'{flag} does not go with --input/--input-bias (your data replace the '
                              'dataset; the samples are those of the file)')
@@ -211,8 +231,11 @@ def main(argv=None):
         batch=args.batch, t_max=args.t_max, gating=False if args.no_gating else True if args.gated_only else None,
         backend=args.backend, max_memory=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
         timing=args.timing, reset_interval=args.reset_interval, skip_input_neuron=args.skip_input_neuron,
-        build=args.build, command=' '.join(['python'] + sys.argv))
-    if args.build == 'loihi':
+        build=args.build, command=' '.join(['python'] + sys.argv),
+        exit_policy=args.exit_policy, exit_threshold=args.exit_threshold)
+    if args.exit_policy is not None:
+        print_exit_report(report, list(results))
+    elif args.build == 'loihi':
         res = results['loihi']
         print(f'\nmodel {args.model}  ({res.processes} Lava processes, standard-process build)')
         print(f'accuracy on {args.num_samples} {report["dataset"]} test samples: {report["accuracy"]:.4f}')
@@ -228,7 +251,8 @@ def main(argv=None):
         write_json(args.json, report)
         print(f'wrote {args.json}')
     agree = report['agreement']
-    if agree is not None and not (agree['spikes_equal_all_layers'] and agree['logits_equal']):
+    if agree is not None and not (agree['spikes_equal_all_layers'] and agree['logits_equal']
+                                  and agree.get('exit_steps_equal', True)):
         print('error: Lava differs from training-side inference in layers '
               f'{agree["layers_differing"]}', file=sys.stderr)
         return 2
@@ -277,6 +301,20 @@ def agreement_line(a, qualifier=''):
     return (f'agreement with training-side fixed-point inference{qualifier}: predictions '
             f'{a["predictions"] * 100:.1f}%, logits {"identical" if a["logits_equal"] else "DIFFERENT"}, '
             f'spikes of every layer at every step {spikes}')
+
+
+def print_exit_report(r, labels):
+    a = r['agreement']
+    print(f'\nmodel {r["model"]}  ({r["processes"]} Lava processes), exit policy {r["exit_policy"]}'
+          f'{"" if r["exit_threshold"] is None else " " + str(r["exit_threshold"])}, batch {r["batch"]}')
+    print(f'accuracy on {r["num_samples"]} {r["dataset"]} test samples: {r["accuracy"]:.4f} '
+          f'at {r["avg_exit_steps"]:.3f} average steps of {r["t_max"]}')
+    print(agreement_line(a) + f', exit steps {"identical" if a["exit_steps_equal"] else "DIFFERENT"}')
+    print(f'Lava steps: {r["lava_steps"]} (without exit: {r["lava_steps_without_exit"]}, '
+          f'x{r["lava_steps"] / r["lava_steps_without_exit"]:.3f})')
+    for lab in labels:
+        print(f'{lab}: synaptic operations {r["synops_" + lab]}, neuron updates {r["neuron_updates_" + lab]}, '
+              f'wall time {r["wall_s_" + lab]:.2f} s (start-up {r["startup_s_" + lab]:.2f} s)')
 
 
 def print_report(r, labels):

@@ -69,12 +69,14 @@ def test_benchmark_runs_small_and_checks_lava_against_the_reference():
     import sys
     cmd = [sys.executable, 'scripts/benchmark.py', '--preset', 'tiny', '--batch-size', '4', '--train-steps', '1',
            '--rounds', '1', '--threads', '1', '--model', 'netx_models/digits_tiny_dtss.net', '--lava-samples', '6',
-           '--single-samples', '2', '--batch', '4', '--stock-steps', '3']
+           '--single-samples', '2', '--batch', '4', '--stock-steps', '3', '--exit-samples', '6',
+           '--exit-threshold', '300000']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for words in ('## Training', 'stock slayer.neuron.cuba', 'clipped ReLU', '## Lava', 'Lava gated, B=4',
-                  'Lava ungated, B=4', 'measured wall-time saving', '## Stock NetX'):
+                  'Lava ungated, B=4', 'measured wall-time saving', '## Lava early exit',
+                  'ratios with / without exit', '## Stock NetX'):
         assert words in proc.stdout, proc.stdout
 
 

@@ -2,7 +2,7 @@
 beside its reference run as a ratio (samples/s and peak memory).
 
     python scripts/benchmark.py                        # everything (about 10 min on 2 cores)
-    python scripts/benchmark.py --skip-lava            # training only
+    python scripts/benchmark.py --skip-lava --skip-exit   # training only
     python scripts/benchmark.py --model M.net          # Lava part on another model file
 
     from lava_dtss.analysis.benchmark import BenchmarkConfig, run_benchmark
@@ -24,6 +24,10 @@ in every process); then gated and ungated batched runs alternated, best of the
 rounds, start-up excluded: the measured wall-time saving of gating beside the
 saving the counted operations predict. Every Lava run's logits must equal the
 reference's, or the script exits 1.
+
+Early exit: Lava with the margin policy and continuous batching against the
+windowed run without exit, alternately (``bench_exit``): Lava steps and wall
+time, as ratios beside the fall in average steps.
 
 Stock NetX: a conv-heavy and a dense-heavy network made and exported with lava-dl's
 own blocks, run by stock ``netx.hdf5.Network`` and by our runtime (stock timing) on
@@ -208,6 +212,81 @@ def bench_lava(args):
           f'{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB')
 
 
+def chosen_threshold(model: str):
+    """The margin threshold ``scripts/early_exit.py`` chose on validation for
+    ``model`` (``results/early-exit/<name>.json``), or None."""
+    path = os.path.join(ROOT, 'results', 'early-exit', os.path.splitext(os.path.basename(model))[0] + '.json')
+    if not os.path.isfile(path):
+        return None
+    chosen = json.load(open(path))['policies']['margin']['chosen']
+    return chosen and chosen['threshold']
+
+
+def bench_exit(args):
+    """Lava with and without early exit (margin policy, continuous batching),
+    alternately: Lava steps and wall time (start-up excluded) as ratios, beside
+    the fall in average steps; exit runs checked against the exit reference."""
+    import numpy as np
+    import torch
+    from ..deploy import early_exit, lava_runtime
+    from ..deploy.netx_file import read_netx
+    from ..deploy.reference import direct_images, reference_run
+    from ..training import data
+    threshold = args.exit_threshold if args.exit_threshold is not None else chosen_threshold(args.model)
+    if threshold is None:
+        raise SystemExit(f'error: no --exit-threshold and no chosen threshold for {args.model} in '
+                         'results/early-exit/ (run python scripts/early_exit.py)')
+    spec = read_netx(args.model)
+    test = data.load_dataset(spec.meta.get('dataset') or 'digits', 'test', args.data_dir)
+    n = min(args.exit_samples, len(test))
+    images = torch.stack([test[i][0] for i in range(n)])
+    labels = np.asarray([test[i][1] for i in range(n)])
+    frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))
+    ref_logits, _ = reference_run(spec, images)
+    ref = early_exit.exit_reference(spec, images, 'margin', threshold)
+    best = {}
+    for _ in range(args.rounds):
+        for label in ('without exit', 'with exit'):
+            if label == 'with exit':
+                r = lava_runtime.run_exit(spec, frames, 'margin', threshold, batch=args.batch)
+                check(r.logits, ref['logits'], 'Lava with exit')
+                if not np.array_equal(r.exit_steps, ref['steps']):
+                    raise SystemExit('error: Lava with exit: exit steps differ from the training-side reference')
+            else:
+                r = lava_runtime.run(spec, frames, gating=True, batch=args.batch)
+                check(r.logits, ref_logits, 'Lava without exit')
+            steps_s = r.wall_s - r.startup_s
+            if steps_s < best.get(label, (float('inf'),))[0]:
+                best[label] = (steps_s, r)
+    (sb, b), (se, e) = best['without exit'], best['with exit']
+    avg = float(ref['steps'].mean())
+    fall = {'average steps': 1 - avg / spec.t_max, 'Lava steps': 1 - e.num_steps / b.num_steps,
+            'wall time': 1 - se / sb}
+    print(f'\n## Lava early exit: {args.model}, margin threshold {threshold}, {n} test images, B={args.batch}, '
+          f'best of {args.rounds} alternating rounds, start-up excluded')
+    print(f'{"run":16s} {"accuracy":>9s} {"avg steps":>10s} {"Lava steps":>11s} {"wall s":>8s} {"synops":>14s}')
+    for label, (s, r) in best.items():
+        steps = r.exit_steps.mean() if r.exit_steps is not None else spec.t_max
+        print(f'{label:16s} {100 * (r.predictions == labels).mean():8.2f}% {steps:10.3f} {r.num_steps:11d} '
+              f'{s:8.2f} {sum(r.synops.values()):14d}')
+    print('ratios with / without exit: ' + ', '.join(f'{k} x{1 - v:.3f}' for k, v in fall.items()))
+    for k in ('Lava steps', 'wall time'):
+        print(f'{k} fall / average-step fall: {fall[k] / fall["average steps"]:.2f} (target >= 0.7)'
+              if fall['average steps'] > 0 else f'{k}: no average-step fall')
+    out = {'model': os.path.relpath(os.path.abspath(args.model), ROOT), 'threshold': threshold, 'samples': n,
+           'batch': args.batch, 'rounds': args.rounds, 'fall': fall, 'avg_steps': avg,
+           'accuracy': {'without exit': float((b.predictions == labels).mean()),
+                        'with exit': float((e.predictions == labels).mean())},
+           'wall_s': {'without exit': sb, 'with exit': se},
+           'lava_steps': {'without exit': b.num_steps, 'with exit': e.num_steps},
+           'synops': {'without exit': sum(b.synops.values()), 'with exit': sum(e.synops.values())}}
+    if args.exit_json:
+        from ..training.checkpoints import write_json
+        write_json(args.exit_json, out)
+        print(f'wrote {args.exit_json}')
+    return out
+
+
 def stock_file(path, kind):
     """A stock NetX file exported by lava-dl's own blocks: ``conv`` (conv-heavy:
     2x[28x28] -> conv 16 -> conv 32 stride 2 -> flatten -> dense 10) or ``dense``
@@ -300,6 +379,10 @@ class BenchmarkConfig:
     skip_stock: bool = False
     skip_train: bool = False
     skip_lava: bool = False
+    skip_exit: bool = False
+    exit_threshold: int = None      # margin threshold (default: results/early-exit's chosen one)
+    exit_samples: int = 1000        # test images of the early-exit comparison
+    exit_json: str = None           # write the early-exit comparison there (atomically)
 
 
 def run_benchmark(config: BenchmarkConfig = None):
@@ -311,5 +394,7 @@ def run_benchmark(config: BenchmarkConfig = None):
         bench_training(args)
     if not args.skip_lava:
         bench_lava(args)
+    if not args.skip_exit:
+        bench_exit(args)
     if not args.skip_stock:
         bench_stock_netx(args)

@@ -27,21 +27,33 @@ def _fanout(h, w, k, stride, padding, cout):
     return torch.from_numpy(conv_fanout(h, w, k, stride, padding, cout))
 
 
-def conv_synops(block: SpikingConv, x: torch.Tensor, steps: int) -> int:
-    """Synaptic operations of ``block`` on input ``x [N, C, H, W, T]`` in steps ``< steps``."""
+def _until(x: torch.Tensor, steps: int, limit=None) -> torch.Tensor:
+    """Non-zero entries of ``x [N, ..., T]`` in steps ``< steps`` and, with
+    ``limit [N]`` (steps each sample runs, early exit), ``< limit[n]``."""
+    nz = x[..., :steps] != 0
+    if limit is not None:
+        t = torch.arange(nz.shape[-1])
+        nz = nz & (t < torch.as_tensor(limit).reshape((-1,) + (1,) * (nz.dim() - 1)))
+    return nz
+
+
+def conv_synops(block: SpikingConv, x: torch.Tensor, steps: int, limit=None) -> int:
+    """Synaptic operations of ``block`` on input ``x [N, C, H, W, T]`` in steps
+    ``< steps`` (and ``< limit[n]`` for sample ``n``, when given)."""
     _, _, h, w, _ = x.shape
-    events = (x[..., :steps] != 0).sum(dim=(0, 1, 4)).double()            # [H, W]
+    events = _until(x, steps, limit).sum(dim=(0, 1, 4)).double()          # [H, W]
     fan = _fanout(h, w, block.kernel_size, block.stride, block.padding, block.out_channels)
     return int(round(float((events * fan).sum())))
 
 
-def attention_synops(block: SpikingAttention, q, k, v, steps: int) -> int:
-    """Operations of ``q (k^T v)`` per head in steps ``< steps`` (inputs ``[N, C, H, W, T]``)."""
+def attention_synops(block: SpikingAttention, q, k, v, steps: int, limit=None) -> int:
+    """Operations of ``q (k^T v)`` per head in steps ``< steps`` (and ``< limit[n]``;
+    inputs ``[N, C, H, W, T]``)."""
     n, c, h, w, _ = q.shape
     d = c // block.heads
 
     def events(x):  # non-zero entries per head, token and step: [N, heads, L, steps]
-        return (x[..., :steps] != 0).reshape(n, block.heads, d, h * w, -1).sum(2).double()
+        return _until(x, steps, limit).reshape(n, block.heads, d, h * w, -1).sum(2).double()
     nq, nk, nv = events(q), events(k), events(v)
     return int(round(float((nk * nv).sum() + nq.sum() * d)))
 
@@ -53,22 +65,30 @@ class OperationCounter:
     ``gating=True`` counts each layer's active steps only (what a gated Lava run
     executes); ``False`` counts all ``T_max`` steps. After the block,
     ``synops[name]`` and ``neuron_updates[name]`` are totals over all samples.
+    ``sample_steps`` (set before each forward pass, early exit): int tensor
+    ``[N]`` of the steps each sample of the batch runs; steps after are not counted.
     """
 
     def __init__(self, model, gating: bool = True):
         self.model, self.gating = model, gating
         self.synops, self.neuron_updates, self.samples = {}, {}, 0
+        self.sample_steps = None
         self._hooks = []
 
     def _hook(self, name):
         def hook(module, inputs, output):
             steps = module.gate.active_steps if self.gating else output.shape[-1]
+            limit = self.sample_steps
             if isinstance(module, SpikingAttention):
-                ops = attention_synops(module, *inputs, steps)
+                ops = attention_synops(module, *inputs, steps, limit)
             else:
-                ops = conv_synops(module, inputs[0], steps)
+                ops = conv_synops(module, inputs[0], steps, limit)
             self.synops[name] = self.synops.get(name, 0) + ops
-            updates = output[..., 0].numel() * steps
+            if limit is None:
+                updates = output[..., 0].numel() * steps
+            else:
+                per_sample = output[0, ..., 0].numel()
+                updates = per_sample * int(torch.clamp(torch.as_tensor(limit), max=steps).sum())
             self.neuron_updates[name] = self.neuron_updates.get(name, 0) + updates
             if name == self._first:
                 self.samples += output.shape[0]

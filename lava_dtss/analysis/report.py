@@ -583,6 +583,10 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
                            f'spikes of every layer identical: {ag.get("spikes_equal_all_layers")}')
         L.append('')
 
+    from .exit_study import markdown_section   # results/early-exit, when present (scripts/early_exit.py)
+    if default_study:
+        L += markdown_section(figure_rel=os.path.relpath(os.path.join(fig_dir, 'early_exit.png'),
+                                                         os.path.dirname(os.path.abspath(doc))))
     summary += ['', f'Study compute: {total_s / 3600:.1f} h of training, evaluation and export on 2 CPU cores '
                 f'({len(arms)} runs; the sensitivity analysis and Lava runs on top).']
     text = '\n'.join(L) + '\n'

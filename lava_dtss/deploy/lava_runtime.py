@@ -158,6 +158,7 @@ class LavaResult:
     startup_s: float = 0.0
     spikes: dict = field(default_factory=dict)
     voltages: dict = field(default_factory=dict)
+    exit_steps: np.ndarray = None    # early exit (run_exit): window steps each sample ran
 
     @property
     def predictions(self):
@@ -288,7 +289,7 @@ def timing_of(spec: NetSpec, timing: str = 'auto') -> str:
 def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1,
           t_max: int = None, timing: str = 'auto', reset_interval: int = 0, *,
           reset_offset: int = 0, input_bias: np.ndarray = None, input_message_bits: int = 0,
-          record: tuple = (), record_voltage: tuple = ()):
+          record: tuple = (), record_voltage: tuple = (), exit_threshold=False):
     """Processes for ``spec`` fed with ``frames`` (integers): ``[S, C, H, W, T]``,
     or ``[S, C, H, W]`` shown for ``t_max`` steps (default: the file's T_max);
     ``batch`` samples side by side.
@@ -313,10 +314,24 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     output is recorded at every Lava step (``LavaResult.spikes``; stock timing);
     ``record_voltage``: those whose voltage is (``LavaResult.voltages``).
 
+    ``exit_threshold`` (layer-synchronous timing, a file with a readout):
+    ``False`` (default) builds the windowed processes above; ``None`` (exit
+    policy never) or an integer (margin threshold) builds the early-exit
+    processes of ``lava_processes.exit_process`` (per-row window clocks,
+    continuous batching; see :func:`run_exit`).
+
     Returns ``(procs, layer_procs, readout)``: all processes, the gated layer
     processes by layer name, and the readout.
     """
     from ..lava_processes.process import FrameInput, GatedAttention, GatedLayer, Readout
+    exits = exit_threshold is not False
+    if exits:
+        from ..lava_processes.exit_process import (ExitFrameInput as FrameInput,  # noqa: F811
+                                                   ExitGatedAttention as GatedAttention,
+                                                   ExitGatedLayer as GatedLayer,
+                                                   ExitReadout)
+        if timing_of(spec, timing) != 'sync':
+            raise ValueError('early exit runs in layer-synchronous timing only (timing \'sync\')')
     if int(batch) < 1:
         raise ValueError(f'batch must be >= 1, got {batch}')
     t_max = _frame_layout(spec, frames, t_max)
@@ -426,10 +441,14 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
         n = spec.layers[sources[0]].shape[0]
         weight, bias = np.eye(n), np.zeros(n)
     in_shape = tuple(spec.layers[sources[0]].shape)
-    readout = Readout(in_shape=in_shape, weight=weight, bias=bias, t_max=t_max,
-                      num_samples=num_samples, num_steps=num_steps, batch=batch, offset=lag)
+    ro_args = dict(in_shape=in_shape, weight=weight, bias=bias, t_max=t_max,
+                   num_samples=num_samples, num_steps=num_steps, batch=batch, offset=lag)
+    readout = ExitReadout(threshold=exit_threshold, **ro_args) if exits else Readout(**ro_args)
     for j in sources:
         by_index[j].s_out.connect(readout.a_in)
+    if exits:   # the stop message: readout -> input and every layer
+        for p in procs:
+            readout.exit_out.connect(p.exit_in)
     procs.append(readout)
     return procs, layer_procs, readout
 
@@ -488,6 +507,70 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                       spikes=spikes, voltages=volts)
 
 
+CONFIDENCE_IN_LAVA = ('the confidence policy needs a softmax (exp), which the Lava readout does not '
+                      'compute (integer arithmetic only, as a chip); use --exit-policy margin')
+
+
+def run_exit(spec: NetSpec, frames: np.ndarray, policy: str = 'margin', threshold=None,
+             gating: bool = True, backend: str = 'cpu', batch: int = 1, t_max: int = None,
+             max_memory: int = None, deadline_s: float = None) -> LavaResult:
+    """Run ``spec`` on ``frames`` with per-sample early exit and continuous
+    batching (``lava_processes.exit_process``): ``batch`` rows, each with its own
+    window clock; a row whose sample exits (``policy='margin'``: the readout's
+    ``top1 - top2`` of the accumulated integer logit sums ``>= threshold``) or
+    reaches ``T_max`` takes the next sample at the next Lava step. ``'never'``
+    runs every sample ``T_max`` steps through the same processes. ``confidence``
+    needs a softmax (``exp``) and is refused: the chip's readout has integers only.
+
+    The run goes on in pieces, each as long as the fewest steps that can still
+    be needed (at most ``batch`` samples end per step, then one flush step in
+    which every process sends its records), so it stops exactly one step after
+    the last sample ends. Returns a :class:`LavaResult`: ``logits`` are ``z`` at
+    each sample's last step (``early_exit``: ``T_max`` times the file's logits
+    at the full window), ``exit_steps`` the window steps each sample ran,
+    ``num_steps`` the Lava steps run; operation counts include the exits."""
+    from . import early_exit
+    early_exit.check_readout(spec)
+    threshold = early_exit.check_policy(policy, threshold)
+    if policy == 'confidence':
+        raise ValueError(CONFIDENCE_IN_LAVA)
+    cfg = run_config(backend)
+    frames = np.ascontiguousarray(frames, dtype=float)
+    if int(batch) < 1:
+        raise ValueError(f'batch must be >= 1, got {batch}')
+    t_max = _frame_layout(spec, frames, t_max)
+    timed = frames.ndim == len(spec.layers[0].shape) + 2
+    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory)
+    procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, 'sync',
+                                        exit_threshold=threshold)
+    num_samples, batch = frames.shape[0], int(batch)
+    if deadline_s is None:
+        deadline_s = default_deadline(readout.proc_params['num_steps'] + 1, memory['total'])
+    first_run = windows(num_samples, batch) + 1      # fewest steps: B samples end per step, + flush
+    ran = [first_run]
+
+    def more():
+        finished, flushed = (int(v) for v in readout.progress.get())
+        k = 0 if flushed else 1 if finished == num_samples else \
+            windows(num_samples - finished, batch) + 1
+        ran.append(k)
+        return k
+
+    def collect():
+        return (_record(readout.logits_rec), _record(readout.steps_rec).astype(np.int64),
+                {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()},
+                {n: int(p.synops.get()[0]) for n, p in layer_procs.items()},
+                {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()})
+    (logits, steps, fps, synops, updates), wall_s, startup_s = execute(
+        procs[0], cfg, first_run, collect, deadline_s, more=more)
+    analog = {layer.name: spec.layers[_source(spec, layer.inputs[0])].type == 'input'
+              for layer in spec.layers if layer.name in layer_procs}
+    return LavaResult(logits=logits.astype(np.int64), fingerprints=fps, synops=synops,
+                      neuron_updates=updates, wall_s=wall_s, num_steps=sum(ran), processes=len(procs),
+                      input_analog=analog, batch=batch, memory=memory, startup_s=startup_s,
+                      exit_steps=steps)
+
+
 def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, skip_layers: int = 0,
                    record: str = 'all', *, num_layers: int = None, reset_offset: int = 0,
                    input_message_bits: int = 0, input_bias: np.ndarray = None) -> list:
@@ -534,7 +617,8 @@ def run_stock_netx(path: str, frames: np.ndarray, reset_interval: int = None, sk
 def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_dir: str = None,
              batch: int = 1, t_max: int = None, gating: bool = None, backend: str = 'cpu',
              max_memory: int = None, timing: str = 'auto', reset_interval: int = 0,
-             skip_input_neuron: bool = False, build: str = 'fused', command: str = '', log=None):
+             skip_input_neuron: bool = False, build: str = 'fused', command: str = '', log=None,
+             exit_policy: str = None, exit_threshold=None):
     """What ``scripts/run_lava.py`` does: run the network file ``model`` in Lava
     on the first ``num_samples`` test images of ``dataset`` (default: the file's,
     else digits) and compare every layer's spikes, the logits and the
@@ -550,6 +634,10 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
     in the report; ``log``: a function given each progress line (default: print
     it at once).
 
+    ``exit_policy`` (``'margin'``, ``'never'``; with ``exit_threshold``):
+    per-sample early exit with continuous batching (:func:`run_exit`), compared
+    with ``early_exit.exit_reference``; fused build, our files only.
+
     Everything that can be refused is refused before any Lava process starts
     (the file, the options, the mapping of ``--build loihi``, the memory
     estimate, the data). Returns ``(report, results)``: the report that
@@ -562,6 +650,15 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
     from .reference import direct_images
     log = log or (lambda line: print(line, flush=True))
     spec = read_netx(model, skip_input_neuron=skip_input_neuron)
+    if exit_policy is not None:
+        from . import early_exit
+        early_exit.check_policy(exit_policy, exit_threshold)
+        early_exit.check_readout(spec, model)
+        if build == 'loihi':
+            raise ValueError('--exit-policy runs on the fused build only: --build loihi has no early exit '
+                             '(docs/loihi.md says what a chip needs for it)')
+        if exit_policy == 'confidence':
+            raise ValueError(CONFIDENCE_IN_LAVA)
     dataset = dataset or spec.meta.get('dataset') or 'digits'
     t_max_arg, t_max = t_max, spec.t_max or t_max
     if t_max is None:
@@ -598,6 +695,9 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
         return loihi_build.run_and_compare(spec, images, labels, frames, t_max=t_max, backend=backend,
                                            model=model, dataset=dataset, command=command, log=log)
     batch = min(batch, num_samples)
+    if exit_policy is not None:
+        return _run_file_exit(spec, images, labels, frames, model, dataset, t_max, batch, gating, backend,
+                              max_memory, exit_policy, exit_threshold, command, log)
     results = {}
     for mode in ([True, False] if gating is None else [gating]):
         check_stop()
@@ -656,6 +756,46 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
     return report, results
 
 
+def _run_file_exit(spec, images, labels, frames, model, dataset, t_max, batch, gating, backend,
+                   max_memory, policy, threshold, command, log):
+    """:func:`run_file` with early exit: Lava runs (gated, ungated) against the reference."""
+    from . import early_exit
+    results = {}
+    for mode in ([True, False] if gating is None else [gating]):
+        check_stop()
+        label = 'gated' if mode else 'ungated'
+        log(f'running {len(labels)} samples on Lava ({backend}, {label}, batch {batch}, exit policy '
+            f'{policy}{"" if threshold is None else " " + str(threshold)}, continuous batching) ...')
+        results[label] = run_exit(spec, frames, policy, threshold, gating=mode, backend=backend,
+                                  batch=batch, t_max=t_max, max_memory=max_memory)
+    main_res = results['gated' if gating is not False else 'ungated']
+    pred = main_res.predictions
+    check_stop()
+    ref = early_exit.exit_reference(spec, images, policy, threshold)
+    layer_ok = {n: all(bool(np.array_equal(fp, r.fingerprints[n])) for r in results.values())
+                for n, fp in ref['fingerprints'].items()}
+    report = {'model': model, 'dataset': dataset, 'num_samples': len(labels), 't_max': t_max,
+              'backend': backend, 'batch': batch, 'exit_policy': policy, 'exit_threshold': threshold,
+              'accuracy': float((pred == labels).mean()), 'processes': main_res.processes,
+              'avg_exit_steps': float(main_res.exit_steps.mean()), 'lava_steps': main_res.num_steps,
+              'lava_steps_without_exit': windows(len(labels), batch) * t_max,
+              'command': command,
+              'agreement': {
+                  'predictions': float((ref['logits'].argmax(1) == pred).mean()),
+                  'exit_steps_equal': all(bool(np.array_equal(ref['steps'], r.exit_steps))
+                                          for r in results.values()),
+                  'logits_equal': all(bool(np.array_equal(ref['logits'], r.logits)) for r in results.values()),
+                  'spikes_equal_all_layers': all(layer_ok.values()),
+                  'layers_differing': [n for n, ok in layer_ok.items() if not ok],
+                  'reference_accuracy': float((ref['logits'].argmax(1) == labels).mean())}}
+    for label, r in results.items():
+        report[f'synops_{label}'] = sum(r.synops.values())
+        report[f'neuron_updates_{label}'] = sum(r.neuron_updates.values())
+        report[f'wall_s_{label}'] = round(r.wall_s, 3)
+        report[f'startup_s_{label}'] = round(r.startup_s, 3)
+    return report, results
+
+
 def default_deadline(num_steps: int, memory_bytes: int = 0) -> float:
     """Generous wall-clock bound of a run: 10 minutes for start-up, plus 1 s per
     Lava step per 256 MiB of run data (at least 1 s per step). A healthy run
@@ -663,11 +803,13 @@ def default_deadline(num_steps: int, memory_bytes: int = 0) -> float:
     return 600.0 + num_steps * max(1.0, memory_bytes / 2**28)
 
 
-def execute(first, cfg, num_steps: int, collect, deadline_s: float = None):
+def execute(first, cfg, num_steps: int, collect, deadline_s: float = None, more=None):
     """Compile and run the network of process ``first`` for ``num_steps`` Lava
     steps under run configuration ``cfg``, call ``collect()`` (reads results)
     before the runtime stops, and always stop it (errors and Ctrl-C included).
-    Returns ``(collect(), wall_s, startup_s)``.
+    Returns ``(collect(), wall_s, startup_s)``. ``more`` (optional): called
+    after each run while the network is paused, returns the Lava steps of the
+    next run (0: done); each run has its own ``deadline_s``.
 
     While the steps run, a watchdog checks every Lava OS process: a process
     model that raises (Lava then waits forever for its neighbours), a process
@@ -701,6 +843,13 @@ def execute(first, cfg, num_steps: int, collect, deadline_s: float = None):
         check_stop()
         _watch(first.runtime, t0 + deadline_s, deadline_s)
         check_stop()
+        while more is not None:
+            k = more()
+            if not k:
+                break
+            first.run(condition=RunSteps(num_steps=int(k), blocking=False))
+            _watch(first.runtime, time.perf_counter() + deadline_s, deadline_s)
+            check_stop()
         healthy = True
         t2 = time.perf_counter()
         out = collect()

@@ -47,6 +47,18 @@ def float32_is_exact(spec: NetSpec) -> bool:
     return True
 
 
+def _fingerprints(spikes: dict) -> dict:
+    """``{layer: [B*T, 2]}`` (count, checksum; sample-major) of spikes ``[B, C, H, W, T]``."""
+    fps = {}
+    for n, s in spikes.items():
+        s = s.double().reshape(s.shape[0], -1, s.shape[-1])   # [B, C*H*W, T], no copy
+        w = torch.from_numpy(fingerprint_weights(s.shape[1]).astype(np.float64))
+        # float64 sums of 0/1 spikes times weights < 2**21: exact integers
+        fp = torch.stack([s.sum(1), torch.matmul(w, s)], dim=-1)   # [B, T, 2]
+        fps[n] = fp.reshape(-1, 2).to(torch.int64)                  # [B*T, 2], sample-major
+    return fps
+
+
 @torch.no_grad()
 def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
     """``(logits [S, K], fingerprints {layer: [S*T, 2]})`` of the deployed model
@@ -60,13 +72,45 @@ def reference_run(spec: NetSpec, images: torch.Tensor, batch_size: int = 256):
     for start in range(0, images.shape[0], batch_size):
         out, spikes = model.forward_with_spikes(images[start:start + batch_size])
         logits.append(out)
-        for n, s in spikes.items():
-            s = s.double().reshape(s.shape[0], -1, s.shape[-1])   # [B, C*H*W, T], no copy
-            w = torch.from_numpy(fingerprint_weights(s.shape[1]).astype(np.float64))
-            # float64 sums of 0/1 spikes times weights < 2**21: exact integers
-            fp = torch.stack([s.sum(1), torch.matmul(w, s)], dim=-1)   # [B, T, 2]
-            fps[n].append(fp.reshape(-1, 2).to(torch.int64))          # [B*T, 2], sample-major
+        for n, fp in _fingerprints(spikes).items():
+            fps[n].append(fp)
     return torch.cat(logits).numpy(), {n: torch.cat(c).numpy() for n, c in fps.items()}
+
+
+@torch.no_grad()
+def readout_steps(spec: NetSpec, images: torch.Tensor, batch_size: int = 256, model=None,
+                  fingerprints: bool = True):
+    """``(z [S, K, T] int64, fingerprints {layer: [S*T, 2]})``: the readout's
+    accumulated integer logit sums after every window step,
+    ``z[:, :, t] = sum_{t' <= t} (T * W x_t' + b)`` (``x_t'``: the readout's input
+    summed over tokens at step ``t'``; ``z[:, :, T-1] = T *`` the logits of
+    :func:`reference_run`), and every layer's fingerprints over the full window
+    (``early_exit`` zeroes the steps after an exit). ``model``: a
+    ``deployed_model`` of ``spec`` to reuse; ``fingerprints=False``: ``{}``
+    (faster). ``ValueError`` without a readout."""
+    from .early_exit import check_readout
+    check_readout(spec)
+    model = model or deployed_model(spec, torch.float32 if float32_is_exact(spec) else torch.float64)
+    w, b = model.head.weight.double(), model.head.bias.double()
+    fps = {n: [] for n, _ in model.gated_layers()}
+    zs = []
+    for start in range(0, images.shape[0], batch_size):
+        spikes = {}
+        hooks = [m.register_forward_hook(lambda mod, i, o, n=n: spikes.__setitem__(n, o))
+                 for n, m in model.gated_layers()] if fingerprints else []
+        try:
+            x = model.features(images[start:start + batch_size])     # [B, C, H, W, T]
+        finally:
+            for h in hooks:
+                h.remove()
+        t_max = x.shape[-1]
+        acc = x.double().sum(dim=(2, 3)).cumsum(dim=-1)                # [B, C, T], exact integers
+        steps = torch.arange(1, t_max + 1, dtype=torch.float64)
+        z = t_max * torch.einsum('kc,bct->bkt', w, acc) + b[None, :, None] * steps
+        zs.append(z.round().to(torch.int64))
+        for n, fp in _fingerprints(spikes).items():
+            fps[n].append(fp)
+    return torch.cat(zs).numpy(), {n: torch.cat(c).numpy() for n, c in fps.items() if c}
 
 
 def direct_images(images: torch.Tensor, input_scale: float) -> np.ndarray:

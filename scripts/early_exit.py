@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Per-sample early exit on the shipped models: accuracy against average steps
+for the margin and confidence policies over their thresholds, the threshold
+chosen on the validation split (fewest average steps within --budget-pp of the
+full window's validation accuracy), test accuracy and steps reported at it.
+
+    python scripts/early_exit.py                        # the three shipped models
+    python scripts/early_exit.py --models netx_models/fmnist_fixed-t4.net --num-test 1000
+
+Writes results/early-exit/<model>.json (atomically), docs/figures/early_exit.png and the
+early-exit section of docs/results.md.
+The work: lava_dtss.analysis.exit_study (policies: lava_dtss.deploy.early_exit).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+
+def main(argv=None):
+    from lava_dtss.analysis import exit_study
+    root = exit_study.ROOT
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', nargs='+', default=[os.path.join(root, 'netx_models', n + '.net')
+                                                   for n in exit_study.SHIPPED],
+                   help='network files (default: the three shipped models)')
+    p.add_argument('--budget-pp', type=float, default=0.5,
+                   help='allowed validation accuracy loss against the full window, in pp (default 0.5)')
+    p.add_argument('--num-test', type=int, default=None, help='first N test images only (default: all)')
+    p.add_argument('--data-dir', default=None, help='dataset folder (see train_slayer.py)')
+    p.add_argument('--out', default=os.path.join(root, 'results', 'early-exit'), help='folder of the JSONs')
+    p.add_argument('--figure', default=os.path.join(root, 'docs', 'figures', 'early_exit.png'))
+    p.add_argument('--doc', default=os.path.join(root, 'docs', 'results.md'),
+                   help="page whose early-exit section is (re)written ('none': skip)")
+    args = p.parse_args(argv)
+    if not 0 <= args.budget_pp < 100:
+        p.error(f'--budget-pp must be in [0, 100), got {args.budget_pp}')
+    if args.num_test is not None and args.num_test < 1:
+        p.error('--num-test must be >= 1')
+    for m in args.models:
+        if not os.path.isfile(m):
+            p.error(f'--models: {m} does not exist')
+    from lava_dtss.training.checkpoints import write_json
+    os.makedirs(args.out, exist_ok=True)
+    records = {}
+    for m in args.models:
+        rec = exit_study.model_exit_study(m, args.data_dir, args.budget_pp, num_test=args.num_test,
+                                          log=lambda line: print(line, flush=True))
+        rec['command'] = ' '.join(['python'] + sys.argv)
+        name = os.path.splitext(os.path.basename(m))[0]
+        write_json(os.path.join(args.out, name + '.json'), rec)
+        records[name] = rec
+    exit_study.plot(records, exit_study.study_points(), args.figure)
+    if args.doc != 'none':
+        rel = os.path.relpath(args.figure, os.path.dirname(os.path.abspath(args.doc)))
+        exit_study.write_section(args.doc, exit_study.markdown_section(args.out, rel))
+    print(f'wrote {args.out}/*.json, {args.figure}' + ('' if args.doc == 'none' else f' and {args.doc}'))
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
