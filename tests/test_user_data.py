@@ -118,6 +118,8 @@ BAD = {   # arguments -> words of the one error line
     'bits': (['--input', 'good.npy', '--input-message-bits', '40'], 'must be in 0..24'),
     'offset': (['--input', 'good.npy', '--reset-offset', '-1'], '--reset-offset must be >= 0'),
     'batch': (['--input', 'good.npy', '--batch', '4'], '--batch 4 does not go with --input'),
+    'exit_policy': (['--input', 'good.npy', '--exit-policy', 'margin', '--exit-threshold', '3'],
+                    '--exit-policy does not go with --input'),
     'no_input': (['--num-layers', '2', '--t-max', '4'], '--num-layers goes with --input'),
     'no_input_save': (['--save-spikes', 'o.npy'], '--save-spikes goes with --input'),
 }
