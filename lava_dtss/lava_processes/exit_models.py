@@ -100,6 +100,11 @@ class _ExitGatedModel(_m._GatedModel):
 class PyExitGatedLayerModel(_ExitGatedModel):
     exit_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    # GatedLayer's per-step records (stock timing only): declared, never sent here
+    spikes_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    spikes: np.ndarray = LavaPyType(np.ndarray, float)
+    voltages_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    voltages: np.ndarray = LavaPyType(np.ndarray, float)
     weight: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64)
     receive = _m.PyGatedLayerModel.receive
