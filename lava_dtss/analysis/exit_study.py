@@ -226,9 +226,10 @@ def markdown_section(folder: str = None, figure_rel: str = 'figures/early_exit.p
         for policy, p in r['policies'].items():
             c = p['chosen']
             if not c:
-                L.append(f'| {name} | {policy} | none within budget | | {100 * full["test_accuracy"]:.2f} | | | | | | |')
+                L.append(f'| {name} | {policy} | none within budget | '
+                         f'| {100 * full["test_accuracy"]:.2f} | | | | | | |')
                 continue
-            e = c['energy']
+            e = {k: v['energy_pj']['total_pj'] / 1e3 for k, v in c['energy'].items()}   # nJ
             thr = f'{c["threshold"]:.4g}' if policy == 'confidence' else str(c['threshold'])
             L.append(f'| {name} | {policy} | {thr} | {100 * c["val_accuracy"]:.2f} ({100 * full["val_accuracy"]:.2f}) '
                      f'| {100 * c["test_accuracy"]:.2f} ({100 * full["test_accuracy"]:.2f}) '
@@ -236,7 +237,7 @@ def markdown_section(folder: str = None, figure_rel: str = 'figures/early_exit.p
                      f'| {c["test_steps"]["plain"]:.3f} ({full["steps"]["plain"]:.3f}) '
                      f'| {c["test_steps"]["weighted"]:.3f} ({full["steps"]["weighted"]:.3f}) '
                      f'| {c["test_fewer_steps_pct"]:.1f}% '
-                     f'| {e["exit"]["energy_pj"]["total_pj"] / 1e3:.1f} / {e["full"]["energy_pj"]["total_pj"] / 1e3:.1f} |')
+                     f'| {e["exit"]:.1f} / {e["full"]:.1f} |')
     L.append('')
     for name, r in recs.items():
         if r['dataset'] != 'fashion-mnist':
