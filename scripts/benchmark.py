@@ -51,6 +51,10 @@ def main(argv=None):
                    help='write the early-exit comparison as JSON (e.g. results/early-exit/lava-MODEL.json)')
     p.add_argument('--exit-samples', type=int, default=1000,
                    help='test images of the early-exit comparison (default 1000; 10000: the whole test set)')
+    p.add_argument('--out', default=None, metavar='PATH',
+                   help='also write the report (what is printed, after a header with the command, date and '
+                        'machine) to PATH, atomically at the end (e.g. results/benchmark/benchmark.md, which '
+                        'scripts/report.py puts into the README)')
     p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps',
@@ -69,8 +73,36 @@ def main(argv=None):
     if not (args.skip_lava and args.skip_exit) and not os.path.isfile(args.model):
         p.error(f'--model {args.model} does not exist (train and export one, e.g. python scripts/study.py, '
                 'or pass another .net file)')
-    options = {k: v for k, v in vars(args).items() if k != 'train_worker'}
-    run_benchmark(BenchmarkConfig(**options))
+    if args.out:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            p.error(f'--out {args.out}: not a writable file path (a folder, or its folder is missing)')
+    options = {k: v for k, v in vars(args).items() if k not in ('train_worker', 'out')}
+    if not args.out:
+        run_benchmark(BenchmarkConfig(**options))
+        return 0
+    import contextlib
+    import io
+    from lava_dtss.analysis.benchmark import report_header
+    from lava_dtss.training.checkpoints import atomic_write
+    captured = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, text):
+            sys.__stdout__.write(text)
+            captured.write(text)
+            return len(text)
+
+        def flush(self):
+            sys.__stdout__.flush()
+
+    header = report_header(' '.join(['python', 'scripts/benchmark.py'] + (argv if argv is not None else sys.argv[1:])))
+    print(header)
+    with contextlib.redirect_stdout(Tee()):
+        run_benchmark(BenchmarkConfig(**options))
+    text = header + '\n' + captured.getvalue()
+    atomic_write(args.out, lambda f: f.write(text), mode='w')
+    print(f'wrote {args.out}')
     return 0
 
 

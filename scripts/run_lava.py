@@ -218,6 +218,7 @@ def main(argv=None):
         args.num_samples = 100
     from lava_dtss.deploy import lava_runtime, loihi_build
     from lava_dtss.deploy.loihi_check import check_file
+    from lava_dtss.deploy.run_report import agreement_line
     from lava_dtss.training.checkpoints import write_json
 
     if args.check_loihi:
@@ -295,15 +296,8 @@ def run_user_data(args):
     return 0
 
 
-def agreement_line(a, qualifier=''):
-    """One line on the agreement report ``a`` (predictions, logits, every layer's spikes)."""
-    spikes = 'identical' if a['spikes_equal_all_layers'] else 'DIFFERENT: ' + ', '.join(a['layers_differing'])
-    return (f'agreement with training-side fixed-point inference{qualifier}: predictions '
-            f'{a["predictions"] * 100:.1f}%, logits {"identical" if a["logits_equal"] else "DIFFERENT"}, '
-            f'spikes of every layer at every step {spikes}')
-
-
 def print_exit_report(r, labels):
+    from lava_dtss.deploy.run_report import agreement_line
     a = r['agreement']
     print(f'\nmodel {r["model"]}  ({r["processes"]} Lava processes), exit policy {r["exit_policy"]}'
           f'{"" if r["exit_threshold"] is None else " " + str(r["exit_threshold"])}, batch {r["batch"]}')
@@ -318,40 +312,8 @@ def print_exit_report(r, labels):
 
 
 def print_report(r, labels):
-    print(f'\nmodel {r["model"]}  ({r["processes"]} Lava processes)')
-    print(f'accuracy on {r["num_samples"]} {r["dataset"]} test samples: {r["accuracy"]:.4f}')
-    a = r['agreement']
-    if a is not None:
-        print(agreement_line(a))
-    elif r.get('imported_from_nir'):
-        print('agreement: n/a (imported from NIR: no training-side model here; docs/nir.md compares '
-              'it with its source framework)')
-    else:
-        print('agreement: n/a (stock NetX file: no training-side model)')
-    head = f'{"layer":22s} {"steps":>5s} {"spikes":>8s}'
-    for lab in labels:
-        head += f' {"synops " + lab:>16s} {"updates " + lab:>17s}'
-    print('\n' + head)
-    for name, e in r['layers'].items():
-        line = f'{name:22s} {e["active_steps"]:5d} {e["spikes"]:8d}'
-        for lab in labels:
-            line += f' {e["synops_" + lab]:16d} {e["neuron_updates_" + lab]:17d}'
-        print(line)
-    line = f'{"total":22s} {"":5s} {"":8s}'
-    for lab in labels:
-        line += f' {r["synops_" + lab]:16d} {r["neuron_updates_" + lab]:17d}'
-    print(line)
-    if 'gated' in labels and 'ungated' in labels:
-        print(f'gating: synaptic operations x{r["synops_gated"] / max(1, r["synops_ungated"]):.3f}, '
-              f'neuron updates x{r["neuron_updates_gated"] / max(1, r["neuron_updates_ungated"]):.3f} '
-              f'of ungated; output spikes {"changed (BUG)" if r["gating_changes_output"] else "unchanged"}')
-    for lab in labels:
-        print(f'wall time {lab}: {r["wall_s_" + lab]:.2f} s ({r["samples_per_s_" + lab]:.1f} samples/s; '
-              f'start-up {r["startup_s_" + lab]:.2f} s)')
-    m = r['memory_mb']
-    print(f'batch {r["batch"]} ({r["lava_steps"]} Lava steps); estimated memory {m["total"]:.1f} MB '
-          f'(frames {m["frames"]:.1f}, weights {m["weights"]:.1f}, states {m["states"]:.1f}, channels {m["channels"]:.1f}, '
-          f'records {m["records"]:.1f}, workspace {m["workspace"]:.1f}; interpreters not included)')
+    from lava_dtss.deploy.run_report import format_run_report
+    print('\n' + '\n'.join(format_run_report(r, labels)))
 
 
 if __name__ == '__main__':

@@ -63,14 +63,16 @@ def test_export_netx_from_a_checkpoint(tmp_path, capsys):
     assert set(card['active_steps']) == {n for n, _ in model.gated_layers()}
 
 
-def test_benchmark_runs_small_and_checks_lava_against_the_reference():
-    """scripts/benchmark.py end to end at toy sizes: every section printed, Lava equal to the reference."""
+def test_benchmark_runs_small_and_checks_lava_against_the_reference(tmp_path):
+    """scripts/benchmark.py end to end at toy sizes: every section printed, Lava equal to the reference;
+    ``--out`` saves the same report after a header naming the command and the machine."""
     import subprocess
     import sys
+    out = tmp_path / 'bench.md'
     cmd = [sys.executable, 'scripts/benchmark.py', '--preset', 'tiny', '--batch-size', '4', '--train-steps', '1',
            '--rounds', '1', '--threads', '1', '--model', 'netx_models/digits_tiny_dtss.net', '--lava-samples', '6',
            '--single-samples', '2', '--batch', '4', '--stock-steps', '3', '--exit-samples', '6',
-           '--exit-threshold', '300000']
+           '--exit-threshold', '300000', '--out', str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -78,6 +80,11 @@ def test_benchmark_runs_small_and_checks_lava_against_the_reference():
                   'Lava ungated, B=4', 'measured wall-time saving', '## Lava early exit',
                   'ratios with / without exit', '## Stock NetX'):
         assert words in proc.stdout, proc.stdout
+    saved = out.read_text()
+    assert saved.startswith('`python scripts/benchmark.py --preset tiny') and 'cores, load average' in saved
+    header, body = saved.split('\n', 1)
+    assert header + '\n' + body + f'wrote {out}' in proc.stdout       # what was printed, as printed
+    assert '## Training' in body and '## Stock NetX' in body
 
 
 # ---------------------------------------------------------------- bad checkpoints (issue 8)

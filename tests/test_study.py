@@ -346,16 +346,25 @@ def test_sensitivity_cuts_are_measured_with_batchnorm_re_estimated(tmp_path):
 
 
 def test_readme_digits_figures_are_generated_from_committed_results(tmp_path):
-    """The README's digits figures are the block ``report.py`` generates from the
-    shipped card and results/digits-demo/ (issue 15: no hand-copied figure);
-    the block in the committed README is what the generator writes now."""
-    from lava_dtss.analysis.report import (DIGITS_END, DIGITS_START, ReportError, demo_table, digits_section,
-                                           replace_block)
+    """The README's digits figures, its default Lava run and its speed report are
+    blocks ``report.py`` generates from committed result files (issue 15: no
+    hand-copied figure); each block in the committed README is what the
+    generator writes now."""
+    from lava_dtss.analysis.report import (DIGITS_END, DIGITS_START, LAVA_END, LAVA_START, SPEED_END, SPEED_START,
+                                           ReportError, benchmark_section, demo_table, digits_section,
+                                           lava_run_section, replace_block)
     lines = digits_section(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.json'),
                            os.path.join(ROOT, 'results', 'digits-demo'))
     readme = open(os.path.join(ROOT, 'README.md')).read()
     block = readme.split(DIGITS_START, 1)[1].split(DIGITS_END, 1)[0]
     assert block.strip() == '\n'.join(lines).strip()
+    # the same for the default Lava run and the speed report (committed run_lava.py --json / benchmark.py --out)
+    for start, end, made in ((LAVA_START, LAVA_END, lava_run_section(os.path.join(ROOT, 'results', 'lava',
+                                                                                'digits-default.json'))),
+                             (SPEED_START, SPEED_END, benchmark_section(os.path.join(ROOT, 'results', 'benchmark',
+                                                                                     'benchmark.md')))):
+        block = readme.split(start, 1)[1].split(end, 1)[0]
+        assert block.strip() == '\n'.join(made).strip()
     # the table: mean over the seeds present, one row per recipe found
     for name, acc, q, steps in (('fixed-t2', 0.90, 0.80, 2.0), ('fixed-t2-seed1', 0.80, 0.90, 2.0),
                                 ('dtss-default', 0.95, None, 3.5)):

@@ -55,6 +55,24 @@ TRAIN_IMPLS = (('fast', 'ours: fused neuron, compiled loop'),
                ('ann', 'same network, clipped ReLU'))
 
 
+def report_header(command: str) -> str:
+    """First lines of a saved benchmark report: the command, the UTC date, the CPU
+    (model, cores) and the load average when it started (the ratios beside each
+    other are what to compare across machines; absolute speeds depend on both)."""
+    import datetime
+    import platform
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    load = ', '.join(f'{x:.2f}' for x in os.getloadavg())
+    now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    return (f'`{command}`, {now}; {cpu}, {os.cpu_count()} cores, load average at start {load} '
+            '(1, 5, 15 min)')
+
+
 def peak_rss_mb(who=resource.RUSAGE_SELF):
     return resource.getrusage(who).ru_maxrss / 1024   # Linux: KiB
 
