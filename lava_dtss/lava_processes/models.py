@@ -151,7 +151,8 @@ class _GatedModel(PyLoihiProcessModel):
             spikes = lif_step(self.u, self.v, a, bias, self.du, self.dv, self.vth)
             out = spikes.astype(float)
         if k <= self.fingerprint.shape[0]:
-            self.fingerprint[k - 1] = fingerprint_rows(out)[0]
+            # sigma-delta: count and checksum of the non-zero (graded) messages
+            self.fingerprint[k - 1] = fingerprint_rows(out != 0 if p.get('sdnn') else out)[0]
         if k <= p.get('record_steps', 0):
             self.spikes[k - 1] = out[0]
             if p.get('record_voltage'):
