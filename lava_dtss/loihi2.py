@@ -1,11 +1,12 @@
-"""Loihi 2's integer conventions and limits, and the fixed-point CUBA-LIF step.
+"""Loihi 2's integer conventions and limits, the fixed-point CUBA-LIF and sigma-delta steps.
 
 Every hardware fact the package uses is defined here, once: the export scales
 to these limits, the file reader and the Loihi check test against them, the
 Lava process models and the standard-process build compute with them, and the
 training-side neuron (``lava_dtss.model.neuron``, its compiled loop) is tied to
 :func:`lif_step` by ``tests/test_neuron.py``, :func:`lif_step` to Lava's own
-``PyLifModelBitAcc`` by ``tests/test_lava.py``.
+``PyLifModelBitAcc`` and :func:`sigma_delta_step` to Lava's fixed-point
+sigma-delta models by ``tests/test_lava.py``.
 
 Sources, cited beside each fact:
 
@@ -15,6 +16,10 @@ Sources, cited beside each fact:
 [netx]    lava-dl 0.6.0, ``lava/lib/dl/netx/hdf5.py``: how NetX maps a file's
           CUBA neuron onto Lava's ``LIF`` (``du = iDecay - 1``, ``dv = vDecay``,
           ``bias_exp = 6``) and clamps delays to 0..62.
+[sdn]     lava-nc 0.10.0, ``lava/proc/sdn/models.py`` and ``process.py``: the
+          fixed-point sigma-delta models (``PySigmaDeltaModelFixed``,
+          ``PyDeltaModelFixed``, ``PySigmaModelFixed``) and their constructors'
+          scaling of ``vth`` and ``bias`` by ``1 << (spike_exp + state_exp)``.
 [slayer]  lava-dl 0.6.0, ``lava/lib/dl/slayer/neuron/cuba.py``: the training
           side's weight scale ``1 << 6``, state scale ``scale << 6`` and
           threshold test ``v >= theta + 0.01 / s_scale`` ("Loihi spikes if
@@ -338,9 +343,9 @@ def sigma_delta_step(sigma, act, residue, a_in, bias, vth: int, kind: str = 'sig
             sigma <- sigma + a_in;  message <- sigma
 
     ``sigma, act, residue``: int64 state, updated in place; ``a_in``:
-    integers (any dtype; Lava's int32, the same while no value exceeds 24
-    bits, as Lava's precision declares); ``bias``: broadcasts to the state;
-    ``bias``, ``vth``: the file's mantissas (``bias`` truncated to integers as
+    integers (any dtype; Lava computes in int32, here int64: the same while
+    every value fits int32); ``bias`` (broadcasts to the state) and ``vth``:
+    the file's mantissas (``bias`` truncated to integers as
     NetX's ``astype(np.int32)``, ``vThMant``), unshifted.
     Returns the graded message (int64)."""
     a = np.asarray(a_in).astype(np.int64)

@@ -32,10 +32,6 @@ MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); che
 OWN_LIMITS = {'weight': (MIN_WEIGHT, MAX_WEIGHT), 'bias': (MIN_FILE_BIAS, MAX_FILE_BIAS)}
 
 
-SDNN_REFUSED = ('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); this runtime '
-                'runs CUBA-LIF neurons only')
-
-
 class NetXFormatError(ValueError):
     """A network file is missing, unreadable or does not follow the schema."""
 
