@@ -197,3 +197,14 @@ def test_pilotnet_sdnn_unsupported_options_in_one_line(tmp_path, args, what):
     path = os.path.join(NETX, 'gts/pilotnet_sdnn/square_network.net')
     line = _one_error(_cli(['--model', path, '--input', str(tmp_path / 'in.npy')] + args))
     assert what in line, line
+
+
+def test_pilotnet_sdnn_nir_export_refused_in_one_line(tmp_path):
+    """The NIR exporter writes CUBA-LIF networks: an SDNN file is one error line."""
+    path = os.path.join(NETX, 'gts/pilotnet_sdnn/square_network.net')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'export_nir.py'), path, '--out',
+                          str(tmp_path / 'x.nir')], capture_output=True, text=True, timeout=300, env=env)
+    line = _one_error(res)
+    assert 'layer 0 (input' in line and 'sigma-delta (SDNN) neurons are not exported to NIR' in line
+    assert not (tmp_path / 'x.nir').exists()
