@@ -324,7 +324,8 @@ def _read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = Non
 
 
 def is_sdnn(spec: NetSpec) -> bool:
-    """A sigma-delta network: every layer with a neuron is ``SDNN``."""
+    """A sigma-delta network: some layer's neuron is ``SDNN`` (``_check_sdnn``
+    then requires every layer's to be)."""
     return any(l.neuron.get('type') == 'SDNN' for l in spec.layers)
 
 
@@ -528,6 +529,7 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
 
 
 SDNN_KEYS = ('type', 'vThMant', 'activation', 'sigma_output', 'messageBits')
+SDNN_MAX_MANT = 1 << 19      # threshold and bias mantissas whose << 12 fits int32
 
 
 def _sdnn_neuron(L: _Layer, input_layer: bool = False) -> dict:
@@ -552,8 +554,14 @@ def _sdnn_neuron(L: _Layer, input_layer: bool = False) -> dict:
     if not sigma and not L.has('neuron/vThMant'):
         L.fail('missing key neuron/vThMant (the delta threshold of a sigma-delta neuron)')
     vth = L.scalar('neuron/vThMant') if L.has('neuron/vThMant') else 0
-    if vth < 0:
-        L.fail('neuron/vThMant must be >= 0')
+    # Lava's SigmaDelta/Delta store vth << 12 and bias << 12 in int32
+    if not 0 <= vth < SDNN_MAX_MANT:
+        L.fail(f'neuron/vThMant = {vth} out of range 0..{SDNN_MAX_MANT - 1} (Lava stores it << 12 in int32)')
+    if L.has('bias'):
+        b = L.get('bias')
+        if b.size and np.abs(b).max() >= SDNN_MAX_MANT:
+            L.fail(f'bias values up to {int(np.abs(b).max())} beyond +-{SDNN_MAX_MANT - 1} (a sigma-delta '
+                   'neuron stores its bias << 12 in int32)')
     return {'type': 'SDNN', 'kind': 'delta' if input_layer else 'sigma' if sigma else 'sigma_delta',
             'vThMant': vth}
 
