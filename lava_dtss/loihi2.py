@@ -1,11 +1,12 @@
-"""Loihi 2's integer conventions and limits, and the fixed-point CUBA-LIF step.
+"""Loihi 2's integer conventions and limits, the fixed-point CUBA-LIF and sigma-delta steps.
 
 Every hardware fact the package uses is defined here, once: the export scales
 to these limits, the file reader and the Loihi check test against them, the
 Lava process models and the standard-process build compute with them, and the
 training-side neuron (``lava_dtss.model.neuron``, its compiled loop) is tied to
 :func:`lif_step` by ``tests/test_neuron.py``, :func:`lif_step` to Lava's own
-``PyLifModelBitAcc`` by ``tests/test_lava.py``.
+``PyLifModelBitAcc`` and :func:`sigma_delta_step` to Lava's fixed-point
+sigma-delta models by ``tests/test_lava.py``.
 
 Sources, cited beside each fact:
 
@@ -15,6 +16,10 @@ Sources, cited beside each fact:
 [netx]    lava-dl 0.6.0, ``lava/lib/dl/netx/hdf5.py``: how NetX maps a file's
           CUBA neuron onto Lava's ``LIF`` (``du = iDecay - 1``, ``dv = vDecay``,
           ``bias_exp = 6``) and clamps delays to 0..62.
+[sdn]     lava-nc 0.10.0, ``lava/proc/sdn/models.py`` and ``process.py``: the
+          fixed-point sigma-delta models (``PySigmaDeltaModelFixed``,
+          ``PyDeltaModelFixed``, ``PySigmaModelFixed``) and their constructors'
+          scaling of ``vth`` and ``bias`` by ``1 << (spike_exp + state_exp)``.
 [slayer]  lava-dl 0.6.0, ``lava/lib/dl/slayer/neuron/cuba.py``: the training
           side's weight scale ``1 << 6``, state scale ``scale << 6`` and
           threshold test ``v >= theta + 0.01 / s_scale`` ("Loihi spikes if
@@ -308,3 +313,55 @@ def lif_step(u, v, a_in, bias, du: int, dv: int, vth: int, tmp=None, spikes=None
     np.multiply(v, spikes, out=tmp)          # reset: v = 0 where it spiked
     v -= tmp
     return spikes
+
+
+SDNN_STATE_EXP = 6    # [netx] hdf5.get_neuron_params: 'state_exp': 6 for every SDNN neuron
+SDNN_SPIKE_EXP = 6    # [netx] Network(spike_exp=6) default: decimal places of a graded spike
+
+
+def sigma_delta_step(sigma, act, residue, a_in, bias, vth: int, kind: str = 'sigma_delta'):
+    """One step of Lava's fixed-point sigma-delta neurons as NetX builds them
+    for a file's ``SDNN`` layers ([sdn] ``lava/proc/sdn/models.py``, lava-nc
+    0.10.0: ``PySigmaDeltaModelFixed``, ``PyDeltaModelFixed``,
+    ``PySigmaModelFixed``; ``cum_error`` off and ``act_mode`` ReLU, NetX's
+    defaults; ``state_exp`` = :data:`SDNN_STATE_EXP`, ``spike_exp`` =
+    :data:`SDNN_SPIKE_EXP`)::
+
+        E = spike_exp + state_exp (12): the processes' constructors ([sdn]
+        ``lava/proc/sdn/process.py``, ``SigmaDelta``, ``Delta``) store
+        vth << E and bias << E
+        kind 'sigma_delta' (a conv/dense layer):
+            sigma <- sigma + a_in;  x <- max(sigma + (bias << E), 0)
+        kind 'delta' (NetX's Input block of an SDNN file; no sigma, no bias):
+            x <- a_in << (spike_exp + state_exp)
+        then (both):
+            delta <- x - act + residue
+            s <- delta where |delta| >= vth << E, else 0
+            residue <- delta - s;  act <- x
+            message <- s >> state_exp (arithmetic shift: floor)
+        kind 'sigma' (``neuron/sigma_output``: the output layer):
+            sigma <- sigma + a_in;  message <- sigma
+
+    ``sigma, act, residue``: int64 state, updated in place; ``a_in``:
+    integers (any dtype; Lava computes in int32, here int64: the same while
+    every value fits int32); ``bias`` (broadcasts to the state) and ``vth``:
+    the file's mantissas (``bias`` truncated to integers as
+    NetX's ``astype(np.int32)``, ``vThMant``), unshifted.
+    Returns the graded message (int64)."""
+    a = np.asarray(a_in).astype(np.int64)
+    if kind == 'sigma':
+        sigma += a
+        return sigma.copy()
+    e = SDNN_SPIKE_EXP + SDNN_STATE_EXP
+    if kind == 'delta':
+        x = a << e
+    elif kind == 'sigma_delta':
+        sigma += a
+        x = np.maximum(sigma + (np.asarray(bias, dtype=np.int64) << e), 0)
+    else:
+        raise ValueError(f"kind {kind!r}: expected 'sigma_delta', 'delta' or 'sigma'")
+    delta = x - act + residue
+    s = np.where(np.abs(delta) >= (int(vth) << e), delta, 0)
+    residue[...] = delta - s
+    act[...] = x
+    return s >> SDNN_STATE_EXP

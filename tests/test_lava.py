@@ -295,3 +295,52 @@ def test_bad_batch_or_frames_are_refused():
             lava_runtime.build(spec, frames, batch=batch)
     with pytest.raises(ValueError, match='expected'):
         lava_runtime.build(spec, np.zeros((2, 8, 8)))
+
+
+def test_sigma_delta_step_is_lavas_fixed_point_sigma_delta():
+    """``lava_dtss.loihi2.sigma_delta_step`` against Lava's own fixed-point
+    ``SigmaDelta``, ``Delta`` and ``Sigma`` (``Loihi2SimCfg(select_tag='fixed_pt')``,
+    spike_exp 6 and state_exp 6 as NetX builds an SDNN file): the messages of
+    every step and the final sigma, act and residue, on random signed inputs and
+    biases, thresholds 0, 3 and 40 (deltas below, on and above them; the
+    activation clipped at 0 by ReLU)."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.sdn.process import Delta, Sigma, SigmaDelta
+    from lava_dtss.loihi2 import SDNN_SPIKE_EXP, SDNN_STATE_EXP, sigma_delta_step
+    rng = np.random.default_rng(3)
+    n, steps = 64, 10
+    a_in = (rng.integers(-300000, 300000, (n, steps)) * (rng.random((n, steps)) < 0.6)).astype(np.int32)
+    a_in[:8, 1:] = 0                                     # held input: the residue decides
+    small = rng.integers(-90, 90, (n, steps)).astype(np.int32)   # a Delta encoder's pixels
+    bias = rng.integers(-60, 60, n)
+    exps = dict(spike_exp=SDNN_SPIKE_EXP, state_exp=SDNN_STATE_EXP)
+    procs = [('sigma_delta', vth, SigmaDelta(shape=(n,), vth=vth, bias=bias, **exps), a_in) for vth in (0, 3, 40)]
+    procs += [('delta', vth, Delta(shape=(n,), vth=vth, **exps), small) for vth in (0, 3, 40)]
+    procs += [('sigma', 0, Sigma(shape=(n,)), a_in)]
+    sources = {id(d): Source(data=d) for d in (a_in, small)}     # two graphs, one source each
+    sinks = []
+    for kind, vth, proc, data in procs:
+        sink = Sink(shape=(n,), buffer=steps)
+        sources[id(data)].s_out.connect(proc.a_in)
+        proc.s_out.connect(sink.a_in)
+        sinks.append(sink)
+    try:
+        for src in sources.values():
+            src.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
+        lava = [sink.data.get() for sink in sinks]
+        states = [(p.sigma.get(), p.act.get() if kind != 'sigma' else None,
+                   p.residue.get() if kind != 'sigma' else None) for kind, _, p, _ in procs]
+    finally:
+        for src in sources.values():
+            src.stop()
+    for (kind, vth, _, data), got, (sigma_l, act_l, res_l) in zip(procs, lava, states):
+        sigma, act, res = (np.zeros(n, np.int64) for _ in range(3))
+        ours = np.stack([sigma_delta_step(sigma, act, res, data[:, t], bias, vth, kind)
+                         for t in range(steps)], axis=1)
+        assert np.array_equal(ours, got), (kind, vth, int(np.abs(ours - got).sum()))
+        assert (ours != 0).any() and (kind == 'sigma' or vth == 0 or (ours == 0).any())
+        if kind == 'sigma_delta':
+            assert np.array_equal(sigma, sigma_l) and np.array_equal(act, act_l) and np.array_equal(res, res_l)

@@ -4,8 +4,8 @@ as a subprocess, with ``--input``/``--input-bias`` and ``--save-spikes``) and
 compared with stock ``lava.lib.dl.netx.hdf5.Network`` driven through its Python
 API the way lava-dl's own tests drive it: every layer's output at every Lava
 step, 0 mismatches. Where lava-dl ships ground truth, the command line's output
-is compared with it too. A kind this runtime refuses (sigma-delta) must be
-refused in one line.
+is compared with it too; sigma-delta (SDNN) files compare graded messages.
+An option this runtime refuses must be refused in one line.
 
 Runs are short (stock NetX takes ~8 s per step on PilotNet) but cover every
 layer of every file."""
@@ -149,10 +149,62 @@ def test_ntidigits_first_five_layers_and_the_average_layer_refused(tmp_path):
     assert np.array_equal(ours[:, :149], gt[:, 1:150])      # lava-dl's output.npy leads by one step
 
 
-@pytest.mark.parametrize('name', ['network.net', 'square_network.net'])
-def test_pilotnet_sdnn_is_refused_in_one_line(tmp_path, name):
-    """Sigma-delta networks are not run (README: what a user loses)."""
+def test_pilotnet_sdnn_all_layers_and_lava_dl_ground_truth(tmp_path):
+    """lava-dl's ``test_pilotnet_sdnn``: PilotNet SDNN (Delta input encoder, 4
+    conv and 3 dense sigma-delta layers, a Sigma output; graded 16-bit
+    messages), its ``input.npy`` frame (Lava's (W, H, C) order, one step) at
+    every step for 9 steps, as lava-dl's test runs it (a RingBuffer of that one
+    step repeats it). Every layer's graded output at every step as stock NetX's; the output
+    layer as lava-dl's ``output.npy`` (its test requires error 0)."""
+    gts = os.path.join(NETX, 'gts/pilotnet_sdnn')
+    frame = np.load(os.path.join(gts, 'input.npy'))[..., 0]            # (W, H, C)
+    np.save(tmp_path / 'in.npy', np.repeat(frame[..., None], 9, axis=-1))
+    out = tmp_path / 'sdnn.npz'
+    _ran(_cli(['--model', os.path.join(gts, 'network.net'), '--input', str(tmp_path / 'in.npy'),
+               '--layout', 'whc', '--save-spikes', str(out), '--save-layers', 'all']))
+    ours = {n: a.transpose(2, 1, 0, 3) if a.ndim == 4 else a for n, a in np.load(out).items()}
+    assert len(ours) == 9 and all(a.dtype == np.int32 for a in ours.values())
+    assert all(np.abs(a[..., :9]).max() > 64 for a in ours.values())   # graded, not 0/1
+    stock = lava_runtime.run_stock_netx(os.path.join(gts, 'network.net'),
+                                        np.repeat(frame.transpose(2, 1, 0)[..., None], 9, axis=-1))
+    _assert_identical(ours, stock, 9)
+    gt = np.load(os.path.join(gts, 'output.npy'))                      # (1, 9)
+    assert np.abs(ours['layer9'][..., :9] - gt).sum() == 0
+
+
+def test_pilotnet_sdnn_square_network_all_layers(tmp_path):
+    """square_network.net (the same encoder and 4 conv sigma-delta layers on
+    33 x 33 frames, no output layer): a changing input with negative values
+    (the delta encoder sends negative messages) for 6 steps, every layer as
+    stock NetX."""
+    path = os.path.join(NETX, 'gts/pilotnet_sdnn/square_network.net')
+    data = np.random.default_rng(0).integers(-60, 64, (3, 33, 33, 6))
+    np.save(tmp_path / 'in.npy', data)
+    out = tmp_path / 'sq.npz'
+    _ran(_cli(['--model', path, '--input', str(tmp_path / 'in.npy'), '--save-spikes', str(out),
+               '--save-layers', 'all']))
+    ours = dict(np.load(out))
+    assert len(ours) == 5 and all((a[..., :6] < 0).any() for a in ours.values())
+    _assert_identical(ours, lava_runtime.run_stock_netx(path, data), 6)
+
+
+@pytest.mark.parametrize('args, what', [
+    (['--reset-interval', '4'], 'a reset interval (stock NetX ignores it with a warning) is not supported '
+                                'with a sigma-delta (SDNN) network'),
+    (['--skip-input-neuron'], 'layer 0 (input): --skip-input-neuron with a sigma-delta (SDNN) input layer')])
+def test_pilotnet_sdnn_unsupported_options_in_one_line(tmp_path, args, what):
     np.save(tmp_path / 'in.npy', np.zeros((3, 33, 33, 2)))
-    path = os.path.join(NETX, 'gts/pilotnet_sdnn', name)
-    line = _one_error(_cli(['--model', path, '--input', str(tmp_path / 'in.npy')]))
-    assert path in line and 'layer 0 (input): sigma-delta (SDNN) neurons are not supported' in line
+    path = os.path.join(NETX, 'gts/pilotnet_sdnn/square_network.net')
+    line = _one_error(_cli(['--model', path, '--input', str(tmp_path / 'in.npy')] + args))
+    assert what in line, line
+
+
+def test_pilotnet_sdnn_nir_export_refused_in_one_line(tmp_path):
+    """The NIR exporter writes CUBA-LIF networks: an SDNN file is one error line."""
+    path = os.path.join(NETX, 'gts/pilotnet_sdnn/square_network.net')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'export_nir.py'), path, '--out',
+                          str(tmp_path / 'x.nir')], capture_output=True, text=True, timeout=300, env=env)
+    line = _one_error(res)
+    assert 'layer 0 (input' in line and 'sigma-delta (SDNN) neurons are not exported to NIR' in line
+    assert not (tmp_path / 'x.nir').exists()

@@ -3,6 +3,8 @@
 its stock timing against stock ``netx.hdf5.Network`` on Lava's CPU simulator,
 every layer's spikes at every Lava step; unsupported features refused with one
 error naming them."""
+import shutil
+
 import h5py
 import numpy as np
 import pytest
@@ -159,24 +161,46 @@ def test_conv_delays_and_delays_beyond_62_are_refused(tmp_path):
         read_netx(dense)
 
 
-def test_sigma_delta_network_is_refused_as_sigma_delta(tmp_path):
-    """SDNN layers, and a whole SDNN network as lava-dl exports it (``sigma_delta``
-    ``Input``, ``Dense``, ``Output``): refused at its first layer as sigma-delta,
-    with or without ``skip_input_neuron``."""
+def test_sigma_delta_network_as_lava_dl_exports_it(tmp_path):
+    """A whole SDNN network as lava-dl exports it (``sigma_delta`` ``Input``,
+    ``Dense``, ``Output``) reads as NetX builds it: the input's Delta encoder,
+    SigmaDelta, and the Sigma output. SDNN layers behind an input without
+    neuron (a mixed network), ``--skip-input-neuron`` and the variants this
+    runtime does not run are refused in one line each."""
     from lava.lib.dl import slayer
     sd = {'threshold': 0.1, 'activation': torch.nn.functional.relu, 'requires_grad': False}
     blocks = [slayer.block.sigma_delta.Dense(sd, 8, 6)]
     path = _export(str(tmp_path / 'sdnn.net'), (8,), blocks)
-    with pytest.raises(NetXFormatError, match=r'layer 1 \(dense\): sigma-delta \(SDNN\) neurons are not supported'):
+    with pytest.raises(NetXFormatError, match=r'layer 0 \(input\): a network mixing sigma-delta \(SDNN\) and '
+                                              r'CUBA-LIF layers \(or layers without neuron\) is not supported'):
         read_netx(path)
     inp = slayer.block.sigma_delta.Input(sd)
     inp(torch.zeros(1, 8, 2))
     blocks = [slayer.block.sigma_delta.Dense(sd, 8, 6), slayer.block.sigma_delta.Output(sd, 6, 3)]
     path = _export(str(tmp_path / 'sdnn_full.net'), (8,), blocks, input_neuron=inp)
-    for skip in (False, True):
-        with pytest.raises(NetXFormatError, match=r'layer 0 \(input\): sigma-delta \(SDNN\) neurons are '
-                                                  r'not supported \(neuron/type = SDNN\)'):
-            read_netx(path, skip_input_neuron=skip)
+    spec = read_netx(path)
+    assert [l.neuron['kind'] for l in spec.layers] == ['delta', 'sigma_delta', 'sigma']
+    assert all(l.neuron['type'] == 'SDNN' for l in spec.layers)
+    with pytest.raises(NetXFormatError, match=r'layer 0 \(input\): --skip-input-neuron with a sigma-delta'):
+        read_netx(path, skip_input_neuron=True)
+
+    def variant(key, value, layer=1, what=None):
+        out = str(tmp_path / f'v_{key}.net')
+        shutil.copy(path, out)
+        with h5py.File(out, 'a') as f:
+            g = f[f'layer/{layer}/neuron']
+            if key in g:
+                del g[key]
+            g[key] = value
+        with pytest.raises(NetXFormatError, match=what) as e:
+            read_netx(out)
+        assert '\n' not in str(e.value)
+    variant('activation', b'sigmoid', what=r"layer 1 \(dense\): sigma-delta \(SDNN\) activation 'sigmoid' "
+                                           r"is not supported")
+    variant('messageBits', 8, what=r'neuron/messageBits = 8 is not supported')
+    variant('cumError', 1, what=r'neuron key\(s\) neuron/cumError are not supported')
+    variant('sigma_output', True, what=r'layer 1 \(dense\): neuron/sigma_output .* on the last layer only')
+    variant('vThMant', 1 << 19, what=r'neuron/vThMant = 524288 out of range 0..524287 \(Lava stores it << 12')
 
 
 def _retype(f, type_name):

@@ -351,6 +351,16 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     if neuron_in and timing != 'stock':
         raise ValueError("an input layer with a neuron runs in stock NetX timing only; use timing "
                          "'stock' (the default for stock files)")
+    if spec.layers[0].neuron.get('type') == 'SDNN':    # a sigma-delta network (netx_file._check_sdnn)
+        if timing != 'stock':
+            raise ValueError("a sigma-delta (SDNN) network runs in stock NetX timing only; use timing "
+                             "'stock' (the default for stock files)")
+        for what, given in (('a reset interval (stock NetX ignores it with a warning)', reset_interval),
+                            ('a reset offset', reset_offset),
+                            ('input_bias (its Delta encoder has no bias)', input_bias is not None),
+                            ('input_message_bits (its graded messages have 16 bits)', input_message_bits)):
+            if given:
+                raise ValueError(f'{what} is not supported with a sigma-delta (SDNN) network')
     if input_bias is not None and not neuron_in:
         raise ValueError('input_bias needs an input layer with a neuron (the file has none)')
     if (record or record_voltage) and timing != 'stock':
@@ -462,7 +472,8 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     for ``t_max`` steps), ``batch`` samples side by side, and collect the results.
     ``reset_offset``, ``input_bias``, ``input_message_bits``, ``record``,
     ``record_voltage``: see :func:`build` (``LavaResult.spikes[name]``:
-    ``[K, *shape]`` 0/1 at Lava steps 1 .. K of every recorded layer, ``(C, H, W)``
+    ``[K, *shape]`` 0/1 (graded integers in a sigma-delta network) at Lava steps 1 .. K of every
+    recorded layer, ``(C, H, W)``
     order; ``LavaResult.voltages[name]``: the voltage after each step, same layout).
 
     Refuses (:class:`MemoryLimitError`, before any process is built) a run whose
@@ -486,6 +497,9 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     if deadline_s is None:
         deadline_s = default_deadline(num_steps, memory['total'])
 
+    # binary spikes as int8; a sigma-delta network's graded messages (16 bits, Sigma's 24) as int32
+    spike_dtype = np.int32 if spec.layers[0].neuron.get('type') == 'SDNN' else np.int8
+
     def collect():
         # read everything before stop(): records through their external pipes (one
         # message each, sent at the last step), counters through Var.get()
@@ -493,7 +507,7 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
                 {n: _record(p.fingerprint_rec).astype(np.int64) for n, p in layer_procs.items()},
                 {n: int(p.synops.get()[0]) for n, p in layer_procs.items()},
                 {n: int(p.neuron_updates.get()[0]) for n, p in layer_procs.items()},
-                {n: _record(layer_procs[n].spikes_rec).astype(np.int8) for n in record},
+                {n: _record(layer_procs[n].spikes_rec).astype(spike_dtype) for n in record},
                 {n: _record(layer_procs[n].voltages_rec).astype(np.int64) for n in record_voltage})
     (logits, fps, synops, updates, spikes, volts), wall_s, startup_s = execute(procs[0], cfg, num_steps,
                                                                                collect, deadline_s)

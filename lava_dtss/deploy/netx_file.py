@@ -32,10 +32,6 @@ MAX_VALUES = 1 << 27         # values one dataset may hold (1 GiB as int64); che
 OWN_LIMITS = {'weight': (MIN_WEIGHT, MAX_WEIGHT), 'bias': (MIN_FILE_BIAS, MAX_FILE_BIAS)}
 
 
-SDNN_REFUSED = ('sigma-delta (SDNN) neurons are not supported (neuron/type = SDNN); this runtime '
-                'runs CUBA-LIF neurons only')
-
-
 class NetXFormatError(ValueError):
     """A network file is missing, unreadable or does not follow the schema."""
 
@@ -320,10 +316,38 @@ def _read_netx(path: str, skip_input_neuron: bool = False, num_layers: int = Non
             layers.append(_read_layer(_Layer(path, i, g), layers, skip_input_neuron))
     spec = NetSpec(layers=layers, meta=meta)
     _check_graph(path, spec)
+    _check_sdnn(path, spec)
     if meta.get('format') == FORMAT:
         _check_own_limits(path, spec)
         _check_own_consistency(path, spec)
     return spec
+
+
+def is_sdnn(spec: NetSpec) -> bool:
+    """A sigma-delta network: some layer's neuron is ``SDNN`` (``_check_sdnn``
+    then requires every layer's to be)."""
+    return any(l.neuron.get('type') == 'SDNN' for l in spec.layers)
+
+
+def _check_sdnn(path, spec: NetSpec):
+    """A sigma-delta network runs only as stock NetX builds lava-dl's SDNN files:
+    SDNN neurons in every layer (input included), a chain of input/conv/flatten/
+    dense layers, ``Sigma`` (sigma_output) only in the last layer."""
+    if not is_sdnn(spec):
+        return
+    for i, l in enumerate(spec.layers):
+        def fail(msg):
+            raise NetXFormatError(f'{path}: layer {i} ({l.type}): {msg}')
+        if l.type in ('input', 'conv', 'dense') and l.neuron.get('type') != 'SDNN':
+            fail('a network mixing sigma-delta (SDNN) and CUBA-LIF layers (or layers without '
+                 'neuron) is not supported; every layer of an SDNN network needs neuron/type SDNN')
+        if l.type not in ('input', 'conv', 'dense', 'flatten'):
+            fail(f'layer type {l.type!r} in a sigma-delta (SDNN) network is not supported')
+        if l.neuron.get('kind') == 'sigma' and i != len(spec.layers) - 1:
+            fail('neuron/sigma_output (a Sigma decoder, no delta encoding) is supported on the last '
+                 'layer only')
+        if 'delay' in l.params:
+            fail('synaptic delays in a sigma-delta (SDNN) network are not supported')
 
 
 def _check_own_consistency(path, spec: NetSpec):
@@ -404,7 +428,12 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
             L.fail(f'shape {spec.shape} should be (C, H, W) or (N,)')
         spec.params['inputScale'] = L.scalar('dtss/inputScale') if L.has('dtss/inputScale') else 1
         if L.has('neuron/type') and L.string('neuron/type') == 'SDNN':
-            L.fail(SDNN_REFUSED)
+            # stock NetX's Input block of an SDNN file: a Delta encoder (no bias, no synapse)
+            if skip_input_neuron:
+                L.fail('--skip-input-neuron with a sigma-delta (SDNN) input layer: its delta encoder '
+                       'is what turns the data into graded messages; run it with the input neuron')
+            spec.neuron = _sdnn_neuron(L, input_layer=True)
+            return spec
         if L.has('neuron') and not skip_input_neuron:
             # stock NetX's Input block: a CUBA-LIF neuron per input value, driven by data into
             # its a_in (no synapse, no latency) and/or its bias; the file's input transform
@@ -426,6 +455,11 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         # stock NetX's default: a non-leaky current integrator whose threshold
         # (vThMant 1 << 17, i.e. v > 2**23) the 24-bit voltage never reaches: no spikes
         spec.neuron = dict(STOCK_NO_NEURON)
+    elif t in ('conv', 'dense') and L.has('neuron/type') and L.string('neuron/type') == 'SDNN':
+        spec.neuron = _sdnn_neuron(L)
+        if spec.neuron['kind'] == 'sigma' and L.has('bias'):
+            L.fail('a bias on a sigma-output (neuron/sigma_output) layer: stock NetX\'s Sigma neuron '
+                   'has none (it cannot build this layer either)')
     elif t in ('conv', 'dense', 'attention'):
         spec.neuron = _cuba_neuron(L)
     if t == 'conv':
@@ -494,13 +528,51 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
     return spec
 
 
+SDNN_KEYS = ('type', 'vThMant', 'activation', 'sigma_output', 'messageBits')
+SDNN_MAX_MANT = 1 << 19      # threshold and bias mantissas whose << 12 fits int32
+
+
+def _sdnn_neuron(L: _Layer, input_layer: bool = False) -> dict:
+    """The sigma-delta neuron of an ``SDNN`` layer as stock NetX builds it
+    (``hdf5.Network.get_neuron_params``): the input layer's ``Delta`` encoder,
+    ``Sigma`` where ``neuron/sigma_output`` is present, else ``SigmaDelta``;
+    ReLU activation, no cumulative error, 16-bit graded messages. Variants NetX
+    would build differently or we do not run are refused in one line."""
+    extra = sorted(k for k in L.g['neuron'].keys() if k not in SDNN_KEYS)
+    if extra:
+        L.fail(f'sigma-delta (SDNN) neuron key(s) {", ".join("neuron/" + k for k in extra)} are not '
+               f'supported (supported: {", ".join("neuron/" + k for k in SDNN_KEYS)})')
+    if L.has('neuron/activation'):
+        act = L.string('neuron/activation').lower()
+        if act != 'relu':
+            L.fail(f'sigma-delta (SDNN) activation {act!r} is not supported (stock NetX ignores '
+                   "neuron/activation and runs ReLU); supported: 'relu'")
+    if L.has('neuron/messageBits') and L.scalar('neuron/messageBits') not in (16,):
+        L.fail(f'sigma-delta (SDNN) neuron/messageBits = {L.scalar("neuron/messageBits")} is not '
+               'supported (supported: 16, NetX\'s default)')
+    sigma = L.has('neuron/sigma_output') and not input_layer
+    if not sigma and not L.has('neuron/vThMant'):
+        L.fail('missing key neuron/vThMant (the delta threshold of a sigma-delta neuron)')
+    vth = L.scalar('neuron/vThMant') if L.has('neuron/vThMant') else 0
+    # Lava's SigmaDelta/Delta store vth << 12 and bias << 12 in int32
+    if not 0 <= vth < SDNN_MAX_MANT:
+        L.fail(f'neuron/vThMant = {vth} out of range 0..{SDNN_MAX_MANT - 1} (Lava stores it << 12 in int32)')
+    if L.has('bias'):
+        b = L.get('bias')
+        if b.size and np.abs(b).max() >= SDNN_MAX_MANT:
+            L.fail(f'bias values up to {int(np.abs(b).max())} beyond +-{SDNN_MAX_MANT - 1} (a sigma-delta '
+                   'neuron stores its bias << 12 in int32)')
+    return {'type': 'SDNN', 'kind': 'delta' if input_layer else 'sigma' if sigma else 'sigma_delta',
+            'vThMant': vth}
+
+
 def _cuba_neuron(L: _Layer) -> dict:
     """The CUBA-LIF neuron of a layer group (``neuron/``), every key checked."""
     if not L.has('neuron/type'):
         L.fail('missing key neuron/type (stock NetX needs it too; expected CUBA)')
     ntype = L.string('neuron/type')
     if ntype == 'SDNN':
-        L.fail(SDNN_REFUSED)
+        L.fail('sigma-delta (SDNN) neurons run on conv and dense layers only')
     if ntype not in ('CUBA', 'LOIHI'):
         L.fail(f'neuron type {ntype!r} is not supported; this runtime runs CUBA-LIF '
                'neurons only (neuron/type CUBA or LOIHI)')

@@ -823,6 +823,9 @@ def export_nir(source, dt: float = 1e-3, t_max: int = None):
             fail(i, layer, 'spiking self-attention q (k^T v) multiplies two spike trains; NIR has no '
                            'primitive for it')
     for i, layer in enumerate(spec.layers):
+        if layer.neuron.get('type') == 'SDNN':
+            fail(i, layer, 'sigma-delta (SDNN) neurons are not exported to NIR (this exporter writes '
+                           'CUBA-LIF networks)')
         if layer.active_steps is not None and t_max and layer.active_steps < t_max:
             fail(i, layer, f'DTSS gate (active {layer.active_steps} of {t_max} steps): NIR has no time-step '
                            'gate; a NIR reader would run the layer for every step')

@@ -12,7 +12,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lava_dtss.deploy.fixed_point import (FLOAT32_EXACT, conv2d, conv2d_general, conv_fanout,
                                           fingerprint_rows)
-from lava_dtss.loihi2 import lif_step
+from lava_dtss.loihi2 import lif_step, sigma_delta_step
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
                                               Readout, SpikeProbe)
 
@@ -142,10 +142,17 @@ class _GatedModel(PyLoihiProcessModel):
             self._pending, ops = self.synapse(inputs, 1)
         self.synops[0] += ops
         self.neuron_updates[0] += self.u.size
-        spikes = lif_step(self.u, self.v, a, bias, self.du, self.dv, self.vth)
-        out = spikes.astype(float)
+        if p.get('sdnn'):                   # sigma-delta: u = sigma, v = act, graded messages
+            if getattr(self, '_residue', None) is None:
+                self._residue = np.zeros(self.u.shape, np.int64)
+            out = sigma_delta_step(self.u, self.v, self._residue, a, bias, self.vth,
+                                   p['sdnn']).astype(float)
+        else:
+            spikes = lif_step(self.u, self.v, a, bias, self.du, self.dv, self.vth)
+            out = spikes.astype(float)
         if k <= self.fingerprint.shape[0]:
-            self.fingerprint[k - 1] = fingerprint_rows(out)[0]
+            # sigma-delta: count and checksum of the non-zero (graded) messages
+            self.fingerprint[k - 1] = fingerprint_rows(out != 0 if p.get('sdnn') else out)[0]
         if k <= p.get('record_steps', 0):
             self.spikes[k - 1] = out[0]
             if p.get('record_voltage'):

@@ -101,6 +101,12 @@ class GatedLayer(_GatedNeurons):
     through ``spikes_rec`` at the last step (batch 1); with ``record_voltage``
     also the voltage ``v`` after each step (after the reset of the neurons that
     fired, as Lava's ``LIF.v``) in ``voltages`` / ``voltages_rec``.
+    ``neuron['type'] == 'SDNN'`` (stock timing): the layer's neuron is the
+    sigma-delta neuron NetX builds (``neuron['kind']``: ``'delta'``, the input
+    block's encoder; ``'sigma_delta'``; ``'sigma'``, a sigma-output layer),
+    one step of ``lava_dtss.loihi2.sigma_delta_step``; ``u`` holds its sigma,
+    ``v`` its activation ``act`` (what ``record_voltage`` records), and the
+    messages are graded integers.
     """
 
     def __init__(self, *, kind: str, in_shape: tuple, out_shape: tuple, weight: np.ndarray,
@@ -119,8 +125,9 @@ class GatedLayer(_GatedNeurons):
                          reset_phase=int(depth if reset_phase is None else reset_phase),
                          record_steps=int(record_steps), record_voltage=bool(record_voltage),
                          delay=None if delay is None else np.asarray(delay, dtype=np.int64),
-                         vth=int(neuron['vThMant']), du=int(neuron['iDecay']),
-                         dv=int(neuron['vDecay']), t_max=int(t_max),
+                         vth=int(neuron['vThMant']), du=int(neuron.get('iDecay', 0)),
+                         dv=int(neuron.get('vDecay', 0)), t_max=int(t_max),
+                         sdnn=neuron.get('kind') if neuron.get('type') == 'SDNN' else None,
                          active_steps=int(active_steps), gating=bool(gating),
                          num_samples=int(num_samples), num_steps=int(num_steps))
         self.a_in = InPort(shape=(int(batch),) + tuple(in_shape))
