@@ -338,6 +338,11 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     default_study = os.path.abspath(results) == os.path.join(ROOT, 'results', 'fashion-mnist')
     readme = readme or (os.path.join(ROOT, 'README.md') if default_study else 'none')
     fig_dir = figures or os.path.join(os.path.dirname(os.path.abspath(doc)), 'figures')
+    if not os.path.isdir(doc):    # a new folder for the page is made (a folder given as --doc is refused below)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
+        except OSError as e:
+            raise ReportError(f'--doc {doc}: cannot create its folder ({e.strerror or e})') from None
     _check_writable(doc, '--doc')
     if readme != 'none':
         if not os.path.isfile(readme):
