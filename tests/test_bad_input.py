@@ -555,7 +555,7 @@ def _ctrl_c_to_the_group(args):
     assert 'Traceback' not in stderr and 'KeyboardInterrupt' not in stderr, stderr[-3000:]
     time.sleep(1)
     assert _marked_pids(marker) == []
-    assert not {s for s in set(os.listdir('/dev/shm')) - shm_before if s.startswith('psm_')}
+    assert not _shm_left(shm_before)
 
 
 def test_ctrl_c_to_the_process_group_ends_the_run_cleanly(files):
@@ -594,6 +594,18 @@ def _shm_segments():
     return {s for s in os.listdir('/dev/shm') if s.startswith('psm_')}
 
 
+def _shm_left(before, bound_s=30.0):
+    """Lava shared-memory segments made since ``before`` that are still there after up to
+    ``bound_s`` seconds: their unlinking can lag the end of the processes that made them
+    (seen in full-suite runs: 6 segments gone some seconds later), a leak stays."""
+    deadline = time.monotonic() + bound_s
+    while True:
+        new = _shm_segments() - before
+        if not new or time.monotonic() > deadline:
+            return new
+        time.sleep(0.5)
+
+
 def _run_marked(args, timeout, prefix=(RUN_LAVA,), env_extra=None):
     """``python PREFIX ARGS`` in its own session, marked so that every process it
     starts can be found; returns (Result, seconds, pids left, shm segments left)."""
@@ -618,7 +630,7 @@ def _run_marked(args, timeout, prefix=(RUN_LAVA,), env_extra=None):
     left = _marked_pids(marker)
     for pid in left:                      # only processes this test started
         os.kill(pid, signal.SIGKILL)
-    return Result(proc.returncode, out, err), seconds, left, _shm_segments() - shm_before
+    return Result(proc.returncode, out, err), seconds, left, _shm_left(shm_before)
 
 
 def _neuron(g):

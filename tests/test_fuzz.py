@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from lava_dtss.deploy import lava_runtime
 from lava_dtss.deploy.netx_file import NetSpec, NetXFormatError, read_netx
-from test_bad_input import _DRIVER, _env, _marked_pids, _shm_segments
+from test_bad_input import _DRIVER, _env, _marked_pids, _shm_left, _shm_segments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -175,7 +175,7 @@ def _run_driver(script, cases, timeout):
         for pid in left:                  # only processes this test started
             os.kill(pid, 9)
     assert proc.returncode == 0 and '\nRESULTS ' in out, err[-3000:]
-    return json.loads(out.rsplit('\nRESULTS ', 1)[1]), left, _shm_segments() - shm_before
+    return json.loads(out.rsplit('\nRESULTS ', 1)[1]), left, _shm_left(shm_before)
 
 
 def _clean(name, result):
