@@ -283,12 +283,14 @@ def benchmark_section(path) -> list:
     return [header, '', '```', body.strip('\n'), '```']
 
 
-def replace_block(path, start, end, lines):
-    """Replace the text between the marker lines ``start`` and ``end`` of ``path`` (atomically)."""
+def replace_block(path, start, end, lines, what=None):
+    """Replace the text between the marker lines ``start`` and ``end`` of ``path`` (atomically);
+    ``what`` names the section in the error when a marker is missing."""
     with open(path) as f:
         text = f.read()
     if start not in text or end not in text:
-        raise ReportError(f'{path} has no generated section {start[:40]!r}... (the marker lines of scripts/report.py)')
+        what = what or f'generated section {start[:40]!r}...'
+        raise ReportError(f'{path} has no {what} (the marker lines of scripts/report.py)')
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     new = head + '\n'.join([start, ''] + lines + ['', end]) + tail
@@ -297,17 +299,10 @@ def replace_block(path, start, end, lines):
 
 def write_readme_section(path, summary, doc_rel, pareto_rel):
     """Replace the text between README_START and README_END in ``path``."""
-    with open(path) as f:
-        text = f.read()
-    if README_START not in text or README_END not in text:
-        raise ReportError(f'{path} has no generated results section (the two marker lines of scripts/report.py)')
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    body = '\n'.join([README_START, ''] + summary + ['', f'![DTSS against fixed T]({pareto_rel})', '',
-                                                     f'All tables and plots: [{doc_rel}]({doc_rel}).', '',
-                                                     README_END])
-    new = head + body + tail
-    atomic_write(path, lambda f: f.write(new), mode='w')
+    replace_block(path, README_START, README_END,
+                  summary + ['', f'![DTSS against fixed T]({pareto_rel})', '',
+                             f'All tables and plots: [{doc_rel}]({doc_rel}).'],
+                  what='generated results section')
 
 
 def _check_writable(path: str, what: str):
