@@ -5,10 +5,10 @@ chosen on the validation split (fewest average steps within --budget-pp of the
 full window's validation accuracy), test accuracy and steps reported at it.
 
     python scripts/early_exit.py                        # the three shipped models
-    python scripts/early_exit.py --models netx_models/fmnist_fixed-t4.net --num-test 1000
+    python scripts/early_exit.py --models netx_models/fmnist-2026-11_fixed-t4.net --num-test 1000
 
-Writes results/early-exit/<model>.json (atomically), docs/figures/early_exit.png and the
-early-exit section of docs/results.md.
+Writes results/early-exit/<model>.json (atomically), the figure early_exit.png and the
+early-exit section of the page of the study the models come from (docs/results-2026-11.md).
 The work: lava_dtss.analysis.exit_study (policies: lava_dtss.deploy.early_exit).
 """
 import argparse
@@ -30,8 +30,8 @@ def main(argv=None):
     p.add_argument('--num-test', type=int, default=None, help='first N test images only (default: all)')
     p.add_argument('--data-dir', default=None, help='dataset folder (see train_slayer.py)')
     p.add_argument('--out', default=os.path.join(root, 'results', 'early-exit'), help='folder of the JSONs')
-    p.add_argument('--figure', default=os.path.join(root, 'docs', 'figures', 'early_exit.png'))
-    p.add_argument('--doc', default=os.path.join(root, 'docs', 'results.md'),
+    p.add_argument('--figure', default=os.path.join(exit_study.STUDY_FIGURES, 'early_exit.png'))
+    p.add_argument('--doc', default=exit_study.STUDY_DOC,
                    help="page whose early-exit section is (re)written ('none': skip)")
     args = p.parse_args(argv)
     if not 0 <= args.budget_pp < 100:

@@ -21,6 +21,8 @@ def main(argv=None):
     p.add_argument('--demo', action='store_true',
                    help='the README demo in context: `python scripts/train_slayer.py` (DTSS, digits) beside the '
                         'same recipe at fixed T = 1, 2, 4 and 8, each from scratch (results/digits-demo)')
+    p.add_argument('--study', default='fashion-mnist', choices=sorted(n for n in study.STUDIES if n != 'digits-quick'),
+                   help='the protocol (default fashion-mnist; fashion-mnist-2026-11: the first study\'s)')
     p.add_argument('--results', default=None, help='results folder (default results/<study>)')
     p.add_argument('--runs', default=None, help='checkpoints and logs (default runs/<study>)')
     p.add_argument('--stage', choices=('all', 'base', 'arms'), default='all',
@@ -35,7 +37,7 @@ def main(argv=None):
                    help='test images for the Lava runs (default: the whole test split)')
     args = p.parse_args(argv)
     study.run_study(quick=args.quick, demo=args.demo, results=args.results, runs=args.runs, stage=args.stage,
-                    reevaluate=args.reevaluate, lava_samples=args.lava_samples)
+                    reevaluate=args.reevaluate, lava_samples=args.lava_samples, name=args.study)
     return 0
 
 

@@ -252,7 +252,7 @@ def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
     tracebacks (issue 18): one ``error:`` line, naming the file where it can."""
     import shutil
     results = tmp_path / 'results'
-    shutil.copytree(os.path.join(ROOT, 'results', 'fashion-mnist'), results)
+    shutil.copytree(os.path.join(ROOT, 'results', 'fashion-mnist-2026-11'), results)
     bad = results / 'ann' / 'metrics.json'
     doc = tmp_path / 'results.md'
     if case == 'corrupt':

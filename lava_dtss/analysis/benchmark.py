@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 from .study import ROOT
 # the shipped Fashion-MNIST DTSS model (scripts/study.py ships the headline arm there)
-DEFAULT_MODEL = next(iter(sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist_dtss-*.net')))),
-                     os.path.join('netx_models', 'fmnist_dtss-<headline arm>.net'))
+DEFAULT_MODEL = next(iter(sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist_dtss-*.net')))
+                          + sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist-*_dtss-*.net')))),
+                     os.path.join('netx_models', 'fmnist_dtss-<headline arm>.net'))   # then an earlier study's
 # (worker name, label); the first is the reference of the ratios
 TRAIN_IMPLS = (('fast', 'ours: fused neuron, compiled loop'),
                ('fast-torch', 'ours: fused neuron, PyTorch path'),

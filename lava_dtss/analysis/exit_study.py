@@ -26,7 +26,11 @@ from ..training import data
 from .energy import snn_energy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHIPPED = ('fmnist_fixed-t4', 'fmnist_dtss-default-l1', 'digits_tiny_dtss')
+SHIPPED = ('fmnist-2026-11_fixed-t4', 'fmnist-2026-11_dtss-default-l1', 'digits_tiny_dtss')
+# the study those Fashion-MNIST models come from, its page and figures (the early-exit section lives there)
+SHIPPED_STUDY = os.path.join(ROOT, 'results', 'fashion-mnist-2026-11')
+STUDY_DOC = os.path.join(ROOT, 'docs', 'results-2026-11.md')
+STUDY_FIGURES = os.path.join(ROOT, 'docs', 'figures-2026-11')
 VAL_SIZE = {'fashion-mnist': 5000, 'digits': 200}   # the study's validation splits (seed 0)
 
 
@@ -160,8 +164,8 @@ def plot(records: dict, fixed_points: dict, path: str):
 
 def study_points(results: str = None) -> dict:
     """``{dataset: {label: [(avg steps, fixed-point test accuracy)]}}`` of the
-    committed Fashion-MNIST study (seed-0 fixed-T and DTSS arms)."""
-    results = results or os.path.join(ROOT, 'results', 'fashion-mnist')
+    Fashion-MNIST study the shipped models come from (seed-0 fixed-T and DTSS arms)."""
+    results = results or SHIPPED_STUDY
     fixed, dtss = [], []
     if os.path.isdir(results):
         for arm in sorted(os.listdir(results)):
