@@ -463,6 +463,20 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
     return procs, layer_procs, readout
 
 
+
+def _prepare_run(spec, frames, t_max, batch, max_memory, recorded: int = 0):
+    """The checks every run starts with: ``frames`` as contiguous floats, the batch,
+    the frame layout (``T_max``) and the memory estimate (:class:`MemoryLimitError`
+    beyond ``max_memory``). Returns ``(frames, t_max, memory)``."""
+    frames = np.ascontiguousarray(frames, dtype=float)
+    if int(batch) < 1:
+        raise ValueError(f'batch must be >= 1, got {batch}')
+    t_max = _frame_layout(spec, frames, t_max)
+    timed = frames.ndim == len(spec.layers[0].shape) + 2
+    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory,
+                          recorded=recorded)
+    return frames, t_max, memory
+
 def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = 'cpu',
         batch: int = 1, t_max: int = None, max_memory: int = None,
         deadline_s: float = None, timing: str = 'auto', reset_interval: int = 0, *,
@@ -481,14 +495,10 @@ def run(spec: NetSpec, frames: np.ndarray, gating: bool = True, backend: str = '
     stops the run with :class:`LavaRunError` when a Lava process fails or the
     run passes ``deadline_s`` (default :func:`default_deadline`)."""
     cfg = run_config(backend)
-    frames = np.ascontiguousarray(frames, dtype=float)
-    if int(batch) < 1:
-        raise ValueError(f'batch must be >= 1, got {batch}')
-    t_max = _frame_layout(spec, frames, t_max)
-    timed = frames.ndim == len(spec.layers[0].shape) + 2
-    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory,
-                          recorded=sum(int(np.prod(l.shape)) * ((l.name in record) + (l.name in record_voltage))
-                                       for l in spec.layers))
+    frames, t_max, memory = _prepare_run(spec, frames, t_max, batch, max_memory,
+                                         recorded=sum(int(np.prod(l.shape)) * ((l.name in record)
+                                                                               + (l.name in record_voltage))
+                                                      for l in spec.layers))
     procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, timing, reset_interval,
                                         reset_offset=reset_offset, input_bias=input_bias,
                                         input_message_bits=input_message_bits, record=tuple(record),
@@ -549,12 +559,7 @@ def run_exit(spec: NetSpec, frames: np.ndarray, policy: str = 'margin', threshol
     if policy == 'confidence':
         raise ValueError(CONFIDENCE_IN_LAVA)
     cfg = run_config(backend)
-    frames = np.ascontiguousarray(frames, dtype=float)
-    if int(batch) < 1:
-        raise ValueError(f'batch must be >= 1, got {batch}')
-    t_max = _frame_layout(spec, frames, t_max)
-    timed = frames.ndim == len(spec.layers[0].shape) + 2
-    memory = check_memory(spec, frames.shape[0], t_max, batch, t_max if timed else 1, max_memory)
+    frames, t_max, memory = _prepare_run(spec, frames, t_max, batch, max_memory)
     procs, layer_procs, readout = build(spec, frames, gating, batch, t_max, 'sync',
                                         exit_threshold=threshold)
     num_samples, batch = frames.shape[0], int(batch)

@@ -97,16 +97,8 @@ class _ExitGatedModel(_m._GatedModel):
 @implements(proc=ExitGatedLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag('fixed_pt')
-class PyExitGatedLayerModel(_ExitGatedModel):
-    exit_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    # GatedLayer's per-step records (stock timing only): declared, never sent here
-    spikes_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    spikes: np.ndarray = LavaPyType(np.ndarray, float)
-    voltages_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    voltages: np.ndarray = LavaPyType(np.ndarray, float)
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-    bias: np.ndarray = LavaPyType(np.ndarray, np.int64)
+class PyExitGatedLayerModel(_m.GatedLayerPorts, _ExitGatedModel):
+    exit_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)   # GatedLayer's records: declared, never sent here
     receive = _m.PyGatedLayerModel.receive
     neuron_bias = _m.PyGatedLayerModel.neuron_bias
     _weight = _m.PyGatedLayerModel._weight

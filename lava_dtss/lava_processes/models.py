@@ -184,17 +184,22 @@ class _GatedModel(PyLoihiProcessModel):
         return a, int((x != 0).sum()) * self.u.shape[1]
 
 
-@implements(proc=GatedLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag('fixed_pt')
-class PyGatedLayerModel(_GatedModel):
+class GatedLayerPorts:
+    """GatedLayer's ports and variables, for its models here and in exit_models
+    (Lava's builder finds them with ``dir()``, so subclasses inherit them)."""
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    spikes_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    spikes_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)   # per-step records (stock timing)
     spikes: np.ndarray = LavaPyType(np.ndarray, float)
     voltages_rec: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     voltages: np.ndarray = LavaPyType(np.ndarray, float)
     weight: np.ndarray = LavaPyType(np.ndarray, float)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+
+@implements(proc=GatedLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag('fixed_pt')
+class PyGatedLayerModel(GatedLayerPorts, _GatedModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
