@@ -392,3 +392,25 @@ def test_slope_section_says_whether_time_steps_matter():
     assert 'not steep enough' in short and 'not measured' not in short
     assert 'not measured (one seed)' in '\n'.join(slope_section(arms([0.8, 0.9]), 2, None))
     assert slope_section({4: {'test_accuracy': 0.9}}, 4, None) == []
+
+
+def test_sensitivity_loads_a_checkpoint_of_the_earlier_gate(tmp_path):
+    """A fixed-T checkpoint saved with the score-per-step gate (``gate.scores``) loads
+    in the sensitivity analysis, as in every other loader (the study's adopted
+    pre-training failed there: 'its model state does not fit its configuration')."""
+    import torch
+    from lava_dtss.analysis.sensitivity import load_model
+    from lava_dtss.model import build_model
+    torch.manual_seed(0)
+    model = build_model('tiny', dtss=False, t_max=4)
+    state = {}
+    for k, v in model.state_dict().items():
+        if k.endswith('gate.length'):
+            k, v = k[:-len('length')] + 'scores', torch.tensor([0.1, 0.2, 0.3, 0.9])   # chose 4 steps
+        state[k] = v
+    path = tmp_path / 'old.pt'
+    torch.save({'config': model.cfg.to_dict(), 'model': state, 'args': {'ann': False}, 'dtss': False}, path)
+    loaded, _ = load_model(str(path), 'fast')
+    for k, v in model.state_dict().items():
+        if not k.endswith(('gate.length', 'gate.frozen_steps')):
+            assert torch.equal(loaded.state_dict()[k], v), k

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
-from ..model.dtss import CATEGORIES
+from ..model.dtss import CATEGORIES, upgrade_gate_state
 from ..model.presets import ViTConfig
 from ..model.vit import SpikingViT
 from ..training import data
@@ -50,9 +50,9 @@ def load_model(path: str, neuron_impl: str):
         kind = 'an ANN twin (--ann)' if neuron_impl == 'ann' else 'a spiking model (trained without --ann)'
         raise TrainingError(f'{path} is not {kind}')
     try:
-        model = SpikingViT(ViTConfig.from_dict(ckpt['config']), dtss=bool(ckpt.get('dtss')),
-                           neuron_impl=neuron_impl)
-        model.load_state_dict(ckpt['model'])
+        config = ViTConfig.from_dict(ckpt['config'])
+        model = SpikingViT(config, dtss=bool(ckpt.get('dtss')), neuron_impl=neuron_impl)
+        model.load_state_dict(upgrade_gate_state(ckpt['model'], config.t_max))   # gates of the earlier formulation
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:200]
         raise TrainingError(f'{path}: its model state does not fit its configuration ({first})') from None
