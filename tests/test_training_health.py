@@ -65,3 +65,26 @@ def test_lever_table_lists_each_run(tmp_path):
         (tmp_path / name / 'log.jsonl').write_text(json.dumps({'epoch': 1, 'train_acc': 0.5}) + '\n')
     table = levers_markdown(str(tmp_path)).splitlines()
     assert len(table) == 4 and '| a |' in table[2] and '90.00%' in table[3] and 'attn_threshold=0.9' in table[3]
+
+
+def test_lever_table_groups_seeds_beside_the_ann_twin(tmp_path):
+    """Runs of one setting with several seeds: mean +- sd of validation, test and the
+    exported fixed-point test accuracy (export.json), and the gap to the ANN twin
+    of the same settings."""
+    runs = {'s0': ('--fixed-t 4 --seed 0', 0, 0.90, 0.899), 's1': ('--fixed-t 4 --seed 1', 1, 0.88, None),
+            'twin': ('--ann', 0, 0.92, None)}
+    for name, (extra, seed, test, q) in runs.items():
+        os.makedirs(tmp_path / name)
+        json.dump({'epochs': 8, 'seed': seed, 'val_accuracy': test, 'test_accuracy': test,
+                   'command': f'python scripts/train_slayer.py {extra} --epochs 8 --config attn_threshold=2.0'},
+                  open(tmp_path / name / 'metrics.json', 'w'))
+        (tmp_path / name / 'log.jsonl').write_text(json.dumps({'epoch': 8, 'train_acc': 0.9}) + '\n')
+        if q is not None:
+            json.dump({'quantized_test_accuracy': q}, open(tmp_path / name / 'export.json', 'w'))
+    table = levers_markdown(str(tmp_path)).splitlines()
+    assert '89.90%' in table[2]                         # s0's fixed-point column
+    seeds = [r for r in table if r.startswith('| `--fixed-t 4')]
+    assert len(seeds) == 1, table
+    row = seeds[0]
+    assert '| 2 |' in row and '89.00 +- 1.41%' in row and '89.90 +- 0.00% (1)' in row
+    assert '92.00%' in row and '-3.00 pp' in row

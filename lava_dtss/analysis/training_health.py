@@ -147,14 +147,9 @@ def _overrides(command: str) -> str:
     return ' '.join(keep)
 
 
-def levers_markdown(folder: str) -> str:
-    """Markdown table of every run under ``folder`` (``<run>/metrics.json`` and
-    ``log.jsonl`` of scripts/train_slayer.py), in name order: what it changed,
-    its last epoch's training accuracy, validation accuracy (the test split is
-    listed for completeness, never used to choose)."""
+def _runs(folder: str):
+    """``(name, metrics, last log entry, export card or None)`` of every run under ``folder``."""
     import json
-    rows = ['| run | settings (beyond the preset) | epochs | train acc | val acc | test acc |',
-            '|---|---|---|---|---|---|']
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name, 'metrics.json')
         if not os.path.isfile(path):
@@ -163,7 +158,46 @@ def levers_markdown(folder: str) -> str:
             m = json.load(f)
         with open(os.path.join(folder, name, 'log.jsonl')) as f:
             last = [json.loads(line) for line in f if line.strip()][-1]
-        rows.append(f'| {name} | `{_overrides(m.get("command", ""))}` | {m["epochs"]} | '
+        card = None
+        if os.path.isfile(os.path.join(folder, name, 'export.json')):   # scripts/export_netx.py's card
+            with open(os.path.join(folder, name, 'export.json')) as f:
+                card = json.load(f)
+        yield name, m, last, card
+
+
+def levers_markdown(folder: str) -> str:
+    """Markdown tables of every run under ``folder`` (``<run>/metrics.json`` and
+    ``log.jsonl`` of scripts/train_slayer.py; ``export.json``, the card of
+    ``scripts/export_netx.py``, where the run was exported), in name order: what it
+    changed, its last epoch's training accuracy, validation accuracy, test accuracy
+    (listed for completeness, never used to choose) and the exported fixed-point
+    model's test accuracy; then every setting run with several seeds, as mean and
+    standard deviation over its seeds, beside the ANN twin of the same settings."""
+    import statistics
+    rows = ['| run | settings (beyond the preset) | seed | epochs | train acc | val acc | test acc '
+            '| fixed-point test acc |', '|---|---|---|---|---|---|---|---|']
+    groups = {}
+    for name, m, last, card in _runs(folder):
+        q = card.get('quantized_test_accuracy') if card else None
+        rows.append(f'| {name} | `{_overrides(m.get("command", ""))}` | {m.get("seed", 0)} | {m["epochs"]} | '
                     f'{100 * last["train_acc"]:.2f}% | {100 * m["val_accuracy"]:.2f}% | '
-                    f'{100 * m["test_accuracy"]:.2f}% |')
+                    f'{100 * m["test_accuracy"]:.2f}% | {"" if q is None else f"{100 * q:.2f}%"} |')
+        groups.setdefault(_overrides(m.get('command', '')), []).append((m, q))
+    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0   # noqa: E731
+    seeded = [(k, g) for k, g in groups.items() if len(g) > 1]
+    if seeded:
+        rows += ['', '| settings | seeds | val acc | test acc | fixed-point test acc | ANN twin test acc '
+                 '| gap to the twin (test) |', '|---|---|---|---|---|---|---|']
+        for k, g in seeded:
+            val, test = [m['val_accuracy'] for m, _ in g], [m['test_accuracy'] for m, _ in g]
+            fp = [q for _, q in g if q is not None]
+            twin_key = _overrides(' '.join(w for w in k.replace('--fixed-t ', '--fixed-t=').split()
+                                           if not w.startswith('--fixed-t=')) + ' --ann')
+            twin = [m['test_accuracy'] for key, gg in groups.items() if set(key.split()) == set(twin_key.split())
+                    for m, _ in gg]
+            rows.append(f'| `{k}` | {len(g)} | {100 * statistics.mean(val):.2f} +- {100 * sd(val):.2f}% '
+                        f'| {100 * statistics.mean(test):.2f} +- {100 * sd(test):.2f}% '
+                        + (f'| {100 * statistics.mean(fp):.2f} +- {100 * sd(fp):.2f}% ({len(fp)}) ' if fp else '| ')
+                        + (f'| {100 * statistics.mean(twin):.2f}% | {100 * (statistics.mean(test) - statistics.mean(twin)):+.2f} pp |'
+                           if twin else '| | |'))
     return '\n'.join(rows)
