@@ -133,7 +133,7 @@ def test_quick_study_and_report_end_to_end(tmp_path):
         learned = json.loads((results / f'{head["headline_arm"]}{tag}' / 'metrics.json').read_text())
         refit = json.loads((results / f'{head["headline_arm"]}-refit{tag}' / 'metrics.json').read_text())
         assert refit['active_steps'] == learned['active_steps'] and refit['lambda_m'] == 0
-        assert refit['gates_from'].endswith(f'{head["headline_arm"]}{tag}/checkpoint.pt')
+        assert refit['gates_from'].endswith(f'{head["headline_arm"]}{tag}/metrics.json')
     sens = json.loads((results / 'sensitivity.json').read_text())
     assert set(sens['category_cut']) == {'sps', 'qkv', 'attn', 'mlp'}
     fixed = json.loads((results / 'fixed-t2' / 'metrics.json').read_text())
@@ -144,9 +144,13 @@ def test_quick_study_and_report_end_to_end(tmp_path):
         assert lava['agreement']['spikes_equal_all_layers'] and lava['agreement']['predictions'] == 1.0
         card = json.loads((results / f'tiny_{arm}.json').read_text())
         assert card['lava']['synops_gated'] == lava['synops_gated'] > 0
-    # a second call finds every arm done and trains nothing
+    # a second call finds every arm done and trains nothing; the common start comes back from results/
+    assert (results / 'pretrain' / 'checkpoint.pt').is_file() and (results / 'ann' / 'checkpoint.pt').is_file()
+    assert not (results / 'fixed-t2' / 'checkpoint.pt').exists()
+    (runs / 'pretrain' / 'checkpoint.pt').unlink()
     again = _run(['scripts/study.py', '--quick', '--results', str(results), '--runs', str(runs)], timeout=300)
     assert again.returncode == 0 and 'done before' in again.stdout and '--out' not in again.stdout
+    assert (runs / 'pretrain' / 'checkpoint.pt').read_bytes() == (results / 'pretrain' / 'checkpoint.pt').read_bytes()
     # --reevaluate re-runs evaluation and export of an arm evaluated otherwise, keeping its training
     metrics_path = results / 'fixed-t2' / 'metrics.json'
     old = json.loads(metrics_path.read_text())

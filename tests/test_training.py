@@ -589,3 +589,20 @@ def test_config_overrides_a_preset_field_and_refuses_unknown_ones(tmp_path):
     proc = subprocess.run([sys.executable, SCRIPT, '--config', 'bogus=1', '--out', str(tmp_path / 'x')],
                           capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
     assert proc.returncode == 2 and "unknown or fixed field 'bogus'" in proc.stderr
+
+
+def test_gates_from_the_metrics_of_a_dtss_run_equal_its_checkpoint(run_a, tmp_path):
+    """``--gates-from`` a run's metrics.json (its active_steps per layer) gives the
+    steps its checkpoint's gates chose: a study re-fits from committed results."""
+    ckpt = os.path.join(run_a[0], 'checkpoint.pt')
+    assert learned_gate_steps(os.path.join(run_a[0], 'metrics.json')) == learned_gate_steps(ckpt)
+    bad = tmp_path / 'fixed.json'
+    bad.write_text(json.dumps({'dtss': False, 'active_steps': {'sps.0': 4}}))
+    with pytest.raises(TrainingError, match='a fixed-T run'):
+        learned_gate_steps(str(bad))
+    bad.write_text(json.dumps({'dtss': True, 't_max': 8, 'active_steps': {'sps.0': 4}}))
+    with pytest.raises(TrainingError, match='T_max = 8'):
+        learned_gate_steps(str(bad), 4)
+    bad.write_text('{"accuracy": ')
+    with pytest.raises(TrainingError, match='cannot read'):
+        learned_gate_steps(str(bad))

@@ -123,11 +123,22 @@ def short(path):
     return path if rel.startswith('..') else rel
 
 
+# arms whose checkpoint the results keep (1.2 MB each for fmnist): the common start every arm fine-tunes
+# and the ANN twin the sensitivity analysis reads, so a fresh clone re-runs any arm without pre-training
+KEPT_CHECKPOINTS = ('pretrain', 'ann')
+
+
 def run_arm(study, name, args, results, runs):
-    """Train one arm (unless its metrics exist) and copy its small outputs to results."""
+    """Train one arm (unless its metrics exist) and copy its small outputs to results
+    (and its checkpoint, for ``KEPT_CHECKPOINTS``; an arm done before gets it back
+    from there when runs/ lacks it)."""
     dest = os.path.join(results, name)
     if os.path.isfile(os.path.join(dest, 'metrics.json')):
         print(f'[{name}] done before: {dest}/metrics.json')
+        kept, ckpt = os.path.join(dest, 'checkpoint.pt'), os.path.join(runs, name, 'checkpoint.pt')
+        if os.path.isfile(kept) and not os.path.isfile(ckpt):
+            os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+            shutil.copy(kept, ckpt)
         return load(dest)
     out = os.path.join(runs, name)
     if os.path.isdir(out):
@@ -147,7 +158,8 @@ def run_arm(study, name, args, results, runs):
         raise StudyError(f'arm {name} failed (exit {proc.returncode}); its log {out}/stdout.log ends:\n{tail}')
     metrics = load_json(os.path.join(out, 'metrics.json'))
     metrics.update(wall_s=round(time.time() - t0, 1), arm=name)
-    publish(dest, out, ('metrics.json', 'log.jsonl', 'model.json'), metrics)
+    publish(dest, out, ('metrics.json', 'log.jsonl', 'model.json')
+            + (('checkpoint.pt',) if name in KEPT_CHECKPOINTS else ()), metrics)
     m = metrics
     print(f'[{name}] val {m.get("val_accuracy") or 0:.4f} test {m["test_accuracy"]:.4f} '
           f'avg steps {m["avg_steps"]:.2f} ({m["wall_s"]:.0f} s)', flush=True)
@@ -331,11 +343,11 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     fixed_gates = ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0', '--freeze-scores', '0']
     for seed in (0,) + tuple(study['seeds']):
         tag = seed_tag(seed)
-        gates = short(os.path.join(runs, best + tag, 'checkpoint.pt'))
+        gates = short(os.path.join(results, best + tag, 'metrics.json'))   # its active steps (committed)
         run_arm(study, f'{best}-refit{tag}', fixed_gates + ['--gates-from', gates, '--seed', str(seed)] + ft,
                 results, runs)
     for arm in study.get('refit_also', ()):
-        gates = short(os.path.join(runs, arm, 'checkpoint.pt'))
+        gates = short(os.path.join(results, arm, 'metrics.json'))
         run_arm(study, f'{arm}-refit', fixed_gates + ['--gates-from', gates, '--seed', '0'] + ft, results, runs)
     for arm, steps in study['allocations'].items():
         for seed in (0,) + tuple(study['seeds']):

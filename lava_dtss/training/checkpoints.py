@@ -205,7 +205,13 @@ def learned_gate_steps(path: str, t_max: int = None) -> dict:
     module name (``blocks.0.attn.q.gate`` -> 1..T_max): the gates a DTSS run
     learned, to set in another model (``train_slayer.py --gates-from``).
     Refused (:class:`TrainingError`): a fixed-T or ANN run (its gates are
-    disabled and never trained) and, with ``t_max``, a run of another T_max."""
+    disabled and never trained) and, with ``t_max``, a run of another T_max.
+
+    ``path`` may also be the run's ``metrics.json`` (or its model card): its
+    ``active_steps`` per layer are the steps its gates chose, so a study can
+    re-fit from its committed results without the run's checkpoint."""
+    if path.endswith('.json'):
+        return _gate_steps_of_metrics(path, t_max)
     ckpt = load_checkpoint(path)
     args = ckpt.get('args') if isinstance(ckpt, dict) and isinstance(ckpt.get('args'), dict) else {}
     if isinstance(ckpt, dict) and (ckpt.get('dtss', True) is False or args.get('ann')
@@ -245,6 +251,30 @@ def learned_gate_steps(path: str, t_max: int = None) -> dict:
     if not steps:
         raise TrainingError(f'{path} holds no DTSS gates (a fixed-T or ANN run?)')
     return steps
+
+
+def _gate_steps_of_metrics(path: str, t_max: int = None) -> dict:
+    """``learned_gate_steps`` of a DTSS run's metrics.json or model card."""
+    try:
+        with open(path) as f:
+            m = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TrainingError(f'cannot read {path}: {getattr(e, "strerror", None) or e}') from None
+    if not isinstance(m, dict) or not isinstance(m.get('active_steps'), dict) or not m['active_steps']:
+        raise TrainingError(f'{path} holds no active_steps (expected the metrics.json or model card of a '
+                            'DTSS run of scripts/train_slayer.py)')
+    if m.get('ann') or m.get('dtss') is False:
+        kind = 'an ANN' if m.get('ann') else 'a fixed-T'
+        raise TrainingError(f'{path} is {kind} run: its DTSS gates are disabled and never trained; '
+                            '--gates-from needs a DTSS run')
+    if t_max is not None and m.get('t_max') is not None and int(m['t_max']) != int(t_max):
+        raise TrainingError(f'{path} was trained with T_max = {m["t_max"]}, this run has T_max = {t_max}; '
+                            '--gates-from needs a DTSS run of the same T_max')
+    steps = m['active_steps']
+    bad = [k for k, v in steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise TrainingError(f'{path}: active_steps[{bad[0]!r}] = {steps[bad[0]]!r}, expected a whole number >= 1')
+    return {f'{layer}.gate': int(k) for layer, k in steps.items()}
 
 
 # ViTConfig fields that are whole numbers, and the largest value a checkpoint may hold
