@@ -67,7 +67,9 @@ STUDIES = {
                           pretrain=STUDY_MODEL + ['--epochs', '8', '--lr', '3e-3', '--lr-schedule', 'step'],
                           finetune=STUDY_MODEL + ['--epochs', '1', '--batches-per-epoch', '300', '--lr', '1e-3',
                                                   '--lr-schedule', 'step'],
-                          lambdas=(2.0, 4.0, 8.0), seeds=(1, 2), threads=1, sensitivity_last=True,
+                          # lambda_m 2 cut attention and MLP to one step (2.73 average steps, 87.4% val
+                          # against 90.7% at fixed T = 4): the strong baseline needs smaller weights
+                          lambdas=(0.25, 0.5, 1.0, 2.0), seeds=(1, 2), threads=1, sensitivity_last=True,
                           # the paper's initialisation (every gate at T_max / 2)
                           variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),),
                           allocations={}),
