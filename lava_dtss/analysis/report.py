@@ -410,7 +410,9 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
               '(model selection), the test split only reported.',
               f'- Common start: fixed T = {t_max}, {pre["epochs"]} epochs from scratch '
               f'(`{pre["command"]}`), validation {pct(pre.get("val_accuracy"))}%, test '
-              f'{pct(pre["test_accuracy"])}%.',
+              f'{pct(pre["test_accuracy"])}%'
+              + (f' (run before the study existed, by the same command and settings; its record: '
+                 f'`{pre["adopted_from"]}`).' if pre.get('adopted_from') else '.'),
               f'- Every arm: fine-tuned from that start on {ft.get("train_images")} training images '
               f'({ft["epochs"]} epoch(s)), same learning rate and schedule; DTSS gates start at T_max (the '
               '`-init2` arms: at T_max / 2, the paper\'s initialisation, with every score trained) and '
