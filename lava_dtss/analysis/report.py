@@ -463,7 +463,11 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     # ---- headline
     ref = seeds_of(arms, f'fixed-t{t_max}')
     ref_m, ref_sd = mean_sd([r['test_accuracy'] for r in ref])
-    L += slope_section(fixed, t_max, ref_sd if len(ref) > 1 else None)
+    slope = slope_section(fixed, t_max, ref_sd if len(ref) > 1 else None)
+    L += slope
+    if slope:
+        summary.append('- The fixed-T curve (seed 0): ' + slope[-2].split('Seed 0, each fixed T fine-tuned from the '
+                                                                        'common start. ')[-1])
     best = headline.get('headline_arm')
     if best in arms:
         rep = seeds_of(arms, best)
@@ -498,6 +502,8 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     elif not best:
         L += ['## Headline', '', 'Not chosen yet: `scripts/study.py` writes `headline.json` when every DTSS arm '
               'is evaluated with one BatchNorm mode.', '']
+        summary.append('- Headline: not chosen yet (the study has not written headline.json: its seeds are '
+                       'still to run).')
     refit = f'{best}-refit' if best else None
     if refit in arms:
         one, two = seeds_of(arms, best), seeds_of(arms, refit)
