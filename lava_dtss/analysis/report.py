@@ -322,30 +322,40 @@ def _check_writable(path: str, what: str):
         raise ReportError(f'{what} {path}: cannot be written in {folder} ({e.strerror or e})') from None
 
 
-def slope_section(fixed: dict, t_max: int, seed_sd: float = None) -> list:
-    """Whether time steps matter in this setting: the seed-0 fixed-T arms' test
-    accuracy from T = 1 to ``t_max``, its span and its rise over the last step
-    against the spread of fixed ``t_max`` over seeds (``seed_sd``, a fraction).
-    A question "fewer steps at the same accuracy?" needs a span of at least 3 pp
-    and a last step that still gains more than the seed spread."""
+def slope_verdict(fixed: dict, t_max: int, seed_sd: float = None):
+    """Whether time steps matter in this setting, in one paragraph (None without
+    fixed-T arms from T = 1 to ``t_max``): the seed-0 fixed-T arms' test accuracy,
+    its span and its rise over the last step against the spread of fixed ``t_max``
+    over seeds (``seed_sd``, a fraction). A question "fewer steps at the same
+    accuracy?" needs a span of at least 3 pp and a last step that still gains more
+    than the seed spread."""
     ts = sorted(fixed)
     if len(ts) < 2 or ts[0] != 1 or ts[-1] != t_max:
-        return []
+        return None
     acc = {t: fixed[t]['test_accuracy'] for t in ts}
     span, last = acc[t_max] - acc[1], acc[t_max] - acc[ts[-2]]
     spread = f'{100 * seed_sd:.2f} pp' if seed_sd is not None else 'not measured (one seed)'
     slope = span >= 0.03 and seed_sd is not None and last > seed_sd
-    return ['## The fixed-T curve: do time steps matter here?', '',
-            '| T | ' + ' | '.join(str(t) for t in ts) + ' |', '|---|' + '---|' * len(ts),
-            '| val % | ' + ' | '.join(pct(fixed[t].get('val_accuracy')) for t in ts) + ' |',
-            '| test % | ' + ' | '.join(pct(acc[t]) for t in ts) + ' |', '',
-            f'Seed 0, each fixed T fine-tuned from the common start. From T = 1 to T = {t_max}: '
-            f'{100 * span:+.2f} pp; over the last step (T = {ts[-2]} to {t_max}): {100 * last:+.2f} pp; spread of '
-            f'fixed T = {t_max} over seeds (sd): {spread}. '
+    return (f'From T = 1 to T = {t_max}: {100 * span:+.2f} pp; over the last step (T = {ts[-2]} to {t_max}): '
+            f'{100 * last:+.2f} pp; spread of fixed T = {t_max} over seeds (sd): {spread}. '
             + ('The curve has a slope (span >= 3 pp, last step above the seed spread): a step saved can cost '
                'accuracy, so "fewer steps at the same accuracy" is a real question here.' if slope else
                'The curve is not steep enough for the question "fewer steps at the same accuracy?" (it needs '
-               'a span of at least 3 pp and a last step that gains more than the seed spread).'), '']
+               'a span of at least 3 pp and a last step that gains more than the seed spread).'))
+
+
+def slope_section(fixed: dict, t_max: int, seed_sd: float = None) -> list:
+    """The fixed-T curve's section: validation and test from T = 1 to ``t_max``
+    and :func:`slope_verdict` ([] without those arms)."""
+    verdict = slope_verdict(fixed, t_max, seed_sd)
+    if verdict is None:
+        return []
+    ts = sorted(fixed)
+    return ['## The fixed-T curve: do time steps matter here?', '',
+            '| T | ' + ' | '.join(str(t) for t in ts) + ' |', '|---|' + '---|' * len(ts),
+            '| val % | ' + ' | '.join(pct(fixed[t].get('val_accuracy')) for t in ts) + ' |',
+            '| test % | ' + ' | '.join(pct(fixed[t]['test_accuracy']) for t in ts) + ' |', '',
+            'Seed 0, each fixed T fine-tuned from the common start. ' + verdict, '']
 
 
 def write_report(results: str = None, doc: str = None, figures: str = None, readme: str = None):
@@ -463,11 +473,11 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     # ---- headline
     ref = seeds_of(arms, f'fixed-t{t_max}')
     ref_m, ref_sd = mean_sd([r['test_accuracy'] for r in ref])
-    slope = slope_section(fixed, t_max, ref_sd if len(ref) > 1 else None)
-    L += slope
-    if slope:
-        summary.append('- The fixed-T curve (seed 0): ' + slope[-2].split('Seed 0, each fixed T fine-tuned from the '
-                                                                        'common start. ')[-1])
+    seed_sd = ref_sd if len(ref) > 1 else None
+    L += slope_section(fixed, t_max, seed_sd)
+    verdict = slope_verdict(fixed, t_max, seed_sd)
+    if verdict:
+        summary.append('- The fixed-T curve (seed 0): ' + verdict)
     best = headline.get('headline_arm')
     if best in arms:
         rep = seeds_of(arms, best)

@@ -54,11 +54,11 @@ ALL_CATEGORIES = 'sps,qkv,attn,mlp'
 # outside the mask-loss categories by the task loss alone, so the stem can win its steps back)
 INIT_HALF = ('--init-steps', '2', '--train-unselected')
 
-# One protocol per study: data set, preset, budgets. 'finetune' is the budget of every arm.
 # the fmnist preset and recipe as docs/training.md found them to learn: attention threshold 2 and
 # AdamW weight decay 0.01 (0.1 held the spiking network back)
 STUDY_MODEL = ['--config', 'attn_threshold=2.0', '--weight-decay', '0.01']
 
+# One protocol per study: data set, preset, budgets. 'finetune' is the budget of every arm.
 STUDIES = {
     # The study on a baseline that learns (issue 14): STUDY_MODEL, 8 epochs of pre-training, the
     # one-length DTSS gate; each arm fine-tunes 300 batches, as in the first study. One thread per run
@@ -186,6 +186,18 @@ def publish(dest, run_dir, files, metrics, keep=False):
         json.dump(metrics, f, indent=2)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
+
+
+def update_headline(results, **fields):
+    """Set ``fields`` in ``results``/headline.json (made when missing; the headline
+    rule is written beside a headline arm)."""
+    path = os.path.join(results, 'headline.json')
+    info = load_json(path) if os.path.isfile(path) else {}
+    info.update(fields)
+    if 'headline_arm' in fields:
+        info['rule'] = headline.__doc__.split('\n\n')[0].replace('\n    ', ' ')
+    with open(path, 'w') as f:
+        json.dump(info, f, indent=2)
 
 
 def seed_tag(seed: int) -> str:
@@ -329,9 +341,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
         run_arm(study, f'fixed-t{t_max}-seed{seed}', ['--fixed-t', str(t_max), '--seed', str(seed)] + ft,
                 results, runs)
         run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft, results, runs)
-    with open(os.path.join(results, 'headline.json'), 'w') as f:
-        json.dump({'headline_arm': best, 'rule': headline.__doc__.split('\n\n')[0].replace('\n    ', ' '),
-                   'suggested_categories': suggested}, f, indent=2)
+    update_headline(results, headline_arm=best, suggested_categories=suggested)
     if stage == 'arms':
         return results
 
@@ -358,10 +368,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     if late:
         suggested = sensitivity()
         run_dtss('dtss-suggested-l2', 2.0, suggested, ())
-        info = load_json(os.path.join(results, 'headline.json'))
-        info['suggested_categories'] = suggested
-        with open(os.path.join(results, 'headline.json'), 'w') as f:
-            json.dump(info, f, indent=2)
+        update_headline(results, suggested_categories=suggested)
     print(f'study {name}: done in {time.time() - t0:.0f} s; python scripts/report.py makes docs/results.md')
     return results
 
@@ -400,14 +407,10 @@ def reevaluate_arms(results, t_max):
     arms = {n: load(os.path.join(results, n)) for n in names}
     if f'fixed-t{t_max}' in arms and any(n.startswith('dtss-') for n in arms):
         best = headline(arms, t_max)
-        path = os.path.join(results, 'headline.json')
-        info = load_json(path) if os.path.isfile(path) else {}
         sens = os.path.join(results, 'sensitivity.json')
-        if os.path.isfile(sens):
-            info['suggested_categories'] = suggested_categories(load_json(sens), t_max)
-        info.update(headline_arm=best, rule=headline.__doc__.split('\n\n')[0].replace('\n    ', ' '))
-        with open(os.path.join(results, 'headline.json'), 'w') as f:
-            json.dump(info, f, indent=2)
+        update_headline(results, headline_arm=best,
+                        **({'suggested_categories': suggested_categories(load_json(sens), t_max)}
+                           if os.path.isfile(sens) else {}))
         print(f'[headline] {best}')
     return results
 

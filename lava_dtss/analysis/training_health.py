@@ -137,14 +137,20 @@ def format_health(report: dict) -> str:
     return '\n'.join(lines)
 
 
-def _overrides(command: str) -> str:
-    """The settings a run changed from the preset's defaults, from its command line."""
+def _override_items(command: str) -> list:
+    """The settings a run changed from the preset's defaults, from its command line
+    (``['--fixed-t 4', '--ann', '--config attn_threshold=2.0', ...]``)."""
     words = command.split()
     keep = []
     for i, w in enumerate(words):
         if w in ('--config', '--lr', '--epochs', '--fixed-t', '--ann', '--batch-size', '--weight-decay', '--augment'):
             keep.append(w if w == '--ann' else f'{w} {words[i + 1]}')
-    return ' '.join(keep)
+    return keep
+
+
+def _overrides(command: str) -> str:
+    """:func:`_override_items` as one string."""
+    return ' '.join(_override_items(command))
 
 
 def _runs(folder: str):
@@ -179,22 +185,21 @@ def levers_markdown(folder: str) -> str:
     groups = {}
     for name, m, last, card in _runs(folder):
         q = card.get('quantized_test_accuracy') if card else None
-        rows.append(f'| {name} | `{_overrides(m.get("command", ""))}` | {m.get("seed", 0)} | {m["epochs"]} | '
+        items = _override_items(m.get('command', ''))
+        rows.append(f'| {name} | `{" ".join(items)}` | {m.get("seed", 0)} | {m["epochs"]} | '
                     f'{100 * last["train_acc"]:.2f}% | {100 * m["val_accuracy"]:.2f}% | '
                     f'{100 * m["test_accuracy"]:.2f}% | {"" if q is None else f"{100 * q:.2f}%"} |')
-        groups.setdefault(_overrides(m.get('command', '')), []).append((m, q))
+        groups.setdefault(frozenset(items), (' '.join(items), []))[1].append((m, q))
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0   # noqa: E731
-    seeded = [(k, g) for k, g in groups.items() if len(g) > 1]
+    seeded = [(items, k, g) for items, (k, g) in groups.items() if len(g) > 1]
     if seeded:
         rows += ['', '| settings | seeds | val acc | test acc | fixed-point test acc | ANN twin test acc '
                  '| gap to the twin (test) |', '|---|---|---|---|---|---|---|']
-        for k, g in seeded:
+        for items, k, g in seeded:
             val, test = [m['val_accuracy'] for m, _ in g], [m['test_accuracy'] for m, _ in g]
             fp = [q for _, q in g if q is not None]
-            twin_key = _overrides(' '.join(w for w in k.replace('--fixed-t ', '--fixed-t=').split()
-                                           if not w.startswith('--fixed-t=')) + ' --ann')
-            twin = [m['test_accuracy'] for key, gg in groups.items() if set(key.split()) == set(twin_key.split())
-                    for m, _ in gg]
+            twin_items = frozenset(i for i in items if not i.startswith('--fixed-t ')) | {'--ann'}
+            twin = [m['test_accuracy'] for m, _ in groups.get(twin_items, ('', []))[1]]
             rows.append(f'| `{k}` | {len(g)} | {100 * statistics.mean(val):.2f} +- {100 * sd(val):.2f}% '
                         f'| {100 * statistics.mean(test):.2f} +- {100 * sd(test):.2f}% '
                         + (f'| {100 * statistics.mean(fp):.2f} +- {100 * sd(fp):.2f}% ({len(fp)}) ' if fp else '| ')

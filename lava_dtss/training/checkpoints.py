@@ -214,16 +214,10 @@ def learned_gate_steps(path: str, t_max: int = None) -> dict:
         return _gate_steps_of_metrics(path, t_max)
     ckpt = load_checkpoint(path)
     args = ckpt.get('args') if isinstance(ckpt, dict) and isinstance(ckpt.get('args'), dict) else {}
-    if isinstance(ckpt, dict) and (ckpt.get('dtss', True) is False or args.get('ann')
-                                   or args.get('fixed_t') is not None):
-        kind = 'an ANN' if args.get('ann') else 'a fixed-T'
-        raise TrainingError(f'{path} is {kind} run: its DTSS gates are disabled and never trained; '
-                            '--gates-from needs a DTSS checkpoint')
     ckpt_t_max = ckpt.get('config', {}).get('t_max') if isinstance(ckpt, dict) and isinstance(
         ckpt.get('config'), dict) else None
-    if t_max is not None and ckpt_t_max is not None and int(ckpt_t_max) != int(t_max):
-        raise TrainingError(f'{path} was trained with T_max = {ckpt_t_max}, this run has T_max = {t_max}; '
-                            '--gates-from needs a DTSS run of the same T_max')
+    _check_gate_source(path, args.get('ann'), isinstance(ckpt, dict) and (
+        ckpt.get('dtss', True) is False or args.get('fixed_t') is not None), ckpt_t_max, t_max, 'checkpoint')
     try:
         state = ckpt['model']
         keys = sorted(k for k in state if is_gate_parameter(k))
@@ -253,6 +247,18 @@ def learned_gate_steps(path: str, t_max: int = None) -> dict:
     return steps
 
 
+def _check_gate_source(path, ann, fixed, theirs, t_max, what):
+    """Refuse a ``--gates-from`` source whose gates were never trained (an ANN or
+    fixed-T run) or that ran another T_max than ``t_max`` (``theirs``)."""
+    if ann or fixed:
+        kind = 'an ANN' if ann else 'a fixed-T'
+        raise TrainingError(f'{path} is {kind} run: its DTSS gates are disabled and never trained; '
+                            f'--gates-from needs a DTSS {what}')
+    if t_max is not None and theirs is not None and int(theirs) != int(t_max):
+        raise TrainingError(f'{path} was trained with T_max = {theirs}, this run has T_max = {t_max}; '
+                            '--gates-from needs a DTSS run of the same T_max')
+
+
 def _gate_steps_of_metrics(path: str, t_max: int = None) -> dict:
     """``learned_gate_steps`` of a DTSS run's metrics.json or model card."""
     try:
@@ -263,13 +269,7 @@ def _gate_steps_of_metrics(path: str, t_max: int = None) -> dict:
     if not isinstance(m, dict) or not isinstance(m.get('active_steps'), dict) or not m['active_steps']:
         raise TrainingError(f'{path} holds no active_steps (expected the metrics.json or model card of a '
                             'DTSS run of scripts/train_slayer.py)')
-    if m.get('ann') or m.get('dtss') is False:
-        kind = 'an ANN' if m.get('ann') else 'a fixed-T'
-        raise TrainingError(f'{path} is {kind} run: its DTSS gates are disabled and never trained; '
-                            '--gates-from needs a DTSS run')
-    if t_max is not None and m.get('t_max') is not None and int(m['t_max']) != int(t_max):
-        raise TrainingError(f'{path} was trained with T_max = {m["t_max"]}, this run has T_max = {t_max}; '
-                            '--gates-from needs a DTSS run of the same T_max')
+    _check_gate_source(path, m.get('ann'), m.get('dtss') is False, m.get('t_max'), t_max, 'run')
     steps = m['active_steps']
     bad = [k for k, v in steps.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
     if bad:
