@@ -70,9 +70,23 @@ STUDIES = {
                           # lambda_m 2 cut attention and MLP to one step (2.73 average steps, 87.4% val
                           # against 90.7% at fixed T = 4): the strong baseline needs smaller weights
                           lambdas=(0.25, 0.5, 1.0, 2.0), seeds=(1, 2), threads=1, sensitivity_last=True,
+                          # fixed T = T_max - 1 over the seeds too: the curve's last step against the spread
+                          curve_seeds=(3,),
                           # the paper's initialisation (every gate at T_max / 2)
                           variants=(('dtss-default-l2-init2', 2.0, DEFAULT_CATEGORIES, INIT_HALF),),
                           allocations={}),
+    # T_max = 8 (issue 14, part 2): is the curve still rising at the top when more steps are on offer?
+    # The common start is the T_max = 4 study's, trained 2 more epochs at T = 8 (a warm start: 8 epochs at
+    # T = 8 from scratch would take 2.5 h on one core); the ANN twin (one step) is that study's.
+    'fashion-mnist-t8': dict(dataset='fashion-mnist', preset='fmnist', t_max=8, val_size=5000,
+                             pretrain=STUDY_MODEL + ['--init-from', os.path.join('results', 'fashion-mnist', 'pretrain',
+                                                                                 'checkpoint.pt'),
+                                                     '--epochs', '2', '--lr', '1e-3', '--lr-schedule', 'step'],
+                             twin_from='fashion-mnist',
+                             finetune=STUDY_MODEL + ['--epochs', '1', '--batches-per-epoch', '300', '--lr', '1e-3',
+                                                     '--lr-schedule', 'step'],
+                             lambdas=(0.25, 0.5, 1.0), seeds=(1, 2), curve_seeds=(7,), threads=1,
+                             sensitivity_last=True, variants=(), allocations={}),
     # The first study (results/fashion-mnist-2026-11, docs/results-2026-11.md): attention threshold 0.5
     # (the network underfits) and the earlier score-per-step gate; kept to document its protocol.
     'fashion-mnist-2026-11': dict(dataset='fashion-mnist', preset='fmnist', t_max=4, val_size=5000,
@@ -188,6 +202,22 @@ def publish(dest, run_dir, files, metrics, keep=False):
     os.replace(tmp, dest)
 
 
+def adopt_arms(source, results, names):
+    """Copy the finished arms ``names`` of the results folder ``source`` into
+    ``results`` (those not there yet), marked ``adopted_from`` in their metrics."""
+    for name in names:
+        src, dest = os.path.join(source, name), os.path.join(results, name)
+        if os.path.isfile(os.path.join(dest, 'metrics.json')):
+            continue
+        if not os.path.isfile(os.path.join(src, 'metrics.json')):
+            raise StudyError(f'{src}/metrics.json: missing; this study adopts arm {name} from {source} '
+                             f'(run that study first)')
+        metrics = load(src)
+        metrics.setdefault('adopted_from', short(src))   # the first origin when it was adopted there too
+        publish(dest, src, [f for f in os.listdir(src) if f != 'metrics.json'], metrics)
+        print(f'[{name}] adopted from {short(src)}', flush=True)
+
+
 def update_headline(results, **fields):
     """Set ``fields`` in ``results``/headline.json (made when missing; the headline
     rule is written beside a headline arm)."""
@@ -289,6 +319,8 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     run_arm(study, 'pretrain', ['--fixed-t', str(t_max), '--seed', '0', '--no-export'] + study['pretrain'],
             results, runs)
     base_ckpt = short(os.path.join(runs, 'pretrain', 'checkpoint.pt'))
+    if study.get('twin_from'):   # the ANN twin (one step, no T_max) of another study: adopted, not re-trained
+        adopt_arms(os.path.join(ROOT, 'results', study['twin_from']), results, ('ann-pretrain', 'ann'))
     run_arm(study, 'ann-pretrain', ['--ann', '--seed', '0'] + study['pretrain'], results, runs)
     run_arm(study, 'ann', ['--ann', '--seed', '0', '--init-from', short(os.path.join(runs, 'ann-pretrain', 'checkpoint.pt'))]
             + study['finetune'], results, runs)
@@ -341,6 +373,9 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
         run_arm(study, f'fixed-t{t_max}-seed{seed}', ['--fixed-t', str(t_max), '--seed', str(seed)] + ft,
                 results, runs)
         run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft, results, runs)
+        for t in study.get('curve_seeds', ()):
+            run_arm(study, f'fixed-t{t}-seed{seed}', ['--fixed-t', str(t), '--seed', str(seed)] + ft,
+                    results, runs)
     update_headline(results, headline_arm=best, suggested_categories=suggested)
     if stage == 'arms':
         return results
