@@ -418,3 +418,59 @@ def test_sensitivity_loads_a_checkpoint_of_the_earlier_gate(tmp_path):
     for k, v in model.state_dict().items():
         if not k.endswith(('gate.length', 'gate.frozen_steps')):
             assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_two_study_processes_split_the_sweep_by_claims(tmp_path, monkeypatch):
+    """Two ``scripts/study.py`` on one results folder (one per core): an arm
+    another live process has claimed is skipped (``wait=False`` gives its pid)
+    or waited for; a claim of a process that ended is taken over; waiting on a
+    process that ends without the arm is one clear error."""
+    from lava_dtss.analysis import study
+    runs, results = tmp_path / 'runs', tmp_path / 'results'
+    runs.mkdir(), results.mkdir()
+    other = subprocess.Popen(['sleep', '60'])
+    try:
+        (runs / 'fixed-t2.claim').write_text(str(other.pid))
+        assert study.claim(str(runs), 'fixed-t2') == other.pid
+        monkeypatch.setattr(study, '_train_arm', lambda *a: pytest.fail('trained an arm another process holds'))
+        assert study.run_arm({}, 'fixed-t2', [], str(results), str(runs), wait=False) == other.pid
+        assert (runs / 'fixed-t2.claim').read_text() == str(other.pid)   # its claim untouched
+    finally:
+        other.kill()
+        other.wait()
+    monkeypatch.setattr(study, 'CLAIM_POLL_S', 0.01)
+    with pytest.raises(study.StudyError, match=f'study process {other.pid}, which ended without finishing it'):
+        study.wait_for(str(results), str(runs), 'fixed-t2', other.pid)
+    # the claim of the process that ended is taken over; the arm trains here and the claim is released
+    trained = []
+
+    def train(st, name, args, res, rn):
+        assert (runs / f'{name}.claim').read_text() == str(os.getpid())
+        trained.append(name)
+        (results / name).mkdir()
+        (results / name / 'metrics.json').write_text(json.dumps({'test_accuracy': 0.5, 'avg_steps': 2.0}))
+        return study.load(str(results / name))
+    monkeypatch.setattr(study, '_train_arm', train)
+    assert study.run_arm({}, 'fixed-t2', [], str(results), str(runs), wait=False)['avg_steps'] == 2.0
+    assert trained == ['fixed-t2'] and not (runs / 'fixed-t2.claim').exists()
+    # once(): work done once, and not at all when done
+    calls = []
+    study.once(str(runs), 'lava-x', lambda: bool(calls), lambda: calls.append(1))
+    study.once(str(runs), 'lava-x', lambda: bool(calls), lambda: calls.append(1))
+    assert calls == [1] and not (runs / 'lava-x.claim').exists()
+
+
+def test_a_study_adopts_the_ann_twin_of_another(tmp_path):
+    """The T_max = 8 study adopts the ANN twin (one step) of the T_max = 4 study:
+    its files copied, marked adopted_from; a missing source is one clear error."""
+    from lava_dtss.analysis import study
+    src, dest = tmp_path / 'a', tmp_path / 'b'
+    (src / 'ann').mkdir(parents=True)
+    (src / 'ann' / 'metrics.json').write_text(json.dumps({'test_accuracy': 0.9, 'avg_steps': 1.0}))
+    (src / 'ann' / 'checkpoint.pt').write_bytes(b'weights')
+    dest.mkdir()
+    study.adopt_arms(str(src), str(dest), ('ann',))
+    assert (dest / 'ann' / 'checkpoint.pt').read_bytes() == b'weights'
+    assert json.loads((dest / 'ann' / 'metrics.json').read_text())['adopted_from'] == str(src / 'ann')
+    with pytest.raises(study.StudyError, match='adopts arm ann-pretrain'):
+        study.adopt_arms(str(src), str(dest), ('ann-pretrain',))

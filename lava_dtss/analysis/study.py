@@ -27,6 +27,9 @@ only reported.
 
 A run whose results/<study>/<arm>/metrics.json exists is not run again, so the
 study can be extended across sessions; runs/<study>/ keeps checkpoints and logs.
+Two or more study processes on one results folder split the sweep (one per
+core: each arm is claimed by runs/<study>/<arm>.claim, holding its pid; a
+process waits for arms another has claimed when it needs their results).
 
 From Python: ``lava_dtss.analysis.study.run_study(quick=True)``. Every arm is
 trained by ``scripts/train_slayer.py`` (``lava_dtss.train``) in a process of its
@@ -86,6 +89,7 @@ STUDIES = {
                              finetune=STUDY_MODEL + ['--epochs', '1', '--batches-per-epoch', '300', '--lr', '1e-3',
                                                      '--lr-schedule', 'step'],
                              lambdas=(0.25, 0.5, 1.0), seeds=(1, 2), curve_seeds=(7,), threads=1,
+                             ship_name='fmnist-t8',   # netx_models/fmnist-t8_<arm>.net (fmnist_<arm>: T_max 4)
                              sensitivity_last=True, variants=(), allocations={}),
     # The first study (results/fashion-mnist-2026-11, docs/results-2026-11.md): attention threshold 0.5
     # (the network underfits) and the earlier score-per-step gate; kept to document its protocol.
@@ -144,10 +148,96 @@ def short(path):
 KEPT_CHECKPOINTS = ('pretrain', 'ann')
 
 
-def run_arm(study, name, args, results, runs):
+CLAIM_POLL_S = 20   # how often a study waits for an arm another study process is training
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(runs, name) -> int:
+    """Claim the job ``name`` (an arm, a Lava run) for this process, so that two
+    study processes on one results folder (one per core) split the sweep: 0 when
+    claimed (runs/<name>.claim holds our pid; a claim of a process that ended is
+    taken over), else the pid of the live process that holds it."""
+    path = os.path.join(runs, name + '.claim')
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid == os.getpid():
+                return 0
+            if pid and _alive(pid):
+                return pid
+            try:
+                os.remove(path)   # a stale claim (its process ended)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(str(os.getpid()))
+        return 0
+
+
+def release(runs, name):
+    try:
+        os.remove(os.path.join(runs, name + '.claim'))
+    except FileNotFoundError:
+        pass
+
+
+def wait_for(results, runs, name, pid):
+    """The metrics of arm ``name`` once the study process ``pid`` has finished it
+    (:class:`StudyError` if that process ends without finishing it)."""
+    dest = os.path.join(results, name)
+    print(f'[{name}] being trained by study process {pid}: waiting', flush=True)
+    while not os.path.isfile(os.path.join(dest, 'metrics.json')):
+        if not _alive(pid):
+            raise StudyError(f'arm {name} was being trained by study process {pid}, which ended without '
+                             'finishing it; run the study again')
+        time.sleep(CLAIM_POLL_S)
+    return run_arm(None, name, None, results, runs)
+
+
+def once(runs, name, done, work):
+    """Run ``work()`` unless ``done()``; when another study process holds the
+    claim on ``name``, wait for ``done()`` instead (:class:`StudyError` if that
+    process ends first)."""
+    if done():
+        return
+    holder = claim(runs, name)
+    if holder:
+        print(f'[{name}] in study process {holder}: waiting', flush=True)
+        while not done():
+            if not _alive(holder):
+                raise StudyError(f'{name} was being run by study process {holder}, which ended without '
+                                 'finishing it; run the study again')
+            time.sleep(CLAIM_POLL_S)
+        return
+    try:
+        if not done():
+            work()
+    finally:
+        release(runs, name)
+
+
+def run_arm(study, name, args, results, runs, wait=True):
     """Train one arm (unless its metrics exist) and copy its small outputs to results
     (and its checkpoint, for ``KEPT_CHECKPOINTS``; an arm done before gets it back
-    from there when runs/ lacks it)."""
+    from there when runs/ lacks it). An arm another study process is training
+    (:func:`claim`) is waited for, or with ``wait=False`` returned as that
+    process's pid (an int) for :func:`wait_for` later."""
     dest = os.path.join(results, name)
     if os.path.isfile(os.path.join(dest, 'metrics.json')):
         print(f'[{name}] done before: {dest}/metrics.json')
@@ -156,6 +246,19 @@ def run_arm(study, name, args, results, runs):
             os.makedirs(os.path.dirname(ckpt), exist_ok=True)
             shutil.copy(kept, ckpt)
         return load(dest)
+    holder = claim(runs, name)
+    if holder:
+        return wait_for(results, runs, name, holder) if wait else holder
+    try:
+        if os.path.isfile(os.path.join(dest, 'metrics.json')):   # finished between our check and our claim
+            return run_arm(study, name, args, results, runs)
+        return _train_arm(study, name, args, results, runs)
+    finally:
+        release(runs, name)
+
+
+def _train_arm(study, name, args, results, runs):
+    dest = os.path.join(results, name)
     out = os.path.join(runs, name)
     if os.path.isdir(out):
         shutil.rmtree(out)  # an unfinished earlier attempt
@@ -328,7 +431,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
 
     def sensitivity():
         """The sensitivity analysis (once) and the mask-loss categories it suggests."""
-        if not os.path.isfile(sens_path):
+        def analyse():
             cmd = [sys.executable, ANALYZE, '--snn', base_ckpt, '--ann', short(os.path.join(runs, 'ann', 'checkpoint.pt')),
                    '--out', short(sens_path)]
             if study['threads']:
@@ -336,6 +439,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
             print('[sensitivity] ' + ' '.join(cmd[1:]), flush=True)
             if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent()).returncode != 0:
                 raise StudyError('the sensitivity analysis failed (its error is above)')
+        once(runs, 'sensitivity', lambda: os.path.isfile(sens_path), analyse)
         with open(sens_path) as f:
             chosen = suggested_categories(json.load(f), t_max)
         print(f'[sensitivity] suggested mask-loss categories: {chosen}', flush=True)
@@ -351,7 +455,8 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     ft = ['--init-from', base_ckpt] + study['finetune']
     arms = {}
     for t in range(t_max, 0, -1):
-        arms[f'fixed-t{t}'] = run_arm(study, f'fixed-t{t}', ['--fixed-t', str(t), '--seed', '0'] + ft, results, runs)
+        arms[f'fixed-t{t}'] = run_arm(study, f'fixed-t{t}', ['--fixed-t', str(t), '--seed', '0'] + ft, results, runs,
+                                      wait=False)
     dtss_arms = {f'dtss-default-l{lam:g}': (lam, DEFAULT_CATEGORIES, ()) for lam in study['lambdas']}
     dtss_arms['dtss-all-l2'] = (2.0, ALL_CATEGORIES, ())
     if suggested is not None:
@@ -359,23 +464,31 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     dtss_arms.update({name: (lam, cats, extra) for name, lam, cats, extra in study['variants']})
     dtss_args = {}
 
-    def run_dtss(arm, lam, cats, extra):
+    def run_dtss(arm, lam, cats, extra, wait=True):
         dtss_args[arm] = (['--t-max', str(t_max), '--lambda-m', str(lam), '--mask-categories', cats]
                           + DTSS_FINETUNE + list(extra))
-        arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs)
+        arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs, wait=wait)
     for arm, (lam, cats, extra) in dtss_arms.items():
-        run_dtss(arm, lam, cats, extra)
+        run_dtss(arm, lam, cats, extra, wait=False)
+    arms = {n: wait_for(results, runs, n, m) if isinstance(m, int) else m for n, m in arms.items()}
 
     # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
     best = headline(arms, t_max)
     print(f'[headline] {best} (fewest average steps within {ISO_PP} pp of fixed T={t_max} on validation)')
+    pending = {}
     for seed in study['seeds']:
-        run_arm(study, f'fixed-t{t_max}-seed{seed}', ['--fixed-t', str(t_max), '--seed', str(seed)] + ft,
-                results, runs)
-        run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft, results, runs)
+        pending[f'fixed-t{t_max}-seed{seed}'] = run_arm(
+            study, f'fixed-t{t_max}-seed{seed}', ['--fixed-t', str(t_max), '--seed', str(seed)] + ft,
+            results, runs, wait=False)
+        pending[f'{best}-seed{seed}'] = run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft,
+                                                results, runs, wait=False)
         for t in study.get('curve_seeds', ()):
-            run_arm(study, f'fixed-t{t}-seed{seed}', ['--fixed-t', str(t), '--seed', str(seed)] + ft,
-                    results, runs)
+            pending[f'fixed-t{t}-seed{seed}'] = run_arm(
+                study, f'fixed-t{t}-seed{seed}', ['--fixed-t', str(t), '--seed', str(seed)] + ft,
+                results, runs, wait=False)
+    for n, m in pending.items():
+        if isinstance(m, int):
+            wait_for(results, runs, n, m)
     update_headline(results, headline_arm=best, suggested_categories=suggested)
     if stage == 'arms':
         return results
@@ -388,18 +501,25 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     #    those gates fixed from the first step (no mask loss), same budget; then the diagnostics: learned
     #    allocations set by hand, over the same seeds
     fixed_gates = ['--t-max', str(t_max), '--lambda-m', '0', '--mask-warmup', '0', '--freeze-scores', '0']
+    pending = {}
     for seed in (0,) + tuple(study['seeds']):
         tag = seed_tag(seed)
         gates = short(os.path.join(results, best + tag, 'metrics.json'))   # its active steps (committed)
-        run_arm(study, f'{best}-refit{tag}', fixed_gates + ['--gates-from', gates, '--seed', str(seed)] + ft,
-                results, runs)
+        pending[f'{best}-refit{tag}'] = run_arm(
+            study, f'{best}-refit{tag}', fixed_gates + ['--gates-from', gates, '--seed', str(seed)] + ft,
+            results, runs, wait=False)
     for arm in study.get('refit_also', ()):
         gates = short(os.path.join(results, arm, 'metrics.json'))
-        run_arm(study, f'{arm}-refit', fixed_gates + ['--gates-from', gates, '--seed', '0'] + ft, results, runs)
+        pending[f'{arm}-refit'] = run_arm(study, f'{arm}-refit', fixed_gates + ['--gates-from', gates, '--seed', '0']
+                                          + ft, results, runs, wait=False)
     for arm, steps in study['allocations'].items():
         for seed in (0,) + tuple(study['seeds']):
             tag = seed_tag(seed)
-            run_arm(study, arm + tag, fixed_gates + ['--init-steps', steps, '--seed', str(seed)] + ft, results, runs)
+            pending[arm + tag] = run_arm(study, arm + tag, fixed_gates + ['--init-steps', steps, '--seed', str(seed)]
+                                         + ft, results, runs, wait=False)
+    for n, m in pending.items():
+        if isinstance(m, int):
+            wait_for(results, runs, n, m)
     if late:
         suggested = sensitivity()
         run_dtss('dtss-suggested-l2', 2.0, suggested, ())
@@ -474,7 +594,8 @@ def ship(study, arm, results, runs, samples, quick):
     from ..training.checkpoints import atomic_write, write_json
     net = os.path.join(runs, arm, 'model.net')
     report = os.path.join(results, f'lava-{arm}.json')
-    if not os.path.isfile(report):
+
+    def run_in_lava():
         cmd = [sys.executable, RUN_LAVA, '--model', short(net), '--dataset', study['dataset'], '--gated-only',
                '--json', short(report), '--batch', str(LAVA_BATCH)]
         if samples:
@@ -484,6 +605,7 @@ def ship(study, arm, results, runs, samples, quick):
         print('[lava] ' + ' '.join(cmd[1:]), flush=True)
         if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent()).returncode != 0:
             raise StudyError(f'the Lava run of {arm} failed or differed from training-side inference (above)')
+    once(runs, 'lava-' + arm, lambda: os.path.isfile(report), run_in_lava)
     lava = load_json(report)
     card = load_json(os.path.join(results, arm, 'model.json'))
     card['lava'] = {k: lava.get(k) for k in ('num_samples', 'accuracy', 'agreement', 'synops_gated',
@@ -493,7 +615,7 @@ def ship(study, arm, results, runs, samples, quick):
                                                         'neuron_updates_gated')}
                                  for n, e in lava['layers'].items()}
     dest = results if quick else os.path.join(ROOT, 'netx_models')
-    stem = f'{study["preset"]}_{arm}'
+    stem = f'{study.get("ship_name", study["preset"])}_{arm}'
     card['model'] = short(os.path.join(dest, stem + '.net'))
     with open(net, 'rb') as f:
         blob = f.read()
