@@ -388,13 +388,18 @@ def test_slope_section_says_whether_time_steps_matter():
     """The fixed-T curve's verdict: a span of 3 pp and a last step above the seed spread."""
     from lava_dtss.analysis.report import slope_section
     arms = lambda accs: {t: {'test_accuracy': a, 'val_accuracy': a} for t, a in enumerate(accs, 1)}   # noqa: E731
-    steep = '\n'.join(slope_section(arms([0.86, 0.88, 0.89, 0.90]), 4, 0.002))
-    assert 'From T = 1 to T = 4: +4.00 pp' in steep and 'The curve has a slope' in steep
-    flat = '\n'.join(slope_section(arms([0.86, 0.88, 0.899, 0.90]), 4, 0.002))   # last step 0.1 pp < sd 0.2 pp
+    steep = '\n'.join(slope_section(arms([0.86, 0.88, 0.89, 0.90]), 4, {4: [0.90, 0.902, 0.898]}))
+    assert 'from T = 1 to T = 4: +4.00 pp' in steep and 'The curve has a slope' in steep
+    flat = '\n'.join(slope_section(arms([0.86, 0.88, 0.899, 0.90]), 4, {4: [0.90, 0.902, 0.898]}))   # 0.1 < 0.2 pp
     assert 'not steep enough' in flat
-    short = '\n'.join(slope_section(arms([0.88, 0.89, 0.895, 0.90]), 4, 0.001))   # span 2 pp
+    short = '\n'.join(slope_section(arms([0.88, 0.89, 0.895, 0.90]), 4, {4: [0.90, 0.901]}))   # span 2 pp
     assert 'not steep enough' in short and 'not measured' not in short
     assert 'not measured (one seed)' in '\n'.join(slope_section(arms([0.8, 0.9]), 2, None))
+    # seeds of T = 3 too: the last step is mean against mean (seed 0 said +1 pp; the means say +0.1 pp)
+    both = '\n'.join(slope_section(arms([0.86, 0.88, 0.89, 0.90]), 4, {4: [0.90, 0.902, 0.898],
+                                                                        3: [0.89, 0.903, 0.904]}))
+    assert 'T = 3: 3 seeds, T = 4: 3 seeds' in both and 'last step (T = 3 to 4): +0.10 pp' in both
+    assert 'not steep enough' in both and '89.90 ± 0.78 (3)' in both
     assert slope_section({4: {'test_accuracy': 0.9}}, 4, None) == []
 
 

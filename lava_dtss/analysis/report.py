@@ -322,40 +322,60 @@ def _check_writable(path: str, what: str):
         raise ReportError(f'{what} {path}: cannot be written in {folder} ({e.strerror or e})') from None
 
 
-def slope_verdict(fixed: dict, t_max: int, seed_sd: float = None):
+def slope_verdict(fixed: dict, t_max: int, seeds: dict = None):
     """Whether time steps matter in this setting, in one paragraph (None without
-    fixed-T arms from T = 1 to ``t_max``): the seed-0 fixed-T arms' test accuracy,
-    its span and its rise over the last step against the spread of fixed ``t_max``
-    over seeds (``seed_sd``, a fraction). A question "fewer steps at the same
-    accuracy?" needs a span of at least 3 pp and a last step that still gains more
-    than the seed spread."""
+    fixed-T arms from T = 1 to ``t_max``). ``fixed``: the seed-0 metrics by T;
+    ``seeds``: test accuracies (fractions) over seeds by T, for T = ``t_max`` and
+    the T below it where repeated. The curve's span (T = 1 to T_max) and its last
+    step use the mean over seeds where there are several; the seed spread is the
+    larger sd of those two. A question "fewer steps at the same accuracy?" needs a
+    span of at least 3 pp and a last step that still gains more than that spread."""
     ts = sorted(fixed)
     if len(ts) < 2 or ts[0] != 1 or ts[-1] != t_max:
         return None
-    acc = {t: fixed[t]['test_accuracy'] for t in ts}
-    span, last = acc[t_max] - acc[1], acc[t_max] - acc[ts[-2]]
+    seeds = {t: v for t, v in (seeds or {}).items() if len(v) > 1}
+    acc = {t: statistics.mean(seeds[t]) if t in seeds else fixed[t]['test_accuracy'] for t in ts}
+    prev = ts[-2]
+    span, last = acc[t_max] - acc[1], acc[t_max] - acc[prev]
+    sds = {t: statistics.stdev(seeds[t]) for t in (t_max, prev) if t in seeds}
+    seed_sd = max(sds.values()) if sds else None
+    which = ', '.join(f'T = {t}: {len(seeds[t])} seeds' for t in (prev, t_max) if t in seeds) or 'seed 0 only'
     spread = f'{100 * seed_sd:.2f} pp' if seed_sd is not None else 'not measured (one seed)'
     slope = span >= 0.03 and seed_sd is not None and last > seed_sd
-    return (f'From T = 1 to T = {t_max}: {100 * span:+.2f} pp; over the last step (T = {ts[-2]} to {t_max}): '
-            f'{100 * last:+.2f} pp; spread of fixed T = {t_max} over seeds (sd): {spread}. '
+    return (f'Test accuracy ({which}; mean over seeds where repeated): from T = 1 to T = {t_max}: '
+            f'{100 * span:+.2f} pp; over the last step (T = {prev} to {t_max}): {100 * last:+.2f} pp; '
+            f'spread over seeds (the larger sd): {spread}. '
             + ('The curve has a slope (span >= 3 pp, last step above the seed spread): a step saved can cost '
                'accuracy, so "fewer steps at the same accuracy" is a real question here.' if slope else
                'The curve is not steep enough for the question "fewer steps at the same accuracy?" (it needs '
                'a span of at least 3 pp and a last step that gains more than the seed spread).'))
 
 
-def slope_section(fixed: dict, t_max: int, seed_sd: float = None) -> list:
+def slope_section(fixed: dict, t_max: int, seeds: dict = None) -> list:
     """The fixed-T curve's section: validation and test from T = 1 to ``t_max``
-    and :func:`slope_verdict` ([] without those arms)."""
-    verdict = slope_verdict(fixed, t_max, seed_sd)
+    (seed 0, and the mean over seeds where repeated) and :func:`slope_verdict`
+    ([] without those arms)."""
+    verdict = slope_verdict(fixed, t_max, seeds)
     if verdict is None:
         return []
     ts = sorted(fixed)
-    return ['## The fixed-T curve: do time steps matter here?', '',
-            '| T | ' + ' | '.join(str(t) for t in ts) + ' |', '|---|' + '---|' * len(ts),
-            '| val % | ' + ' | '.join(pct(fixed[t].get('val_accuracy')) for t in ts) + ' |',
-            '| test % | ' + ' | '.join(pct(fixed[t]['test_accuracy']) for t in ts) + ' |', '',
-            'Seed 0, each fixed T fine-tuned from the common start. ' + verdict, '']
+    seeds = {t: v for t, v in (seeds or {}).items() if len(v) > 1}
+    rows = ['| T | ' + ' | '.join(str(t) for t in ts) + ' |', '|---|' + '---|' * len(ts),
+            '| val % (seed 0) | ' + ' | '.join(pct(fixed[t].get('val_accuracy')) for t in ts) + ' |',
+            '| test % (seed 0) | ' + ' | '.join(pct(fixed[t]['test_accuracy']) for t in ts) + ' |']
+    if seeds:
+        rows.append('| test %, mean ± sd over seeds | ' + ' | '.join(
+            (f'{100 * statistics.mean(seeds[t]):.2f} ± {100 * statistics.stdev(seeds[t]):.2f} ({len(seeds[t])})'
+             if t in seeds else '') for t in ts) + ' |')
+    return ['## The fixed-T curve: do time steps matter here?', '', *rows, '',
+            'Each fixed T fine-tuned from the common start. ' + verdict, '']
+
+
+def curve_seeds(arms: dict, t_max: int) -> dict:
+    """Test accuracies over seeds of fixed T = ``t_max`` and T = ``t_max`` - 1 (as
+    many as ran), for :func:`slope_verdict`."""
+    return {t: [r['test_accuracy'] for r in seeds_of(arms, f'fixed-t{t}')]
+            for t in (t_max, t_max - 1) if f'fixed-t{t}' in arms}
 
 
 def write_report(results: str = None, doc: str = None, figures: str = None, readme: str = None):
@@ -473,11 +493,10 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     # ---- headline
     ref = seeds_of(arms, f'fixed-t{t_max}')
     ref_m, ref_sd = mean_sd([r['test_accuracy'] for r in ref])
-    seed_sd = ref_sd if len(ref) > 1 else None
-    L += slope_section(fixed, t_max, seed_sd)
-    verdict = slope_verdict(fixed, t_max, seed_sd)
+    L += slope_section(fixed, t_max, curve_seeds(arms, t_max))
+    verdict = slope_verdict(fixed, t_max, curve_seeds(arms, t_max))
     if verdict:
-        summary.append('- The fixed-T curve (seed 0): ' + verdict)
+        summary.append('- The fixed-T curve: ' + verdict)
     best = headline.get('headline_arm')
     if best in arms:
         rep = seeds_of(arms, best)
