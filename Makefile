@@ -24,8 +24,11 @@ demo: setup
 	$(PY) scripts/train_slayer.py --out runs/demo --overwrite
 	$(PY) scripts/run_lava.py --model runs/demo/model.net
 
+# two workers (one per core of the reference machine), whole files per worker (their fixtures built once);
+# then the tests that check machine-wide state (shared-memory segments) alone
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile -m 'not serial'
+	$(PY) -m pytest -m serial
 
 bench: $(VENV)/.bench
 	$(PY) scripts/benchmark.py

@@ -28,6 +28,10 @@ from lava_dtss.deploy.export import export_hdf5
 from lava_dtss.deploy.netx_file import LAYER_TYPES, LayerSpec, NetSpec, NetXFormatError, read_netx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# checks shared-memory segments machine-wide (new psm_ files): run alone, not beside other
+# tests (make test runs these after the parallel pass)
+SERIAL = pytest.mark.serial
 RUN_LAVA = os.path.join(ROOT, 'scripts', 'run_lava.py')
 FASHION_DIR = '/usr/share/datasets/fashion-mnist'
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -558,6 +562,7 @@ def _ctrl_c_to_the_group(args):
     assert not _shm_left(shm_before)
 
 
+@SERIAL
 def test_ctrl_c_to_the_process_group_ends_the_run_cleanly(files):
     """What a terminal does: SIGINT to the whole process group (Lava's children
     included). One Ctrl-C must end the run with exit 130 within seconds, no
@@ -565,6 +570,7 @@ def test_ctrl_c_to_the_process_group_ends_the_run_cleanly(files):
     _ctrl_c_to_the_group(['--model', files['good'], '--num-samples', '300'])
 
 
+@SERIAL
 def test_ctrl_c_to_the_process_group_ends_a_loihi_build_run_cleanly():
     """The same for ``--build loihi`` (standard Lava processes per layer and
     synapse, relays, timer and gates) on the shipped model (the untrained test
@@ -654,6 +660,7 @@ def _million_channels(path, spatial=8):
     return path
 
 
+@SERIAL
 def test_declared_sizes_beyond_the_memory_limit_are_refused_before_lava(tmp_path):
     path = _million_channels(str(tmp_path / 'million.net'))
     assert os.path.getsize(path) < 100_000
@@ -665,6 +672,7 @@ def test_declared_sizes_beyond_the_memory_limit_are_refused_before_lava(tmp_path
     assert seconds < 60 and left == [] and not shm
 
 
+@SERIAL
 def test_huge_t_max_is_refused_by_the_memory_estimate(files, tmp_path):
     """``meta/t_max`` at the reader's bound: the training-side check alone would
     need tens of GiB; refused in one line before any Lava process (by the
@@ -738,6 +746,7 @@ runpy.run_path('scripts/run_lava.py', run_name='__main__')
 '''
 
 
+@SERIAL
 @pytest.mark.parametrize('mode, words', [
     ('raise', ['a Lava process failed', 'ValueError: provoked failure in a process model']),
     ('exit', ['a Lava process failed', 'exit code 7']),
@@ -791,6 +800,7 @@ def _signal_during_a_lava_run(args, signum):
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
 
 
+@SERIAL
 @pytest.mark.parametrize('build', ['fused', 'loihi'])
 def test_sigterm_stops_lava_like_ctrl_c(build):
     """SIGTERM (what ``timeout``, SLURM and systemd send) to ``run_lava.py``
@@ -803,6 +813,7 @@ def test_sigterm_stops_lava_like_ctrl_c(build):
     assert not shm_left, shm_left
 
 
+@SERIAL
 @pytest.mark.parametrize('build', ['fused', 'loihi'])
 def test_kill_9_ends_every_lava_process_with_its_parent(build):
     """``kill -9`` of ``run_lava.py``: nothing runs in the killed process, but

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from lava_dtss.deploy import lava_runtime
 from lava_dtss.deploy.netx_file import NetSpec, NetXFormatError, read_netx
-from test_bad_input import _DRIVER, _env, _marked_pids, _shm_left, _shm_segments
+from test_bad_input import SERIAL, _DRIVER, _env, _marked_pids, _shm_left, _shm_segments
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -189,6 +189,7 @@ def _clean(name, result):
         assert len(errors) == 1, (name, code, err[-2000:])
 
 
+@SERIAL
 def test_fuzz_run_lava_on_mutated_model_files(folder):
     """A few mutated files through the real ``run_lava.py --num-samples 2`` (Lava
     runs where the reader accepts them), in one interpreter under a time bound."""
