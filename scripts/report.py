@@ -23,7 +23,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--results', default=os.path.join(ROOT, 'results', 'fashion-mnist'))
     p.add_argument('--doc', default=os.path.join(ROOT, 'docs', 'results.md'))
-    p.add_argument('--figures', default=None, help='PNG folder (default: figures/ beside --doc)')
+    p.add_argument('--figures', default=None, help='PNG folder (default beside --doc: figures/ for results.md, figures-NAME/ for results-NAME.md or NAME.md)')
     p.add_argument('--readme', default=None,
                    help='also rewrite the generated results section of this README (default: README.md '
                         'for the default study; "none" to skip)')

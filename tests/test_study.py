@@ -479,3 +479,13 @@ def test_a_study_adopts_the_ann_twin_of_another(tmp_path):
     assert json.loads((dest / 'ann' / 'metrics.json').read_text())['adopted_from'] == str(src / 'ann')
     with pytest.raises(study.StudyError, match='adopts arm ann-pretrain'):
         study.adopt_arms(str(src), str(dest), ('ann-pretrain',))
+
+
+def test_each_study_page_gets_its_own_figures_folder():
+    """report.py --doc docs/results-t8.md wrote its figures into docs/figures/, over the
+    default study's: each page now has its own folder by default."""
+    from lava_dtss.analysis.report import default_figures
+    assert default_figures('/d/results.md') == '/d/figures'
+    assert default_figures('/d/results-2026-11.md') == '/d/figures-2026-11'
+    assert default_figures('/d/results-t8.md') == '/d/figures-t8'
+    assert default_figures('/d/quick.md') == '/d/figures-quick'

@@ -378,17 +378,27 @@ def curve_seeds(arms: dict, t_max: int) -> dict:
             for t in (t_max, t_max - 1) if f'fixed-t{t}' in arms}
 
 
+def default_figures(doc: str) -> str:
+    """The figures folder of page ``doc``: figures/ beside results.md, and
+    figures-<name>/ beside results-<name>.md or <name>.md (two studies' pages in
+    one folder never share their figures)."""
+    stem = os.path.splitext(os.path.basename(doc))[0]
+    name = 'figures' if stem == 'results' else 'figures-' + (stem[len('results-'):] if stem.startswith('results-')
+                                                              else stem)
+    return os.path.join(os.path.dirname(os.path.abspath(doc)), name)
+
+
 def write_report(results: str = None, doc: str = None, figures: str = None, readme: str = None):
     """Write the study's page ``doc`` (default docs/results.md) and its figures
     (default: figures/ beside ``doc``) from the results folder ``results``
-    (default results/fashion-mnist); ``readme``: a README whose generated results
+    (default results/fashion-mnist); figures default to :func:`default_figures`; ``readme``: a README whose generated results
     section to rewrite (default: README.md for the default study, else none;
     'none' to skip). Returns ``(doc, figures)``; raises ``ReportError``."""
     results = results or os.path.join(ROOT, 'results', 'fashion-mnist')
     doc = doc or os.path.join(ROOT, 'docs', 'results.md')
     default_study = os.path.abspath(results) == os.path.join(ROOT, 'results', 'fashion-mnist')
     readme = readme or (os.path.join(ROOT, 'README.md') if default_study else 'none')
-    fig_dir = figures or os.path.join(os.path.dirname(os.path.abspath(doc)), 'figures')
+    fig_dir = figures or default_figures(doc)
     if not os.path.isdir(doc):    # a new folder for the page is made (a folder given as --doc is refused below)
         try:
             os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
