@@ -200,34 +200,37 @@ def release(runs, name):
         pass
 
 
-def wait_for(results, runs, name, pid):
-    """The metrics of arm ``name`` once the study process ``pid`` has finished it
-    (:class:`StudyError` if that process ends without finishing it)."""
-    dest = os.path.join(results, name)
-    print(f'[{name}] being trained by study process {pid}: waiting', flush=True)
-    while not os.path.isfile(os.path.join(dest, 'metrics.json')):
-        if not _alive(pid):
-            raise StudyError(f'arm {name} was being trained by study process {pid}, which ended without '
+def _wait_until(done, holder, what):
+    """Poll ``done()`` while study process ``holder`` works on ``what``
+    (:class:`StudyError` if that process ends first)."""
+    print(f'[{what}] in study process {holder}: waiting', flush=True)
+    while not done():
+        if not _alive(holder):
+            raise StudyError(f'{what} was being run by study process {holder}, which ended without '
                              'finishing it; run the study again')
         time.sleep(CLAIM_POLL_S)
+
+
+def wait_for(results, runs, name, pid):
+    """The metrics of arm ``name`` once the study process ``pid`` has finished it."""
+    _wait_until(lambda: os.path.isfile(os.path.join(results, name, 'metrics.json')), pid, name)
     return run_arm(None, name, None, results, runs)
+
+
+def settle(results, runs, arms: dict) -> dict:
+    """``arms`` (name -> metrics, or the pid of the study process training it,
+    as ``run_arm(..., wait=False)`` returns) with every pid waited for."""
+    return {n: wait_for(results, runs, n, m) if isinstance(m, int) else m for n, m in arms.items()}
 
 
 def once(runs, name, done, work):
     """Run ``work()`` unless ``done()``; when another study process holds the
-    claim on ``name``, wait for ``done()`` instead (:class:`StudyError` if that
-    process ends first)."""
+    claim on ``name``, wait for ``done()`` instead."""
     if done():
         return
     holder = claim(runs, name)
     if holder:
-        print(f'[{name}] in study process {holder}: waiting', flush=True)
-        while not done():
-            if not _alive(holder):
-                raise StudyError(f'{name} was being run by study process {holder}, which ended without '
-                                 'finishing it; run the study again')
-            time.sleep(CLAIM_POLL_S)
-        return
+        return _wait_until(done, holder, name)
     try:
         if not done():
             work()
@@ -473,7 +476,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
         arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs, wait=wait)
     for arm, (lam, cats, extra) in dtss_arms.items():
         run_dtss(arm, lam, cats, extra, wait=False)
-    arms = {n: wait_for(results, runs, n, m) if isinstance(m, int) else m for n, m in arms.items()}
+    arms = settle(results, runs, arms)
 
     # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
     best = headline(arms, t_max)
@@ -489,9 +492,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
             pending[f'fixed-t{t}-seed{seed}'] = run_arm(
                 study, f'fixed-t{t}-seed{seed}', ['--fixed-t', str(t), '--seed', str(seed)] + ft,
                 results, runs, wait=False)
-    for n, m in pending.items():
-        if isinstance(m, int):
-            wait_for(results, runs, n, m)
+    settle(results, runs, pending)
     update_headline(results, headline_arm=best, suggested_categories=suggested)
     if stage == 'arms':
         return results
@@ -520,9 +521,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
             tag = seed_tag(seed)
             pending[arm + tag] = run_arm(study, arm + tag, fixed_gates + ['--init-steps', steps, '--seed', str(seed)]
                                          + ft, results, runs, wait=False)
-    for n, m in pending.items():
-        if isinstance(m, int):
-            wait_for(results, runs, n, m)
+    settle(results, runs, pending)
     if late:
         suggested = sensitivity()
         run_dtss('dtss-suggested-l2', 2.0, suggested, ())
