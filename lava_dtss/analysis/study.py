@@ -478,23 +478,22 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
         arms[arm] = run_arm(study, arm, dtss_args[arm] + ['--seed', '0'] + ft, results, runs, wait=wait)
     for arm, (lam, cats, extra) in dtss_arms.items():
         run_dtss(arm, lam, cats, extra, wait=False)
-    arms = settle(results, runs, arms)
-
-    # 3. seeds: fixed T_max and the headline DTSS arm (chosen on validation)
-    best = headline(arms, t_max)
-    print(f'[headline] {best} (fewest average steps within {ISO_PP} pp of fixed T={t_max} on validation)')
-    pending = {}
+    # 3. seeds: fixed T_max (and the 'curve_seeds' T) first, which need no headline (a process that would
+    #    wait for another's DTSS arm trains them meanwhile), then the headline DTSS arm (chosen on validation)
+    fixed_seeds = {}
     for seed in study['seeds']:
-        pending[f'fixed-t{t_max}-seed{seed}'] = run_arm(
-            study, f'fixed-t{t_max}-seed{seed}', ['--fixed-t', str(t_max), '--seed', str(seed)] + ft,
-            results, runs, wait=False)
-        pending[f'{best}-seed{seed}'] = run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)] + ft,
-                                                results, runs, wait=False)
-        for t in study.get('curve_seeds', ()):
-            pending[f'fixed-t{t}-seed{seed}'] = run_arm(
-                study, f'fixed-t{t}-seed{seed}', ['--fixed-t', str(t), '--seed', str(seed)] + ft,
-                results, runs, wait=False)
-    settle(results, runs, pending)
+        for t in (t_max,) + tuple(study.get('curve_seeds', ())):
+            fixed_seeds[f'fixed-t{t}-seed{seed}'] = run_arm(
+                study, f'fixed-t{t}-seed{seed}', ['--fixed-t', str(t), '--seed', str(seed)] + ft, results, runs,
+                wait=False)
+    arms = settle(results, runs, arms)
+    best = headline(arms, t_max)
+    print(f'[headline] {best} (fewest average steps within {ISO_PP} pp of fixed T={t_max} on validation)',
+          flush=True)
+    pending = {f'{best}-seed{seed}': run_arm(study, f'{best}-seed{seed}', dtss_args[best] + ['--seed', str(seed)]
+                                             + ft, results, runs, wait=False)
+               for seed in study['seeds']}
+    settle(results, runs, {**fixed_seeds, **pending})
     update_headline(results, headline_arm=best, suggested_categories=suggested)
     if stage == 'arms':
         return results
