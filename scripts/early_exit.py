@@ -4,11 +4,13 @@ for the margin and confidence policies over their thresholds, the threshold
 chosen on the validation split (fewest average steps within --budget-pp of the
 full window's validation accuracy), test accuracy and steps reported at it.
 
-    python scripts/early_exit.py                        # the three shipped models
-    python scripts/early_exit.py --models netx_models/fmnist-2026-11_fixed-t4.net --num-test 1000
+    python scripts/early_exit.py                        # the models the Fashion-MNIST study shipped
+    python scripts/early_exit.py --study fashion-mnist-2026-11   # the first study's (results/early-exit-2026-11)
+    python scripts/early_exit.py --models netx_models/fmnist_fixed-t4.net --num-test 1000
 
 Writes results/early-exit/<model>.json (atomically), the figure early_exit.png and the
-early-exit section of the page of the study the models come from (docs/results-2026-11.md).
+early-exit section of the page of the study the models come from (docs/results.md);
+each study's models, folders and page: lava_dtss.analysis.exit_study.EXIT_STUDIES.
 The work: lava_dtss.analysis.exit_study (policies: lava_dtss.deploy.early_exit).
 """
 import argparse
@@ -22,18 +24,24 @@ def main(argv=None):
     from lava_dtss.analysis import exit_study
     root = exit_study.ROOT
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--models', nargs='+', default=[os.path.join(root, 'netx_models', n + '.net')
-                                                   for n in exit_study.SHIPPED],
-                   help='network files (default: the three shipped models)')
+    p.add_argument('--study', default='fashion-mnist', choices=sorted(exit_study.EXIT_STUDIES),
+                   help='whose shipped models, results folder, figure and page are the defaults below '
+                        '(default fashion-mnist)')
+    p.add_argument('--models', nargs='+', default=None, help="network files (default: the study's shipped models)")
     p.add_argument('--budget-pp', type=float, default=0.5,
                    help='allowed validation accuracy loss against the full window, in pp (default 0.5)')
     p.add_argument('--num-test', type=int, default=None, help='first N test images only (default: all)')
     p.add_argument('--data-dir', default=None, help='dataset folder (see train_slayer.py)')
-    p.add_argument('--out', default=os.path.join(root, 'results', 'early-exit'), help='folder of the JSONs')
-    p.add_argument('--figure', default=os.path.join(exit_study.STUDY_FIGURES, 'early_exit.png'))
-    p.add_argument('--doc', default=exit_study.STUDY_DOC,
-                   help="page whose early-exit section is (re)written ('none': skip)")
+    p.add_argument('--out', default=None, help="folder of the JSONs (default: the study's, e.g. results/early-exit)")
+    p.add_argument('--figure', default=None, help="the figure (default: the study's figures/early_exit.png)")
+    p.add_argument('--doc', default=None,
+                   help="page whose early-exit section is (re)written (default: the study's; 'none': skip)")
     args = p.parse_args(argv)
+    study = exit_study.exit_study(args.study)
+    args.models = args.models or [os.path.join(root, 'netx_models', n + '.net') for n in study['models']]
+    args.out = args.out or study['out']
+    args.figure = args.figure or os.path.join(study['figures'], 'early_exit.png')
+    args.doc = args.doc or study['doc']
     if not 0 <= args.budget_pp < 100:
         p.error(f'--budget-pp must be in [0, 100), got {args.budget_pp}')
     if args.num_test is not None and args.num_test < 1:
@@ -51,10 +59,11 @@ def main(argv=None):
         name = os.path.splitext(os.path.basename(m))[0]
         write_json(os.path.join(args.out, name + '.json'), rec)
         records[name] = rec
-    exit_study.plot(records, exit_study.study_points(), args.figure)
+    exit_study.plot(records, exit_study.study_points(study['study']), args.figure)
     if args.doc != 'none':
         rel = os.path.relpath(args.figure, os.path.dirname(os.path.abspath(args.doc)))
-        exit_study.write_section(args.doc, exit_study.markdown_section(args.out, rel))
+        command = 'python scripts/early_exit.py' + ('' if args.study == 'fashion-mnist' else f' --study {args.study}')
+        exit_study.write_section(args.doc, exit_study.markdown_section(args.out, rel, command))
     print(f'wrote {args.out}/*.json, {args.figure}' + ('' if args.doc == 'none' else f' and {args.doc}'))
     return 0
 

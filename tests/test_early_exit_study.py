@@ -45,3 +45,33 @@ def test_early_exit_script_refuses_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit):
         _script().main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_every_study_names_shipped_models_and_its_own_folders():
+    from lava_dtss.analysis import exit_study
+    outs = set()
+    for name in exit_study.EXIT_STUDIES:
+        e = exit_study.exit_study(name)
+        for model in e['models']:
+            assert os.path.isfile(os.path.join(ROOT, 'netx_models', model + '.net')), (name, model)
+        assert exit_study.exit_study_of(e['study'])['name'] == name
+        outs.add(e['out'])
+    assert len(outs) == len(exit_study.EXIT_STUDIES)                  # one folder per study: no mixed models
+    assert exit_study.exit_study_of(os.path.join(ROOT, 'results', 'fashion-mnist-t8')) is None
+    with pytest.raises(ValueError, match='unknown early-exit study'):
+        exit_study.exit_study('cifar')
+
+
+def test_chosen_threshold_found_in_the_folder_of_the_study_that_shipped_the_model():
+    from lava_dtss.analysis.benchmark import chosen_threshold
+    from lava_dtss.analysis.exit_study import exit_study
+    out = exit_study('fashion-mnist-2026-11')['out']
+    record = json.load(open(os.path.join(out, 'fmnist-2026-11_fixed-t4.json')))
+    assert chosen_threshold('netx_models/fmnist-2026-11_fixed-t4.net') == record['policies']['margin']['chosen']['threshold']
+    assert chosen_threshold('/elsewhere/no-such-model.net') is None
+
+
+def test_early_exit_script_refuses_an_unknown_study(capsys):
+    with pytest.raises(SystemExit):
+        _script().main(['--study', 'cifar'])
+    assert 'invalid choice' in capsys.readouterr().err

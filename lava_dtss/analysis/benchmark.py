@@ -233,11 +233,10 @@ def bench_lava(args):
 
 def chosen_threshold(model: str):
     """The margin threshold ``scripts/early_exit.py`` chose on validation for
-    ``model`` (``results/early-exit/<name>.json``), or None."""
-    path = os.path.join(ROOT, 'results', 'early-exit', os.path.splitext(os.path.basename(model))[0] + '.json')
-    if not os.path.isfile(path):
-        return None
-    chosen = json.load(open(path))['policies']['margin']['chosen']
+    ``model`` (``results/early-exit*/<name>.json``), or None."""
+    from .exit_study import chosen_record
+    record = chosen_record(model)
+    chosen = record and record['policies']['margin']['chosen']
     return chosen and chosen['threshold']
 
 
@@ -254,7 +253,7 @@ def bench_exit(args):
     threshold = args.exit_threshold if args.exit_threshold is not None else chosen_threshold(args.model)
     if threshold is None:
         raise SystemExit(f'error: no --exit-threshold and no chosen threshold for {args.model} in '
-                         'results/early-exit/ (run python scripts/early_exit.py)')
+                         'results/early-exit*/ (run python scripts/early_exit.py)')
     spec = read_netx(args.model)
     test = data.load_dataset(spec.meta.get('dataset') or 'digits', 'test', args.data_dir)
     n = min(args.exit_samples, len(test))

@@ -711,10 +711,13 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
                            f'spikes of every layer identical: {ag.get("spikes_equal_all_layers")}')
         L.append('')
 
-    from .exit_study import SHIPPED_STUDY, markdown_section   # results/early-exit (scripts/early_exit.py)
-    if os.path.abspath(results) == SHIPPED_STUDY:   # the study its models come from
-        L += markdown_section(figure_rel=os.path.relpath(os.path.join(fig_dir, 'early_exit.png'),
-                                                         os.path.dirname(os.path.abspath(doc))))
+    from .exit_study import exit_study_of, markdown_section   # results/early-exit* (scripts/early_exit.py)
+    exits = exit_study_of(results)   # the early exit of the models this study shipped, where it has run
+    if exits:
+        L += markdown_section(exits['out'], os.path.relpath(os.path.join(fig_dir, 'early_exit.png'),
+                                                            os.path.dirname(os.path.abspath(doc))),
+                              'python scripts/early_exit.py' + ('' if exits['name'] == 'fashion-mnist'
+                                                                else f' --study {exits["name"]}'))
     summary += ['', f'Study compute: {total_s / 3600:.1f} h of training, evaluation and export on 2 CPU cores '
                 f'({len(arms)} runs; the sensitivity analysis and Lava runs on top).']
     text = '\n'.join(L) + '\n'
