@@ -24,9 +24,9 @@ def main(argv=None):
     from lava_dtss.analysis import exit_study
     root = exit_study.ROOT
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--study', default='fashion-mnist', choices=sorted(exit_study.EXIT_STUDIES),
+    p.add_argument('--study', default=exit_study.DEFAULT_EXIT_STUDY, choices=sorted(exit_study.EXIT_STUDIES),
                    help='whose shipped models, results folder, figure and page are the defaults below '
-                        '(default fashion-mnist)')
+                        f'(default {exit_study.DEFAULT_EXIT_STUDY})')
     p.add_argument('--models', nargs='+', default=None, help="network files (default: the study's shipped models)")
     p.add_argument('--budget-pp', type=float, default=0.5,
                    help='allowed validation accuracy loss against the full window, in pp (default 0.5)')
@@ -62,8 +62,7 @@ def main(argv=None):
     exit_study.plot(records, exit_study.study_points(study['study']), args.figure)
     if args.doc != 'none':
         rel = os.path.relpath(args.figure, os.path.dirname(os.path.abspath(args.doc)))
-        command = 'python scripts/early_exit.py' + ('' if args.study == 'fashion-mnist' else f' --study {args.study}')
-        exit_study.write_section(args.doc, exit_study.markdown_section(args.out, rel, command))
+        exit_study.write_section(args.doc, exit_study.markdown_section(args.out, rel, study['command']))
     print(f'wrote {args.out}/*.json, {args.figure}' + ('' if args.doc == 'none' else f' and {args.doc}'))
     return 0
 

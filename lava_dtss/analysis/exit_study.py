@@ -40,11 +40,16 @@ EXIT_STUDIES = {
 }
 
 
+DEFAULT_EXIT_STUDY = 'fashion-mnist'   # scripts/early_exit.py without --study
+
+
 def exit_study(name: str) -> dict:
-    """The entry ``name`` of ``EXIT_STUDIES`` with absolute paths (and its name)."""
+    """The entry ``name`` of ``EXIT_STUDIES`` with absolute paths, its name and
+    the command that writes its folder (``command``)."""
     if name not in EXIT_STUDIES:
         raise ValueError(f'unknown early-exit study {name!r}; known: {", ".join(EXIT_STUDIES)}')
-    e = dict(EXIT_STUDIES[name], name=name)
+    e = dict(EXIT_STUDIES[name], name=name,
+             command='python scripts/early_exit.py' + ('' if name == DEFAULT_EXIT_STUDY else f' --study {name}'))
     for k in ('out', 'study', 'doc', 'figures'):
         e[k] = os.path.join(ROOT, e[k])
     return e

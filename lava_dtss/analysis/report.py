@@ -716,8 +716,7 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     if exits:
         L += markdown_section(exits['out'], os.path.relpath(os.path.join(fig_dir, 'early_exit.png'),
                                                             os.path.dirname(os.path.abspath(doc))),
-                              'python scripts/early_exit.py' + ('' if exits['name'] == 'fashion-mnist'
-                                                                else f' --study {exits["name"]}'))
+                              exits['command'])
     summary += ['', f'Study compute: {total_s / 3600:.1f} h of training, evaluation and export on 2 CPU cores '
                 f'({len(arms)} runs; the sensitivity analysis and Lava runs on top).']
     text = '\n'.join(L) + '\n'
