@@ -446,6 +446,8 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                     'test_acc': ev['accuracy'],
                     'avg_steps': ev['avg_steps'], 'avg_steps_weighted': ev['avg_steps_weighted'],
                     'lr': sched.get_last_lr()[0], 'time_s': round(time.time() - t0, 2)}
+            if model.dtss:   # each gate's length (its steps: the length rounded half up)
+                line['gate_lengths'] = {n: round(float(m.gate.length), 3) for n, m in model.gated_layers()}
             print(json.dumps(line), flush=True)
             with open(log_path, 'a') as f:
                 f.write(json.dumps(line) + '\n')
