@@ -91,6 +91,9 @@ def parse_args(argv=None):
                         '(eval-mode) network sees them (0: keep the running averages of training, which '
                         'lag behind the weights; default 2048)')
     p.add_argument('--weight-decay', type=float, default=0.1, help='AdamW weight decay of the weights')
+    p.add_argument('--label-smoothing', type=float, default=0.0, metavar='E',
+                   help='cross-entropy against smoothed targets (1 - E on the label, E spread over all classes); '
+                        'keeps the task gradient that reaches the DTSS gates alive once the training set is fit')
     p.add_argument('--augment', type=int, default=None, metavar='PIXELS',
                    help='random-shift augmentation of up to PIXELS (default: 4 with horizontal flips '
                         'for cifar10/100, 0 otherwise; imagenet uses random resized crops)')

@@ -78,6 +78,7 @@ class TrainConfig:
     batches_per_epoch: int | None = None
     bn_calibration: int = 2048
     weight_decay: float = 0.1
+    label_smoothing: float = 0.0            # cross-entropy against (1 - e) one-hot + e / classes
     augment: int | None = None
     preset_fields: tuple | list | dict = ()   # --config: preset fields overridden: 'FIELD=VALUE' items (JSON values) or a dict
     seed: int = 0
@@ -233,6 +234,8 @@ def resolve(config: TrainConfig) -> TrainConfig:
     for name in ('val_size', 'bn_calibration'):
         if getattr(args, name) < 0:
             raise ValueError(f'--{name.replace("_", "-")} must be >= 0')
+    if not (math.isfinite(args.label_smoothing) and 0 <= args.label_smoothing < 1):
+        raise ValueError(f'--label-smoothing must be in [0, 1), got {args.label_smoothing}')
     if not math.isfinite(args.lambda_m) or args.lambda_m < 0:
         raise ValueError('--lambda-m must be a finite number >= 0')
     return args
@@ -412,7 +415,7 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             x = data.random_shift(x, shift, flip=flip)
             x, y = x.to(device), y.to(device)
             logits = ddp(x)
-            ce = torch.nn.functional.cross_entropy(logits, y)
+            ce = torch.nn.functional.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
             loss = ce
             if train_scores:
                 loss = loss + args.lambda_m * model.mask_loss(args.mask_categories, args.mask_weights).to(ce)
