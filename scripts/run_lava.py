@@ -108,7 +108,8 @@ def parse_args(argv=None):
                         'scripts/early_exit.py)')
     p.add_argument('--exit-threshold', type=float, default=None, metavar='N',
                    help='margin threshold: an integer >= 0 in units of z (T_max times the file\'s '
-                        'logits at the full window); scripts/early_exit.py chooses one on validation')
+                        'logits at the full window); default: the one in the model\'s card, which '
+                        'scripts/early_exit.py chose on validation and wrote there')
     args = p.parse_args(argv)
     if args.input or args.input_bias:
         _check_user_data_args(args)
@@ -138,6 +139,10 @@ def parse_args(argv=None):
     if args.exit_policy is not None:
         from lava_dtss.deploy.early_exit import check_policy
         t = args.exit_threshold
+        args.exit_threshold_source = '--exit-threshold'
+        if t is None and args.exit_policy == 'margin':   # the threshold the model's card carries
+            from lava_dtss.deploy.cards import card_exit_threshold
+            t, args.exit_threshold_source = card_exit_threshold(args.model, args.exit_policy)
         args.exit_threshold = check_policy(args.exit_policy, int(t) if t is not None and t == int(t) else t)
         if args.build == 'loihi':
             raise ValueError('--exit-policy runs on the fused build only: --build loihi has no early exit '
@@ -227,6 +232,8 @@ def main(argv=None):
         for c in bad:
             print(f'error: layer {c.name}: {"; ".join(c.violations)}', file=sys.stderr)
         return 1 if bad else 0
+    if args.exit_policy == 'margin':
+        print(f'exit threshold {args.exit_threshold} from {args.exit_threshold_source}', flush=True)
     report, results = lava_runtime.run_file(
         args.model, num_samples=args.num_samples, dataset=args.dataset, data_dir=args.data_dir,
         batch=args.batch, t_max=args.t_max, gating=False if args.no_gating else True if args.gated_only else None,

@@ -24,12 +24,19 @@ if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 1
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
 
 from lava_dtss.model import CATEGORIES, PRESETS  # noqa: E402
+from lava_dtss.model.presets import GENERIC_TRAINING, TRAINING  # noqa: E402
 from lava_dtss.training import data  # noqa: E402
 from lava_dtss.training.checkpoints import TrainingError  # noqa: E402
 from lava_dtss.training.loop import DEFAULT_MASK_CATEGORIES, TrainConfig, resolve, train  # noqa: E402
 
 if __name__ == '__main__':
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _recipe(field: str) -> str:
+    """``tiny 60, fmnist 8, others 60``: a recipe field's default per preset, for --help."""
+    own = [f'{name} {TRAINING[name][field]}' for name in TRAINING]
+    return ', '.join(own + [f'others {GENERIC_TRAINING[field]}'])
 
 
 def parse_args(argv=None):
@@ -47,28 +54,34 @@ def parse_args(argv=None):
                    help='train the ANN twin instead: the same architecture with a real-valued activation '
                         '(clamp(x / threshold, 0, 1)) in place of every LIF, one time step, no DTSS and no '
                         'export (the reference of the sensitivity analysis and the energy comparison)')
-    p.add_argument('--lambda-m', type=float, default=2.0, help='mask-loss weight lambda_m (default 2)')
+    p.add_argument('--lambda-m', type=float, default=None,
+                   help='mask-loss weight lambda_m (default: the preset\'s; ' + _recipe('lambda_m') + ')')
     p.add_argument('--mask-categories', default=DEFAULT_MASK_CATEGORIES,
                    help=f'comma-separated layer categories in the mask loss, from {",".join(CATEGORIES)}; '
                         'CAT=W gives a category its own weight relative to lambda_m (default: %(default)s)')
-    p.add_argument('--epochs', type=int, default=60)
+    p.add_argument('--epochs', type=int, default=None, help='default: the preset\'s; ' + _recipe('epochs'))
     p.add_argument('--batch-size', type=int, default=64, help='per process')
-    p.add_argument('--lr', type=float, default=3e-3, help='peak learning rate (AdamW, cosine schedule)')
-    p.add_argument('--lr-schedule', choices=('epoch', 'step'), default='epoch',
-                   help='cosine steps once per epoch (default: a --resume with more --epochs continues '
-                        'exactly) or once per batch (smooth decay within short runs, e.g. fine-tuning)')
-    p.add_argument('--score-lr', type=float, default=0.05,
-                   help='learning rate of the DTSS scores (SGD, momentum 0.9: updates follow the size '
-                        'of the task and mask-loss gradients, layer by layer)')
-    p.add_argument('--mask-warmup', type=float, default=0.25, metavar='FRACTION',
-                   help='keep the DTSS scores at their initial steps and leave out the mask loss for this '
-                        'fraction of the training steps, while the network learns the task (default 0.25)')
+    p.add_argument('--lr', type=float, default=None,
+                   help='peak learning rate (AdamW, cosine schedule; default: the preset\'s; ' + _recipe('lr') + ')')
+    p.add_argument('--lr-schedule', choices=('epoch', 'step'), default=None,
+                   help='cosine steps once per epoch (a --resume with more --epochs continues exactly) or once '
+                        'per batch (smooth decay within short runs, e.g. fine-tuning); default: the preset\'s; '
+                        + _recipe('lr_schedule'))
+    p.add_argument('--score-lr', type=float, default=None,
+                   help='learning rate of the DTSS gate lengths (SGD, momentum 0.9: updates follow the size '
+                        'of the task and mask-loss gradients, layer by layer); default: the preset\'s; '
+                        + _recipe('score_lr'))
+    p.add_argument('--mask-warmup', type=float, default=None, metavar='FRACTION',
+                   help='keep the DTSS gates at their initial steps and leave out the mask loss for this '
+                        'fraction of the training steps, while the network learns the task (default: the '
+                        'preset\'s; ' + _recipe('mask_warmup') + ')')
     p.add_argument('--train-unselected', action='store_true',
                    help='also train the scores of layers outside --mask-categories (by the task loss '
                         'alone); by default they keep T_max/2 steps')
-    p.add_argument('--freeze-scores', type=float, default=0.6, metavar='FRACTION',
-                   help='stop training the DTSS scores after this fraction of the training steps, so the '
-                        'weights adapt to the final time steps (default 0.6; 1 = never freeze)')
+    p.add_argument('--freeze-scores', type=float, default=None, metavar='FRACTION',
+                   help='stop training the DTSS gates after this fraction of the training steps, so the '
+                        'weights adapt to the final time steps (1 = never freeze; default: the preset\'s; '
+                        + _recipe('freeze_scores') + ')')
     p.add_argument('--init-from', default=None, metavar='CHECKPOINT',
                    help='start from the weights of a checkpoint of the same preset (any T_max, DTSS or '
                         'fixed-T; its DTSS scores are not used): fine-tuning from a common start')
@@ -90,10 +103,16 @@ def parse_args(argv=None):
                         'on N training images with the current weights, layer by layer as the deployed '
                         '(eval-mode) network sees them (0: keep the running averages of training, which '
                         'lag behind the weights; default 2048)')
-    p.add_argument('--weight-decay', type=float, default=0.1, help='AdamW weight decay of the weights')
-    p.add_argument('--label-smoothing', type=float, default=0.0, metavar='E',
+    p.add_argument('--eval-every', type=int, default=None, metavar='N',
+                   help='re-estimate BatchNorm and evaluate every N epochs and after the last (the model does not '
+                        'depend on it: evaluation touches no training state); default: the preset\'s; '
+                        + _recipe('eval_every'))
+    p.add_argument('--weight-decay', type=float, default=None,
+                   help='AdamW weight decay of the weights (default: the preset\'s; ' + _recipe('weight_decay') + ')')
+    p.add_argument('--label-smoothing', type=float, default=None, metavar='E',
                    help='cross-entropy against smoothed targets (1 - E on the label, E spread over all classes); '
-                        'keeps the task gradient that reaches the DTSS gates alive once the training set is fit')
+                        'keeps the task gradient that reaches the DTSS gates alive once the training set is fit '
+                        '(default: the preset\'s; ' + _recipe('label_smoothing') + ')')
     p.add_argument('--augment', type=int, default=None, metavar='PIXELS',
                    help='random-shift augmentation of up to PIXELS (default: 4 with horizontal flips '
                         'for cifar10/100, 0 otherwise; imagenet uses random resized crops)')

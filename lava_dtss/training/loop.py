@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from ..model.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate, is_gate_parameter
-from ..model.presets import PRESETS, get_config
+from ..model.presets import PRESETS, get_config, training_defaults
 from ..model.vit import SpikingViT
 from . import data
 from .checkpoints import (TrainingError, atomic_write, evaluate, init_distributed, init_weights,
@@ -61,24 +61,25 @@ class TrainConfig:
     t_max: int | None = None                # default: the preset's
     fixed_t: int | None = None              # fixed-T baseline: DTSS off, every layer runs T steps
     ann: bool = False                       # the ANN twin (one step, no DTSS, no export)
-    lambda_m: float = 2.0
+    lambda_m: float | None = None           # None here and below: the preset's (presets.training_defaults)
     mask_categories: str | tuple | dict = DEFAULT_MASK_CATEGORIES   # 'CAT[=W],...', resolved to a tuple
-    epochs: int = 60
+    epochs: int | None = None
     batch_size: int = 64                    # per process
-    lr: float = 3e-3
-    lr_schedule: str = 'epoch'              # cosine per 'epoch' or per 'step' (batch)
-    score_lr: float = 0.05
-    mask_warmup: float = 0.25
+    lr: float | None = None
+    lr_schedule: str | None = None          # cosine per 'epoch' or per 'step' (batch)
+    score_lr: float | None = None
+    mask_warmup: float | None = None
     train_unselected: bool = False
-    freeze_scores: float = 0.6
+    freeze_scores: float | None = None
     init_from: str | None = None
     init_steps: str | int | dict | None = None   # 'K' or 'CAT=K,...', resolved to {'*' or CAT: K}
     gates_from: str | None = None
     val_size: int = 0
     batches_per_epoch: int | None = None
     bn_calibration: int = 2048
-    weight_decay: float = 0.1
-    label_smoothing: float = 0.0            # cross-entropy against (1 - e) one-hot + e / classes
+    eval_every: int | None = None           # evaluate (and re-estimate BatchNorm) every N epochs and at the end
+    weight_decay: float | None = None
+    label_smoothing: float | None = None    # cross-entropy against (1 - e) one-hot + e / classes
     augment: int | None = None
     preset_fields: tuple | list | dict = ()   # --config: preset fields overridden: 'FIELD=VALUE' items (JSON values) or a dict
     seed: int = 0
@@ -142,8 +143,15 @@ def resolve(config: TrainConfig) -> TrainConfig:
     with one line naming the option (the command line's spelling)."""
     args = dataclasses.replace(config)
     for name, value, choices in (('dataset', args.dataset, sorted(data.DATASETS)),
-                                 ('preset', args.preset, [None] + sorted(PRESETS)),
-                                 ('lr_schedule', args.lr_schedule, ['epoch', 'step'])):
+                                 ('preset', args.preset, [None] + sorted(PRESETS))):
+        if value not in choices:   # the command line's choices; argparse refuses these first there
+            raise ValueError(f'--{name.replace("_", "-")}: invalid choice {value!r} (choose from '
+                             f'{", ".join(repr(c) for c in choices if c is not None)})')
+    recipe = training_defaults(args.preset or DEFAULT_PRESET[args.dataset])
+    for name, value in recipe.items():   # options left out: the preset's recipe
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, value, choices in (('lr_schedule', args.lr_schedule, ['epoch', 'step']),):
         if value not in choices:   # the command line's choices; argparse refuses these first there
             raise ValueError(f'--{name.replace("_", "-")}: invalid choice {value!r} (choose from '
                              f'{", ".join(repr(c) for c in choices if c is not None)})')
@@ -191,7 +199,7 @@ def resolve(config: TrainConfig) -> TrainConfig:
                              'give each once')
         init[name or '*'] = int(k)
     args.init_steps = init or None
-    for name in ('epochs', 'batch_size', 'batches_per_epoch'):
+    for name in ('epochs', 'batch_size', 'batches_per_epoch', 'eval_every'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f'--{name.replace("_", "-")} must be >= 1')
     if args.ann and args.fixed_t not in (None, 1):
@@ -441,13 +449,18 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
         if world > 1:  # DDP syncs buffers (BatchNorm statistics) only at the next forward: do it now
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)
-        recalibrate()
+        # evaluation touches no training state (BatchNorm's running statistics serve evaluation only;
+        # its loaders have their own generators), so how often it runs does not change the model
+        evaluating = (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs
+        if evaluating:
+            recalibrate()
         if master:
-            ev = evaluate_all()
+            ev = evaluate_all() if evaluating else {}
+            steps = ev or model.time_step_report()
             line = {'epoch': epoch + 1, 'train_loss': loss_sum / max(1, seen),
                     'train_acc': correct / max(1, seen), 'val_acc': ev.get('val_accuracy'),
-                    'test_acc': ev['accuracy'],
-                    'avg_steps': ev['avg_steps'], 'avg_steps_weighted': ev['avg_steps_weighted'],
+                    'test_acc': ev.get('accuracy'),
+                    'avg_steps': steps['avg_steps'], 'avg_steps_weighted': steps.get('avg_steps_weighted'),
                     'lr': sched.get_last_lr()[0], 'time_s': round(time.time() - t0, 2)}
             if model.dtss:   # each gate's length (its steps: the length rounded half up)
                 line['gate_lengths'] = {n: round(float(m.gate.length), 3) for n, m in model.gated_layers()}
