@@ -8,7 +8,9 @@ full window's validation accuracy), test accuracy and steps reported at it.
     python scripts/early_exit.py --study fashion-mnist-2026-11   # the first study's (results/early-exit-2026-11)
     python scripts/early_exit.py --models netx_models/fmnist_fixed-t4.net --num-test 1000
 
-Writes results/early-exit/<model>.json (atomically), the figure early_exit.png and the
+Writes results/early-exit/<model>.json (atomically), the chosen thresholds into each
+model's card (netx_models/<model>.json: run_lava.py --exit-policy margin uses them), the
+figure early_exit.png and the
 early-exit section of the page of the study the models come from (docs/results.md);
 each study's models, folders and page: lava_dtss.analysis.exit_study.EXIT_STUDIES.
 The work: lava_dtss.analysis.exit_study (policies: lava_dtss.deploy.early_exit).
@@ -49,6 +51,7 @@ def main(argv=None):
     for m in args.models:
         if not os.path.isfile(m):
             p.error(f'--models: {m} does not exist')
+    from lava_dtss.deploy import cards
     from lava_dtss.training.checkpoints import write_json
     os.makedirs(args.out, exist_ok=True)
     records = {}
@@ -58,6 +61,8 @@ def main(argv=None):
         rec['command'] = ' '.join(['python'] + sys.argv)
         name = os.path.splitext(os.path.basename(m))[0]
         write_json(os.path.join(args.out, name + '.json'), rec)
+        if cards.read_card(m) is not None:   # the chosen thresholds go with the model (run_lava.py reads them)
+            cards.record_exit_thresholds(m, rec, rec['command'])
         records[name] = rec
     exit_study.plot(records, exit_study.study_points(study['study']), args.figure)
     if args.doc != 'none':

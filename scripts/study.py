@@ -3,7 +3,7 @@
 
     python scripts/study.py                  # Fashion-MNIST (fmnist preset, T_max 4)
     python scripts/study.py --quick          # digits, tiny budgets (minutes; what the tests run)
-    python scripts/study.py --demo           # the default digits demo's recipe: DTSS vs fixed T 1, 2, 4, 8
+    python scripts/study.py --demo           # the default digits demo's recipe: DTSS vs fixed T 1, 2, 3, 4, 8
     python scripts/report.py                 # tables and plots of docs/results.md from results/
 """
 import argparse
@@ -20,7 +20,7 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='digits, tiny budgets: the code paths in minutes')
     p.add_argument('--demo', action='store_true',
                    help='the README demo in context: `python scripts/train_slayer.py` (DTSS, digits) beside the '
-                        'same recipe at fixed T = 1, 2, 4 and 8, each from scratch (results/digits-demo)')
+                        'same recipe at fixed T = 1, 2, 3, 4 and 8, each from scratch (results/digits-demo)')
     p.add_argument('--study', default='fashion-mnist', choices=sorted(n for n in study.STUDIES if n != 'digits-quick'),
                    help='the protocol (default fashion-mnist; fashion-mnist-2026-11: the first study\'s)')
     p.add_argument('--results', default=None, help='results folder (default results/<study>)')

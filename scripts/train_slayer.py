@@ -27,7 +27,7 @@ from lava_dtss.model import CATEGORIES, PRESETS  # noqa: E402
 from lava_dtss.model.presets import GENERIC_TRAINING, TRAINING  # noqa: E402
 from lava_dtss.training import data  # noqa: E402
 from lava_dtss.training.checkpoints import TrainingError  # noqa: E402
-from lava_dtss.training.loop import DEFAULT_MASK_CATEGORIES, TrainConfig, resolve, train  # noqa: E402
+from lava_dtss.training.loop import TrainConfig, resolve, train  # noqa: E402
 
 if __name__ == '__main__':
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -56,9 +56,10 @@ def parse_args(argv=None):
                         'export (the reference of the sensitivity analysis and the energy comparison)')
     p.add_argument('--lambda-m', type=float, default=None,
                    help='mask-loss weight lambda_m (default: the preset\'s; ' + _recipe('lambda_m') + ')')
-    p.add_argument('--mask-categories', default=DEFAULT_MASK_CATEGORIES,
+    p.add_argument('--mask-categories', default=None,
                    help=f'comma-separated layer categories in the mask loss, from {",".join(CATEGORIES)}; '
-                        'CAT=W gives a category its own weight relative to lambda_m (default: %(default)s)')
+                        'CAT=W gives a category its own weight relative to lambda_m (default: the preset\'s; '
+                        + _recipe('mask_categories') + ')')
     p.add_argument('--epochs', type=int, default=None, help='default: the preset\'s; ' + _recipe('epochs'))
     p.add_argument('--batch-size', type=int, default=64, help='per process')
     p.add_argument('--lr', type=float, default=None,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..model.dtss import CATEGORIES, DEFAULT_LOSS_CATEGORIES, DTSSGate, is_gate_parameter
+from ..model.dtss import CATEGORIES, DTSSGate, is_gate_parameter
 from ..model.presets import PRESETS, get_config, training_defaults
 from ..model.vit import SpikingViT
 from . import data
@@ -40,10 +40,6 @@ from .checkpoints import (TrainingError, atomic_write, evaluate, init_distribute
                           learned_gate_steps, load_checkpoint, recalibrate_batchnorm, rng_state,
                           save_checkpoint, set_rng_state, write_json)
 
-# qkv, attn and mlp in the mask loss (the paper's default), qkv with a quarter of the
-# weight: on digits the full weight drove q, k and v to 1 step and cost 5-7% accuracy
-# (seeds 1, 2: 90.6%, 91.1%), a quarter keeps 98% at 3.4 average steps.
-DEFAULT_MASK_CATEGORIES = 'qkv=0.25,' + ','.join(c for c in DEFAULT_LOSS_CATEGORIES if c != 'qkv')
 MAX_T = 256        # time steps a run may ask for (memory grows linearly with T)
 MAX_SHIFT = 32     # largest augmentation shift, pixels
 DEFAULT_PRESET = {'digits': 'tiny', 'fashion-mnist': 'fmnist', 'cifar10': 'spikformer-4-384',
@@ -62,7 +58,7 @@ class TrainConfig:
     fixed_t: int | None = None              # fixed-T baseline: DTSS off, every layer runs T steps
     ann: bool = False                       # the ANN twin (one step, no DTSS, no export)
     lambda_m: float | None = None           # None here and below: the preset's (presets.training_defaults)
-    mask_categories: str | tuple | dict = DEFAULT_MASK_CATEGORIES   # 'CAT[=W],...', resolved to a tuple
+    mask_categories: str | tuple | dict | None = None   # 'CAT[=W],...', resolved to a tuple
     epochs: int | None = None
     batch_size: int = 64                    # per process
     lr: float | None = None
@@ -491,6 +487,7 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                    **{k: ev[k] for k in ('active_steps', 'avg_steps', 'avg_steps_weighted',
                                          'firing_rate', 'firing_rate_active', 'flops_per_step', 'neurons')}}
         metrics['command'] = command
+        metrics['recipe_fingerprint'] = recipe_fingerprint(args)
         if not args.no_export:
             from ..analysis.operations import OperationCounter
             from ..deploy import export   # its functions looked up at the call (tests replace them)
@@ -600,11 +597,35 @@ def keep_log_until(log_path, epoch):
         atomic_write(log_path, lambda f: f.writelines(kept), mode='w')
 
 
+# TrainConfig fields that do not change the trained model: where the files go, how often it is evaluated
+RUN_PLUMBING = ('data_dir', 'out', 'resume', 'overwrite', 'no_export', 'threads', 'eval_every')
+
+
+def recipe_fingerprint(config: TrainConfig) -> str:
+    """16 hex digits of SHA-256 over what makes a model: the resolved training
+    options (every ``TrainConfig`` field but ``RUN_PLUMBING``), the model
+    configuration they select and the DTSS gate's formulation. A card carries
+    the fingerprint of its run; recomputing it from the card's command with
+    today's code tells whether today's defaults would still train the same
+    model (tests/test_presets.py does this for every shipped card)."""
+    from ..model.dtss import GATE_PARAMETER
+    args = resolve(config)
+    preset = args.preset or DEFAULT_PRESET[args.dataset]
+    cfg = get_config(preset, num_classes=data.DATASETS[args.dataset].num_classes,
+                     t_max=args.fixed_t or args.t_max, **args.preset_fields)
+    train = {k: v for k, v in vars_for_json(args).items() if k not in RUN_PLUMBING}
+    del train['mask_categories']   # mask_weights names them, with their weights
+    train['init_from'] = train['init_from'] and os.path.basename(train['init_from'])
+    train['gates_from'] = train['gates_from'] and os.path.basename(train['gates_from'])
+    text = json.dumps({'train': train, 'model': cfg.to_dict(), 'gate': GATE_PARAMETER}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def model_card(m):
     """The small JSON card shipped beside a model file."""
     keys = ('preset', 'dataset', 'dtss', 't_max', 'lambda_m', 'mask_categories', 'mask_weights', 'epochs', 'seed',
             'val_accuracy', 'test_accuracy', 'quantized_test_accuracy', 'active_steps', 'avg_steps',
-            'avg_steps_weighted', 'synops_per_sample', 'neuron_updates_per_sample', 'command')
+            'avg_steps_weighted', 'synops_per_sample', 'neuron_updates_per_sample', 'command', 'recipe_fingerprint')
     card = {k: m[k] for k in keys}
     card['test_accuracy_note'] = ('test_accuracy: float model; quantized_test_accuracy: the exported '
                                   'fixed-point model (what Lava runs), on the full test split')
