@@ -489,3 +489,12 @@ def test_each_study_page_gets_its_own_figures_folder():
     assert default_figures('/d/results-2026-11.md') == '/d/figures-2026-11'
     assert default_figures('/d/results-t8.md') == '/d/figures-t8'
     assert default_figures('/d/quick.md') == '/d/figures-quick'
+
+
+def test_a_claim_in_a_new_runs_folder_creates_it(tmp_path):
+    """`study.py --runs NEW` on a folder that does not exist yet: the first claim makes it
+    (it failed with 'No such file or directory: NEW/<arm>.claim')."""
+    from lava_dtss.analysis import study
+    runs = tmp_path / 'new' / 'runs'
+    assert study.claim(str(runs), 'fixed-t1') == 0
+    assert (runs / 'fixed-t1.claim').read_text() == str(os.getpid())

@@ -182,6 +182,7 @@ def claim(runs, name) -> int:
     claimed (runs/<name>.claim holds our pid; a claim of a process that ended is
     taken over), else the pid of the live process that holds it."""
     path = os.path.join(runs, name + '.claim')
+    os.makedirs(runs, exist_ok=True)   # the first claim in a new --runs folder
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
