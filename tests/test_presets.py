@@ -116,3 +116,15 @@ def test_exit_thresholds_recorded_in_a_card(tmp_path):
     (tmp_path / 'm.json').write_text('[1, 2]')
     with pytest.raises(ValueError, match='expected a JSON object'):
         cards.read_card(model)
+
+
+@pytest.mark.parametrize('seed', (0, 1, 2))
+def test_fmnist_preset_reproduces_the_measured_recipe(seed):
+    """The fmnist preset's docstring cites issue 14's runs (options given by hand then): with
+    today's defaults the preset alone resolves to the same recipe."""
+    name = 'snn-attn2-wd0.01-e8' + (f'-seed{seed}' if seed else '')
+    measured = json.load(open(os.path.join(ROOT, 'results', 'fashion-mnist-levers', name, 'metrics.json')))
+    then = train_slayer.parse_args(shlex.split(measured['command'])[2:])
+    now = train_slayer.parse_args(['--dataset', 'fashion-mnist', '--val-size', '5000', '--fixed-t', '4',
+                                   '--no-export', '--seed', str(seed)])
+    assert recipe_fingerprint(then) == recipe_fingerprint(now)

@@ -615,6 +615,7 @@ def recipe_fingerprint(config: TrainConfig) -> str:
                      t_max=args.fixed_t or args.t_max, **args.preset_fields)
     train = {k: v for k, v in vars_for_json(args).items() if k not in RUN_PLUMBING}
     del train['mask_categories']   # mask_weights names them, with their weights
+    del train['preset_fields']     # the model configuration below holds their effect
     train['init_from'] = train['init_from'] and os.path.basename(train['init_from'])
     train['gates_from'] = train['gates_from'] and os.path.basename(train['gates_from'])
     text = json.dumps({'train': train, 'model': cfg.to_dict(), 'gate': GATE_PARAMETER}, sort_keys=True)
