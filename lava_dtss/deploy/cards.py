@@ -46,8 +46,8 @@ def exit_entry(record: dict, policy: str) -> dict | None:
     if not chosen:
         return None
     return {'threshold': chosen['threshold'], 'budget_pp': record['budget_pp'],
-            'chosen_on': f'validation split of {record["val_size"]} {record["dataset"]} training images '
-                         '(the study\'s fixed split)',
+            'chosen_on': f'the fixed validation split of {record["val_size"]} {record["dataset"]} training images '
+                         f'(held out of training where the model was trained with --val-size {record["val_size"]})',
             'val_accuracy': chosen['val_accuracy'], 'val_steps': chosen['val_steps']['exit'],
             'test_accuracy': chosen['test_accuracy'], 'test_steps': chosen['test_steps']['exit'],
             'full_window_test_accuracy': record['full_window']['test_accuracy']}
