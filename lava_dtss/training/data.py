@@ -94,11 +94,13 @@ _CIFAR_HELP = {
     "cifar10": (
         f"Download the CIFAR-10 python version from {_CIFAR_URL}, extract it "
         "and pass --data-dir pointing at the extracted `cifar-10-batches-py` "
-        "folder (containing data_batch_1..data_batch_5 and test_batch)."),
+        "folder (containing data_batch_1..data_batch_5 and test_batch) or at "
+        "its parent (torchvision's CIFAR10 root)."),
     "cifar100": (
         f"Download the CIFAR-100 python version from {_CIFAR_URL}, extract it "
         "and pass --data-dir pointing at the extracted `cifar-100-python` "
-        "folder (containing train and test)."),
+        "folder (containing train and test) or at its parent (torchvision's "
+        "CIFAR100 root)."),
 }
 _IMAGENET_HELP = (
     "Expected an ImageFolder tree: DIR/train/<class>/*.JPEG and "
@@ -364,11 +366,35 @@ def _load_cifar_batch(path: str, label_key: str, num_classes: int,
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def _load_cifar(name: str, split: str, data_dir: str) -> Dataset:
+_CIFAR_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_CIFAR_FILES = {"cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+                "cifar100": ("train", "test")}
+
+
+def cifar_folder(name: str, data_dir: str) -> str:
+    """The folder holding the batch files of ``name`` (cifar10 or cifar100):
+    ``data_dir`` itself when it is the extracted folder (it holds any of the
+    batch files), or ``data_dir/cifar-10-batches-py`` (``cifar-100-python``)
+    when it is torchvision's root (``torchvision.datasets.CIFAR10(root)``).
+    :class:`DatasetError` naming both layouts otherwise."""
     help_text = _CIFAR_HELP[name]
     if not os.path.isdir(data_dir):
         raise DatasetError(
             f"{name} directory {data_dir} does not exist. {help_text}")
+    if any(os.path.isfile(os.path.join(data_dir, f)) for f in _CIFAR_FILES[name]):
+        return data_dir
+    sub = os.path.join(data_dir, _CIFAR_FOLDER[name])
+    if os.path.isdir(sub):
+        return sub
+    raise DatasetError(
+        f"{name}: --data-dir {data_dir} is neither the extracted "
+        f"`{_CIFAR_FOLDER[name]}` folder (holding {', '.join(_CIFAR_FILES[name])}) "
+        f"nor torchvision's root folder (holding {_CIFAR_FOLDER[name]}/). {help_text}")
+
+
+def _load_cifar(name: str, split: str, data_dir: str) -> Dataset:
+    help_text = _CIFAR_HELP[name]
+    data_dir = cifar_folder(name, data_dir)
     if name == "cifar10":
         files = ([f"data_batch_{i}" for i in range(1, 6)]
                  if split == "train" else ["test_batch"])
