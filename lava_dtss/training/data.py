@@ -413,7 +413,7 @@ def _load_cifar(name: str, split: str, data_dir: str) -> Dataset:
 # imagenet (ImageFolder)
 # --------------------------------------------------------------------------
 
-def _load_imagenet(split: str, data_dir: str) -> Dataset:
+def _load_imagenet(split: str, data_dir: str, transform=None) -> Dataset:
     from torchvision import datasets, transforms
 
     if not os.path.isdir(data_dir):
@@ -424,7 +424,9 @@ def _load_imagenet(split: str, data_dir: str) -> Dataset:
         raise DatasetError(
             f"imagenet split folder {folder} does not exist. "
             f"{_IMAGENET_HELP}")
-    if split == "train":
+    if transform is not None:
+        tf = transform
+    elif split == "train":
         tf = transforms.Compose([
             transforms.RandomResizedCrop(224),
             transforms.RandomHorizontalFlip(),
@@ -449,7 +451,7 @@ def _load_imagenet(split: str, data_dir: str) -> Dataset:
 # --------------------------------------------------------------------------
 
 def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, transform=None) -> Dataset:
     """Load split ``'train'`` or ``'test'`` of dataset ``name``.
 
     Items are ``(image, label)``: ``image`` float32 ``[C, H, W]`` in
@@ -459,7 +461,9 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     ``/usr/share/datasets/fashion-mnist`` for ``fashion-mnist``; required
     for ``cifar10``, ``cifar100`` and ``imagenet`` (``imagenet`` uses
     ``data_dir/train`` for 'train' and ``data_dir/val`` for 'test').
-    ``seed`` only affects the ``digits`` train/test split.
+    ``seed`` only affects the ``digits`` train/test split. ``transform``
+    (``imagenet`` only): the PIL transform in place of the default one (the
+    Spikformer recipes pass timm's).
 
     Raises :class:`DatasetError` for any bad input.
     """
@@ -478,9 +482,11 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
         raise DatasetError(
             f"dataset {name!r} needs its files on disk: --data-dir is "
             f"required. {help_text}")
+    if transform is not None and name != "imagenet":
+        raise DatasetError(f"transform applies to imagenet only, not {name!r}")
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, split, data_dir)
-    return _load_imagenet(split, data_dir)
+    return _load_imagenet(split, data_dir, transform)
 
 
 def holdout_split(dataset: Dataset, size: int, seed: int = 0):
@@ -504,8 +510,9 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0,
-                sampler: Optional[Sampler] = None) -> DataLoader:
-    """Deterministic ``DataLoader`` (``drop_last=False``).
+                sampler: Optional[Sampler] = None, drop_last: bool = False) -> DataLoader:
+    """Deterministic ``DataLoader`` (``drop_last`` False by default; the
+    Spikformer recipes drop the last, partial batch, as timm's loader does).
 
     Shuffling order and worker RNGs derive from a ``torch.Generator`` seeded
     with ``seed``.  Batches are ``(images [B, C, H, W] float32,
@@ -524,7 +531,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
         num_workers=num_workers,
         generator=generator,
         worker_init_fn=_seed_worker if num_workers > 0 else None,
-        drop_last=False,
+        drop_last=drop_last,
     )
 
 
