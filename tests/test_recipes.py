@@ -124,6 +124,29 @@ def test_randaugment_changes_images_with_the_recipes_operations(cifar_root, monk
     assert 10 <= changed < 40
 
 
+def test_imagenet_recipe_transforms_an_image_folder(tmp_path):
+    """ImageNet: timm's training transform (random-resized crop, RandAugment, erasing)
+    and its evaluation transform (resize to 224, centre crop) on an ImageFolder tree
+    of real JPEG files, images [3, 224, 224] in [0, 1]."""
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    for split in ('train', 'val'):
+        for cls in ('n01440764', 'n01443537'):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.fromarray(rng.randint(0, 256, (260, 300, 3)).astype(np.uint8)).save(
+                tmp_path / split / cls / 'a.JPEG', 'JPEG')
+    r = recipes.RECIPES['spikformer-imagenet']
+    fit = data.load_dataset('imagenet', 'train', str(tmp_path), transform=recipes.train_transform(r, 224))
+    test = data.load_dataset('imagenet', 'test', str(tmp_path), transform=recipes.eval_transform(r, 224))
+    for x, y in (fit[0], test[1]):
+        assert x.shape == (3, 224, 224) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1
+    assert test[1][1] == 1
+    kinds = [type(t).__name__ for t in test.transform.transforms]
+    assert kinds[:2] == ['Resize', 'CenterCrop'] and test.transform.transforms[0].size == 224   # crop_pct 1.0
+    with pytest.raises(data.DatasetError, match='applies to imagenet only'):
+        data.load_dataset('digits', 'train', transform=recipes.eval_transform(r, 224))
+
+
 # ---------------------------------------------------------------- mixup, smoothing, loss
 
 def test_mixup_mixes_inputs_and_smoothed_targets_alike_and_switches_off():

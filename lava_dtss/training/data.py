@@ -471,6 +471,8 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     if split not in SPLITS:
         raise DatasetError(
             f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+    if transform is not None and name != "imagenet":
+        raise DatasetError(f"transform applies to imagenet only, not {name!r}")
     if data_dir is not None:
         data_dir = os.fspath(data_dir)
     if name == "digits":
@@ -482,8 +484,6 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
         raise DatasetError(
             f"dataset {name!r} needs its files on disk: --data-dir is "
             f"required. {help_text}")
-    if transform is not None and name != "imagenet":
-        raise DatasetError(f"transform applies to imagenet only, not {name!r}")
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, split, data_dir)
     return _load_imagenet(split, data_dir, transform)
