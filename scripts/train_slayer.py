@@ -25,7 +25,7 @@ if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 1
 
 from lava_dtss.model import CATEGORIES, PRESETS  # noqa: E402
 from lava_dtss.model.presets import GENERIC_TRAINING, TRAINING  # noqa: E402
-from lava_dtss.training import data  # noqa: E402
+from lava_dtss.training import data, recipes  # noqa: E402
 from lava_dtss.training.checkpoints import TrainingError  # noqa: E402
 from lava_dtss.training.loop import TrainConfig, resolve, train  # noqa: E402
 
@@ -132,11 +132,38 @@ def parse_args(argv=None):
                         '(without this flag, or --resume, such a folder is refused)')
     p.add_argument('--no-export', action='store_true', help='skip the NetX HDF5 export')
     p.add_argument('--max-batches', type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument('--recipe', default='lava-dtss', choices=sorted(recipes.RECIPES),
+                   help='training recipe: lava-dtss (this project\'s: the options above) or Spikformer\'s '
+                        'published one per data set (timm\'s RandAugment, random erasing, mixup/cutmix, label '
+                        'smoothing, warm-up + cosine + cool-down, AdamW; docs/training.md), which sets '
+                        '--dataset, --epochs, --batch-size, --lr and --weight-decay unless given')
+    p.add_argument('--recipe-config', action='append', default=[], metavar='FIELD=VALUE', dest='recipe_fields',
+                   help='override a field of a spikformer-* recipe, VALUE in JSON, repeatable: e.g. '
+                        '--recipe-config warmup_epochs=5 (fields: ' + ', '.join(recipes.OVERRIDABLE) + ')')
+    p.add_argument('--device', default='cpu',
+                   help='torch device of the run: cpu (default), cuda, cuda:N or mps; the model, data, DTSS '
+                        'scores and losses live there (checkpoints load on any device; export runs on CPU)')
+    p.add_argument('--amp', default=None, choices=('bf16', 'fp16', 'off'),
+                   help='autocast of the forward pass: bf16 (CPU, CUDA), fp16 (CUDA, with GradScaler) or off; '
+                        'default: fp16 on CUDA under the spikformer-* recipes (their amp: True), off otherwise')
     args = p.parse_args(argv)
     try:
-        return resolve(TrainConfig(**vars(args)))
+        return resolve(TrainConfig(**vars(args)), given=given_options(p, argv))
     except ValueError as e:
         p.error(str(e))
+
+
+def given_options(parser, argv=None) -> set:
+    """The destinations of the options given explicitly in ``argv`` (a recipe's
+    values replace the others): ``parser`` parsed again with every default suppressed."""
+    saved = {a.dest: a.default for a in parser._actions}
+    try:
+        for a in parser._actions:
+            a.default = argparse.SUPPRESS
+        return set(vars(parser.parse_known_args(argv)[0]))
+    finally:
+        for a in parser._actions:
+            a.default = saved[a.dest]
 
 
 def main(argv=None):

@@ -289,6 +289,29 @@ def test_cifar_missing_dir_and_file(tmp_path):
         load_dataset("cifar100", "train", data_dir=d)
 
 
+def test_cifar_data_dir_may_be_torchvisions_root(tmp_path):
+    """--data-dir accepts the parent of cifar-10-batches-py / cifar-100-python
+    (torchvision's CIFAR10(root) layout) as well as the extracted folder, with the
+    same images; any other folder is one error naming both layouts."""
+    d, batches = _cifar10_dir(tmp_path)
+    c100 = tmp_path / "cifar-100-python"
+    c100.mkdir()
+    for name, n, seed in (("train", 4, 1), ("test", 2, 2)):
+        _dump(_cifar_batch(n, b"fine_labels", 100, seed), c100 / name)
+    for name, folder in (("cifar10", d), ("cifar100", c100)):
+        for split in ("train", "test"):
+            a = load_dataset(name, split, data_dir=folder)
+            b = load_dataset(name, split, data_dir=tmp_path)      # the root
+            assert torch.equal(a.tensors[0], b.tensors[0]) and torch.equal(a.tensors[1], b.tensors[1])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match=r"neither the extracted `cifar-10-batches-py` folder "
+                                           r"\(holding data_batch_1.*test_batch\) nor torchvision's root"):
+        load_dataset("cifar10", "train", data_dir=empty)
+    with pytest.raises(DatasetError, match="neither the extracted `cifar-100-python`.*cifar-100-python/"):
+        load_dataset("cifar100", "test", data_dir=empty)
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = marker

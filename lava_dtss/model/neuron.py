@@ -194,6 +194,8 @@ class FastCubaNeuron(cuba.Neuron):
         if self.shape is None:
             self.shape = x.shape[1:-1]
         du, dv = int(self.cx_current_decay), int(self.cx_voltage_decay)
+        if x.dtype in (torch.float16, torch.bfloat16):   # autocast: the integer state in float32, as without it
+            x = x.float()
         if bias is not None:  # inference only (exported models)
             return cuba_forward(x, du, dv, self.threshold, bias)[0]
         return _CubaFunction.apply(

@@ -115,11 +115,11 @@ def evaluate(model: SpikingViT, loader, max_batches: int | None = None) -> dict:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            logits, out = model.forward_with_spikes(x.to(model.head.weight.dtype))
+            logits, out = model.forward_with_spikes(x.to(model.head.weight.device, model.head.weight.dtype))
             for n, s in out.items():
                 spikes[n] += float(s.sum())
                 neurons[n] += s[..., 0].numel()
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1).cpu() == y).sum())
             total += int(y.numel())
     finally:
         model.train(was_training)
@@ -337,13 +337,19 @@ def model_from_checkpoint(ckpt, path):
     return model, train_args
 
 
-def init_distributed():
+def init_distributed(device: str | None = None):
     """``(rank, world_size, device)`` from torchrun's environment; initialises
-    the process group (nccl on GPU, gloo on CPU) when ``WORLD_SIZE > 1``."""
+    the process group (nccl on GPU, gloo on CPU) when ``WORLD_SIZE > 1``.
+    ``device``: the run's (``cuda`` is ``cuda:LOCAL_RANK``); None: CUDA where available."""
     world = int(os.environ.get('WORLD_SIZE', '1'))
     rank = int(os.environ.get('RANK', '0'))
     local = int(os.environ.get('LOCAL_RANK', '0'))
-    if torch.cuda.is_available():
+    if device is not None:
+        device = torch.device(device)
+        if device.type == 'cuda':
+            device = torch.device('cuda', local if device.index is None else device.index)
+            torch.cuda.set_device(device)
+    elif torch.cuda.is_available():
         device = torch.device('cuda', local)
         torch.cuda.set_device(device)
     else:

@@ -94,11 +94,13 @@ _CIFAR_HELP = {
     "cifar10": (
         f"Download the CIFAR-10 python version from {_CIFAR_URL}, extract it "
         "and pass --data-dir pointing at the extracted `cifar-10-batches-py` "
-        "folder (containing data_batch_1..data_batch_5 and test_batch)."),
+        "folder (containing data_batch_1..data_batch_5 and test_batch) or at "
+        "its parent (torchvision's CIFAR10 root)."),
     "cifar100": (
         f"Download the CIFAR-100 python version from {_CIFAR_URL}, extract it "
         "and pass --data-dir pointing at the extracted `cifar-100-python` "
-        "folder (containing train and test)."),
+        "folder (containing train and test) or at its parent (torchvision's "
+        "CIFAR100 root)."),
 }
 _IMAGENET_HELP = (
     "Expected an ImageFolder tree: DIR/train/<class>/*.JPEG and "
@@ -364,11 +366,35 @@ def _load_cifar_batch(path: str, label_key: str, num_classes: int,
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-def _load_cifar(name: str, split: str, data_dir: str) -> Dataset:
+_CIFAR_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+_CIFAR_FILES = {"cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+                "cifar100": ("train", "test")}
+
+
+def cifar_folder(name: str, data_dir: str) -> str:
+    """The folder holding the batch files of ``name`` (cifar10 or cifar100):
+    ``data_dir`` itself when it is the extracted folder (it holds any of the
+    batch files), or ``data_dir/cifar-10-batches-py`` (``cifar-100-python``)
+    when it is torchvision's root (``torchvision.datasets.CIFAR10(root)``).
+    :class:`DatasetError` naming both layouts otherwise."""
     help_text = _CIFAR_HELP[name]
     if not os.path.isdir(data_dir):
         raise DatasetError(
             f"{name} directory {data_dir} does not exist. {help_text}")
+    if any(os.path.isfile(os.path.join(data_dir, f)) for f in _CIFAR_FILES[name]):
+        return data_dir
+    sub = os.path.join(data_dir, _CIFAR_FOLDER[name])
+    if os.path.isdir(sub):
+        return sub
+    raise DatasetError(
+        f"{name}: --data-dir {data_dir} is neither the extracted "
+        f"`{_CIFAR_FOLDER[name]}` folder (holding {', '.join(_CIFAR_FILES[name])}) "
+        f"nor torchvision's root folder (holding {_CIFAR_FOLDER[name]}/). {help_text}")
+
+
+def _load_cifar(name: str, split: str, data_dir: str) -> Dataset:
+    help_text = _CIFAR_HELP[name]
+    data_dir = cifar_folder(name, data_dir)
     if name == "cifar10":
         files = ([f"data_batch_{i}" for i in range(1, 6)]
                  if split == "train" else ["test_batch"])
@@ -387,7 +413,7 @@ def _load_cifar(name: str, split: str, data_dir: str) -> Dataset:
 # imagenet (ImageFolder)
 # --------------------------------------------------------------------------
 
-def _load_imagenet(split: str, data_dir: str) -> Dataset:
+def _load_imagenet(split: str, data_dir: str, transform=None) -> Dataset:
     from torchvision import datasets, transforms
 
     if not os.path.isdir(data_dir):
@@ -398,7 +424,9 @@ def _load_imagenet(split: str, data_dir: str) -> Dataset:
         raise DatasetError(
             f"imagenet split folder {folder} does not exist. "
             f"{_IMAGENET_HELP}")
-    if split == "train":
+    if transform is not None:
+        tf = transform
+    elif split == "train":
         tf = transforms.Compose([
             transforms.RandomResizedCrop(224),
             transforms.RandomHorizontalFlip(),
@@ -423,7 +451,7 @@ def _load_imagenet(split: str, data_dir: str) -> Dataset:
 # --------------------------------------------------------------------------
 
 def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
-                 seed: int = 0) -> Dataset:
+                 seed: int = 0, transform=None) -> Dataset:
     """Load split ``'train'`` or ``'test'`` of dataset ``name``.
 
     Items are ``(image, label)``: ``image`` float32 ``[C, H, W]`` in
@@ -433,7 +461,9 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     ``/usr/share/datasets/fashion-mnist`` for ``fashion-mnist``; required
     for ``cifar10``, ``cifar100`` and ``imagenet`` (``imagenet`` uses
     ``data_dir/train`` for 'train' and ``data_dir/val`` for 'test').
-    ``seed`` only affects the ``digits`` train/test split.
+    ``seed`` only affects the ``digits`` train/test split. ``transform``
+    (``imagenet`` only): the PIL transform in place of the default one (the
+    Spikformer recipes pass timm's).
 
     Raises :class:`DatasetError` for any bad input.
     """
@@ -441,6 +471,8 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
     if split not in SPLITS:
         raise DatasetError(
             f"unknown split {split!r}; valid choices: {', '.join(SPLITS)}")
+    if transform is not None and name != "imagenet":
+        raise DatasetError(f"transform applies to imagenet only, not {name!r}")
     if data_dir is not None:
         data_dir = os.fspath(data_dir)
     if name == "digits":
@@ -454,7 +486,7 @@ def load_dataset(name: str, split: str, data_dir: Optional[str] = None,
             f"required. {help_text}")
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, split, data_dir)
-    return _load_imagenet(split, data_dir)
+    return _load_imagenet(split, data_dir, transform)
 
 
 def holdout_split(dataset: Dataset, size: int, seed: int = 0):
@@ -478,8 +510,9 @@ def _seed_worker(worker_id: int) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
                 num_workers: int = 0,
-                sampler: Optional[Sampler] = None) -> DataLoader:
-    """Deterministic ``DataLoader`` (``drop_last=False``).
+                sampler: Optional[Sampler] = None, drop_last: bool = False) -> DataLoader:
+    """Deterministic ``DataLoader`` (``drop_last`` False by default; the
+    Spikformer recipes drop the last, partial batch, as timm's loader does).
 
     Shuffling order and worker RNGs derive from a ``torch.Generator`` seeded
     with ``seed``.  Batches are ``(images [B, C, H, W] float32,
@@ -498,7 +531,7 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
         num_workers=num_workers,
         generator=generator,
         worker_init_fn=_seed_worker if num_workers > 0 else None,
-        drop_last=False,
+        drop_last=drop_last,
     )
 
 

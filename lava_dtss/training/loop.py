@@ -19,7 +19,9 @@ of their final model state at the end and print 'ranks identical: <hash>'
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -35,7 +37,7 @@ from tqdm import tqdm
 from ..model.dtss import CATEGORIES, DTSSGate, is_gate_parameter
 from ..model.presets import PRESETS, get_config, training_defaults
 from ..model.vit import SpikingViT
-from . import data
+from . import data, recipes
 from .checkpoints import (TrainingError, atomic_write, evaluate, init_distributed, init_weights,
                           learned_gate_steps, load_checkpoint, recalibrate_batchnorm, rng_state,
                           save_checkpoint, set_rng_state, write_json)
@@ -86,6 +88,11 @@ class TrainConfig:
     no_export: bool = False
     max_batches: int | None = None          # tests only: batches per epoch and per evaluation
     mask_weights: dict = field(default_factory=dict)   # set by resolve from mask_categories
+    recipe: str = 'lava-dtss'               # training recipe (lava_dtss/training/recipes.py)
+    recipe_fields: tuple | list | dict = ()   # --recipe-config: 'FIELD=VALUE' items or a dict; resolved to the recipe's fields
+    device: str = 'cpu'                     # torch device of the model, data and losses: cpu, cuda, cuda:N, mps
+    amp: str | None = None                  # autocast: 'bf16', 'fp16' (CUDA, with GradScaler) or 'off'; None: the recipe's
+    recipe_applied: bool = False            # set by resolve: the recipe's values are in the shared fields
 
 
 # preset fields a run may override with --config (the rest follow the data set, or have their own option)
@@ -132,12 +139,26 @@ def preset_overrides(items) -> dict:
     return out
 
 
-def resolve(config: TrainConfig) -> TrainConfig:
+def resolve(config: TrainConfig, given=None) -> TrainConfig:
     """``config`` checked, with ``mask_categories`` resolved to a tuple (and
     ``mask_weights``), ``init_steps`` to ``{'*' or category: K}`` or None, and
     ``ann`` implying ``fixed_t = 1`` and ``no_export``. Raises ``ValueError``
-    with one line naming the option (the command line's spelling)."""
+    with one line naming the option (the command line's spelling).
+
+    A recipe other than ``lava-dtss``: ``recipe_fields`` resolved to its fields,
+    and its values put into the fields ``recipes.SHARED`` (dataset, epochs, ...)
+    except those named in ``given`` (set explicitly) or differing from
+    TrainConfig's defaults; ``amp`` None resolved to the recipe's on CUDA, else 'off'."""
     args = dataclasses.replace(config)
+    args.recipe_fields = recipes.resolve_fields(args.recipe, args.recipe_fields)
+    rf = args.recipe_fields
+    if rf and not args.recipe_applied:
+        default = TrainConfig()
+        given = set(given or ()) | {n for n in recipes.SHARED if getattr(args, n) != getattr(default, n)}
+        for name in recipes.SHARED:
+            if name not in given:
+                setattr(args, name, rf[name])
+        args.recipe_applied = True
     for name, value, choices in (('dataset', args.dataset, sorted(data.DATASETS)),
                                  ('preset', args.preset, [None] + sorted(PRESETS))):
         if value not in choices:   # the command line's choices; argparse refuses these first there
@@ -242,7 +263,58 @@ def resolve(config: TrainConfig) -> TrainConfig:
         raise ValueError(f'--label-smoothing must be in [0, 1), got {args.label_smoothing}')
     if not math.isfinite(args.lambda_m) or args.lambda_m < 0:
         raise ValueError('--lambda-m must be a finite number >= 0')
+    if rf:
+        if args.dataset != rf['dataset']:
+            raise ValueError(f'--recipe {args.recipe} is for --dataset {rf["dataset"]}, not {args.dataset}')
+        if args.augment is not None:
+            raise ValueError(f'--augment is the lava-dtss recipe\'s random shift; --recipe {args.recipe} augments '
+                             'with timm\'s transforms (change them with --recipe-config)')
+        if args.lr_schedule != 'epoch':
+            raise ValueError(f'--lr-schedule belongs to the lava-dtss recipe; --recipe {args.recipe} steps timm\'s '
+                             'CosineLRScheduler once per epoch (leave out --lr-schedule)')
+        if rf['warmup_epochs'] + rf['cooldown_epochs'] >= args.epochs:
+            raise ValueError(f'--epochs {args.epochs} leaves no cosine epochs after the recipe\'s '
+                             f'{rf["warmup_epochs"]} warm-up and {rf["cooldown_epochs"]} cool-down epochs; pass more '
+                             '--epochs or --recipe-config warmup_epochs=N / cooldown_epochs=N')
+        if recipes.mixup_active(rf) and args.batch_size % 2:
+            raise ValueError(f'--batch-size {args.batch_size}: mixup/cutmix (timm) needs an even batch size')
+    device = check_device(args.device)
+    if args.amp is None:
+        args.amp = rf.get('amp', 'off') if device.type == 'cuda' else 'off'
+    if args.amp not in AMP:
+        raise ValueError(f'--amp: invalid choice {args.amp!r} (choose from {", ".join(map(repr, AMP))})')
+    if args.amp == 'fp16' and device.type != 'cuda':
+        raise ValueError(f'--amp fp16 needs a CUDA device (float16 autocast with GradScaler); on --device '
+                         f'{args.device} use --amp bf16 or --amp off')
+    if args.amp == 'bf16' and (device.type not in ('cpu', 'cuda') or (
+            device.type == 'cuda' and not torch.cuda.is_bf16_supported())):
+        raise ValueError(f'--amp bf16: --device {args.device} has no bfloat16 autocast here; use --amp off'
+                         + (' or fp16' if device.type == 'cuda' else ''))
     return args
+
+
+AMP = ('off', 'bf16', 'fp16')
+
+
+def check_device(name: str) -> torch.device:
+    """``torch.device(name)`` if this machine has it; ``ValueError`` (one line) otherwise."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f'--device {name!r}: not a torch device; expected cpu, cuda, cuda:N or mps') from None
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f'--device {name}: this machine has no CUDA device (torch.cuda.is_available() '
+                             'is False); use --device cpu')
+        if device.index is not None and device.index >= count:
+            raise ValueError(f'--device {name}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}')
+    elif device.type == 'mps':
+        if not torch.backends.mps.is_available():
+            raise ValueError(f'--device {name}: this machine has no Apple MPS device; use --device cpu')
+    elif device.type != 'cpu':
+        raise ValueError(f'--device {name}: expected cpu, cuda, cuda:N or mps')
+    return device
 
 
 def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, command: str | None = None,
@@ -261,15 +333,18 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
         config = vars(config)
     if isinstance(config, dict):
         config = TrainConfig(**config)
-    args = resolve(dataclasses.replace(config or TrainConfig(), **overrides))
+    args = resolve(dataclasses.replace(config or TrainConfig(), **overrides), given=set(overrides))
     if command is None:
         default = resolve(TrainConfig())
-        shown = {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
+        shown = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name != 'recipe_applied'}
         shown['mask_categories'] = shown.pop('mask_weights')   # {category: weight}, which train accepts
+        if args.recipe_fields:   # the fields given with --recipe-config only
+            base = recipes.RECIPES[args.recipe]
+            shown['recipe_fields'] = {k: v for k, v in args.recipe_fields.items() if v != base[k]}
         changed = [f'{k}={v!r}' for k, v in shown.items()
                    if v != getattr(default, 'mask_weights' if k == 'mask_categories' else k)]
         command = f'lava_dtss.train({", ".join(changed)})'
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(args.device)
     master = rank == 0
     preset = args.preset or DEFAULT_PRESET[args.dataset]
     threads = args.threads or (1 if preset == 'tiny' else None)
@@ -286,6 +361,20 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
     val_set = None
     if args.val_size:
         train_set, val_set = data.holdout_split(train_set, args.val_size)
+    rf = args.recipe_fields
+    fit_set = train_set   # what the training batches come from (BatchNorm calibration: train_set)
+    if rf:   # timm's transforms; ImageNet's evaluation: timm's resize and centre crop too
+        augment = recipes.train_transform(rf, info.image_shape[-1])
+        if args.dataset == 'imagenet':
+            plain = recipes.eval_transform(rf, info.image_shape[-1])
+            train_set = data.load_dataset('imagenet', 'train', args.data_dir, transform=plain)
+            test_set = data.load_dataset('imagenet', 'test', args.data_dir, transform=plain)
+            fit_set = data.load_dataset('imagenet', 'train', args.data_dir, transform=augment)
+            if args.val_size:   # the same fixed split of both
+                train_set, val_set = data.holdout_split(train_set, args.val_size)
+                fit_set, _ = data.holdout_split(fit_set, args.val_size)
+        else:
+            fit_set = recipes.AugmentedDataset(train_set, augment)
     if master:
         prepare_out(args)
 
@@ -326,12 +415,22 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                      if g.enabled and (args.train_unselected or g.category in args.mask_categories)]
     trained_scores = [g.length for g in trained_gates]
     others = [p for n, p in model.named_parameters() if not is_gate_parameter(n)]
-    opt = torch.optim.AdamW(others, lr=args.lr, weight_decay=args.weight_decay)
+    if rf:   # timm's create_optimizer_v2 groups: no weight decay for biases and 1-D tensors
+        gate_params = [p for n, p in model.named_parameters() if is_gate_parameter(n)]
+        opt = torch.optim.AdamW(recipes.param_groups(model, args.weight_decay, leave_out=gate_params), lr=args.lr,
+                                weight_decay=args.weight_decay)
+    else:
+        opt = torch.optim.AdamW(others, lr=args.lr, weight_decay=args.weight_decay)
     score_opt = torch.optim.SGD(trained_scores or [torch.zeros(1, requires_grad=True)],
                                 lr=args.score_lr, momentum=0.9)
     steps_per_epoch = len(data.make_loader(train_set, args.batch_size, shuffle=False, seed=0))
     if world > 1:
         steps_per_epoch = math.ceil(len(train_set) / world / args.batch_size)
+    if rf:   # full batches only (timm's loader; mixup pairs each batch with its reverse)
+        steps_per_epoch = len(fit_set) // world // args.batch_size
+        if steps_per_epoch == 0:
+            raise TrainingError(f'--batch-size {args.batch_size} is more than the {len(fit_set) // world} training '
+                                f'images per process; --recipe {args.recipe} trains on full batches only')
     for limit in (args.batches_per_epoch, args.max_batches):
         steps_per_epoch = min(steps_per_epoch, limit or steps_per_epoch)
     total_steps = args.epochs * steps_per_epoch
@@ -340,7 +439,18 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
         if args.lr_schedule == 'epoch':
             return 0.5 * (1.0 + math.cos(math.pi * (step // steps_per_epoch) / args.epochs))
         return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)  # stepped once per batch
+    if rf:   # timm's CosineLRScheduler, set at the start of every epoch (a function of the epoch alone)
+        sched = recipes.scheduler(rf, opt, args.epochs)
+        mixup_fn, loss_fn = recipes.mixup(rf, info.num_classes), recipes.train_loss(rf)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)  # stepped once per batch
+        mixup_fn = None
+        loss_fn = functools.partial(torch.nn.functional.cross_entropy, label_smoothing=args.label_smoothing)
+    autocast = contextlib.nullcontext
+    if args.amp != 'off':
+        autocast = functools.partial(torch.autocast, device.type,
+                                     dtype=torch.bfloat16 if args.amp == 'bf16' else torch.float16)
+    scaler = torch.cuda.amp.GradScaler() if args.amp == 'fp16' else None
     ddp = model
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == 'cuda' else None)
@@ -357,7 +467,10 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             model.load_state_dict(ckpt['model'])
             opt.load_state_dict(ckpt['optimizer'])
             score_opt.load_state_dict(ckpt['score_optimizer'])
-            sched.load_state_dict({'lr_lambdas': [None] * len(opt.param_groups), **ckpt['scheduler']})
+            if scaler is not None and 'scaler' in ckpt:
+                scaler.load_state_dict(ckpt['scaler'])
+            if not rf:   # timm's schedule is set from the epoch
+                sched.load_state_dict({'lr_lambdas': [None] * len(opt.param_groups), **ckpt['scheduler']})
             start_epoch = int(ckpt['epoch'])
             set_rng_state(ckpt['rng'])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
@@ -368,8 +481,9 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
         if start_epoch > args.epochs:
             raise TrainingError(f'cannot resume from {ckpt_path}: it is at epoch {start_epoch}, beyond '
                                 f'--epochs {args.epochs}; pass --epochs {start_epoch} or more')
-        for g, base in zip(opt.param_groups, sched.base_lrs):  # schedule of this run's epochs
-            g['lr'] = base * lr_factor(sched.last_epoch)
+        if not rf:
+            for g, base in zip(opt.param_groups, sched.base_lrs):  # schedule of this run's epochs
+                g['lr'] = base * lr_factor(sched.last_epoch)
         if master:
             keep_log_until(log_path, start_epoch)
             print(f'resumed {ckpt_path} at epoch {start_epoch}')
@@ -403,7 +517,18 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
         if world > 1:
             sampler = torch.utils.data.distributed.DistributedSampler(train_set, world, rank, shuffle=True, seed=args.seed)
             sampler.set_epoch(epoch)
-        loader = data.make_loader(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch, sampler=sampler)
+        if rf:
+            sampler = sampler if sampler is None else torch.utils.data.distributed.DistributedSampler(
+                fit_set, world, rank, shuffle=True, seed=args.seed, drop_last=True)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            loader = data.make_loader(fit_set, args.batch_size, shuffle=True, seed=args.seed + epoch, sampler=sampler,
+                                      drop_last=True)
+            sched.step(epoch)
+            if mixup_fn is not None:   # Spikformer's train_one_epoch: mixup off from mixup_off_epoch on
+                mixup_fn.mixup_enabled = not (rf['mixup_off_epoch'] and epoch >= rf['mixup_off_epoch'])
+        else:
+            loader = data.make_loader(train_set, args.batch_size, shuffle=True, seed=args.seed + epoch, sampler=sampler)
         model.train()
         seen = correct = 0
         loss_sum = 0.0
@@ -416,10 +541,15 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             # frozen while the weights adapt to the chosen time steps. Weights: cosine schedule.
             step = epoch * steps_per_epoch + i
             train_scores = model.dtss and args.mask_warmup * total_steps <= step < args.freeze_scores * total_steps
-            x = data.random_shift(x, shift, flip=flip)
+            if not rf:
+                x = data.random_shift(x, shift, flip=flip)
             x, y = x.to(device), y.to(device)
-            logits = ddp(x)
-            ce = torch.nn.functional.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            target = y
+            if mixup_fn is not None:   # soft targets, label smoothing included
+                x, target = mixup_fn(x, y)
+            with autocast():
+                logits = ddp(x)
+            ce = loss_fn(logits.float() if args.amp != 'off' else logits, target)
             loss = ce
             if train_scores:
                 loss = loss + args.lambda_m * model.mask_loss(args.mask_categories, args.mask_weights).to(ce)
@@ -430,13 +560,22 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                                     f'stopping: {kept}; lower --lr or check the data')
             opt.zero_grad(set_to_none=True)
             score_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+                if train_scores:
+                    score_opt.step()
+            else:   # float16: the loss scaled, steps skipped where a gradient overflowed
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                if train_scores and any(p.grad is not None for p in trained_scores):
+                    scaler.step(score_opt)
+                scaler.update()
             if train_scores:
-                score_opt.step()
                 for g in trained_gates:   # projected gradient descent: lengths stay in [1, T_max]
                     g.project_()
-            sched.step()
+            if not rf:
+                sched.step()
             seen += int(y.numel())
             correct += int((logits.argmax(1) == y).sum())
             loss_sum += float(loss) * int(y.numel())
@@ -457,7 +596,8 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                     'train_acc': correct / max(1, seen), 'val_acc': ev.get('val_accuracy'),
                     'test_acc': ev.get('accuracy'),
                     'avg_steps': steps['avg_steps'], 'avg_steps_weighted': steps.get('avg_steps_weighted'),
-                    'lr': sched.get_last_lr()[0], 'time_s': round(time.time() - t0, 2)}
+                    'lr': opt.param_groups[0]['lr'] if rf else sched.get_last_lr()[0],
+                    'time_s': round(time.time() - t0, 2)}
             if model.dtss:   # each gate's length (its steps: the length rounded half up)
                 line['gate_lengths'] = {n: round(float(m.gate.length), 3) for n, m in model.gated_layers()}
             print(json.dumps(line), flush=True)
@@ -466,7 +606,8 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                             score_optimizer=score_opt.state_dict(),
                             scheduler=sched.state_dict(), epoch=epoch + 1, rng=rng_state(),
-                            config=cfg.to_dict(), dtss=model.dtss, args=vars_for_json(args))
+                            config=cfg.to_dict(), dtss=model.dtss, args=vars_for_json(args),
+                            **({'scaler': scaler.state_dict()} if scaler is not None else {}))
 
     # ---- final report and export -----------------------------------------
     metrics = {}
@@ -486,11 +627,14 @@ def train(config: TrainConfig | argparse.Namespace | dict | None = None, *, comm
                    'test_accuracy': ev['accuracy'],
                    **{k: ev[k] for k in ('active_steps', 'avg_steps', 'avg_steps_weighted',
                                          'firing_rate', 'firing_rate_active', 'flops_per_step', 'neurons')}}
+        if rf or device.type != 'cpu' or args.amp != 'off':   # (the lava-dtss recipe on CPU: as before)
+            metrics.update(recipe=args.recipe, recipe_fields=rf, device=str(device), amp=args.amp)
         metrics['command'] = command
         metrics['recipe_fingerprint'] = recipe_fingerprint(args)
         if not args.no_export:
             from ..analysis.operations import OperationCounter
             from ..deploy import export   # its functions looked up at the call (tests replace them)
+            model.cpu()   # the export reads the weights as numpy arrays; the deployed model runs on CPU
             net_path = os.path.join(args.out, 'model.net')
             export.export_hdf5(model, net_path, dataset=args.dataset, command=command)
             try:
@@ -598,7 +742,11 @@ def keep_log_until(log_path, epoch):
 
 
 # TrainConfig fields that do not change the trained model: where the files go, how often it is evaluated
-RUN_PLUMBING = ('data_dir', 'out', 'resume', 'overwrite', 'no_export', 'threads', 'eval_every')
+RUN_PLUMBING = ('data_dir', 'out', 'resume', 'overwrite', 'no_export', 'threads', 'eval_every', 'device',
+                'recipe_applied')
+# fields added after the first fingerprints, with the value that trains as before: they enter a
+# fingerprint only when set otherwise, so that a card made before them still matches
+LATER_FIELDS = {'recipe': 'lava-dtss', 'recipe_fields': {}, 'amp': 'off'}
 
 
 def recipe_fingerprint(config: TrainConfig) -> str:
@@ -613,7 +761,8 @@ def recipe_fingerprint(config: TrainConfig) -> str:
     preset = args.preset or DEFAULT_PRESET[args.dataset]
     cfg = get_config(preset, num_classes=data.DATASETS[args.dataset].num_classes,
                      t_max=args.fixed_t or args.t_max, **args.preset_fields)
-    train = {k: v for k, v in vars_for_json(args).items() if k not in RUN_PLUMBING}
+    train = {k: v for k, v in vars_for_json(args).items() if k not in RUN_PLUMBING
+             and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
     del train['mask_categories']   # mask_weights names them, with their weights
     del train['preset_fields']     # the model configuration below holds their effect
     train['init_from'] = train['init_from'] and os.path.basename(train['init_from'])
