@@ -38,16 +38,22 @@ def read_card(model: str) -> dict | None:
     return card
 
 
-def exit_entry(record: dict, policy: str) -> dict | None:
+def exit_entry(record: dict, policy: str, trained_val_size=None) -> dict | None:
     """What a card keeps of an early-exit study's ``record`` (``exit_study.model_exit_study``)
     for ``policy``: the chosen threshold, its validation budget and split, and its
-    validation and test figures; None where no threshold was chosen."""
+    validation and test figures; None where no threshold was chosen.
+    ``trained_val_size``: the ``--val-size`` the model was trained with (the card's),
+    to say whether the split was held out of its training."""
     chosen = (record.get('policies', {}).get(policy) or {}).get('chosen')
     if not chosen:
         return None
+    n = record['val_size']
+    held = ('held out of its training' if trained_val_size == n else
+            'images the model was TRAINED on (it was trained without --val-size): the threshold is optimistic; '
+            f'train with --val-size {n} to hold them out' if trained_val_size == 0 else
+            f'held out of training where the model was trained with --val-size {n}')
     return {'threshold': chosen['threshold'], 'budget_pp': record['budget_pp'],
-            'chosen_on': f'the fixed validation split of {record["val_size"]} {record["dataset"]} training images '
-                         f'(held out of training where the model was trained with --val-size {record["val_size"]})',
+            'chosen_on': f'the fixed validation split of {n} {record["dataset"]} training images ({held})',
             'val_accuracy': chosen['val_accuracy'], 'val_steps': chosen['val_steps']['exit'],
             'test_accuracy': chosen['test_accuracy'], 'test_steps': chosen['test_steps']['exit'],
             'full_window_test_accuracy': record['full_window']['test_accuracy']}
@@ -61,7 +67,8 @@ def record_exit_thresholds(model: str, record: dict, command: str) -> dict:
     card = read_card(model)
     if card is None:
         raise ValueError(f'{model} has no model card ({card_path(model)}) to record its exit thresholds in')
-    entries = {p: e for p in sorted(record.get('policies', {})) if (e := exit_entry(record, p)) is not None}
+    entries = {p: e for p in sorted(record.get('policies', {}))
+               if (e := exit_entry(record, p, card.get('val_size'))) is not None}
     card['early_exit'] = {'policies': entries, 'command': command}
     write_json(card_path(model), card)
     return card

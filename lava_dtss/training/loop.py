@@ -774,6 +774,7 @@ def recipe_fingerprint(config: TrainConfig) -> str:
 def model_card(m):
     """The small JSON card shipped beside a model file."""
     keys = ('preset', 'dataset', 'dtss', 't_max', 'lambda_m', 'mask_categories', 'mask_weights', 'epochs', 'seed',
+            'val_size',
             'val_accuracy', 'test_accuracy', 'quantized_test_accuracy', 'active_steps', 'avg_steps',
             'avg_steps_weighted', 'synops_per_sample', 'neuron_updates_per_sample', 'command', 'recipe_fingerprint')
     card = {k: m[k] for k in keys}
