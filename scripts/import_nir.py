@@ -49,6 +49,11 @@ def main(argv=None):
         raise ValueError(f'--out {args.out} is a folder; expected a file name')
     if not os.path.isdir(os.path.dirname(out)):
         raise ValueError(f'--out {args.out}: folder {os.path.dirname(out)} does not exist')
+    from lava_dtss.training.checkpoints import unwritable
+    for flag, path in (('--out', args.out), ('--json', args.json)):   # both before --out is written
+        problem = path and unwritable(path)
+        if problem:
+            raise ValueError(f'{flag} {path}: {problem}')
     spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
                       input_scale=args.input_scale, method=args.method, out=args.out,
                       command=' '.join(['python'] + sys.argv))

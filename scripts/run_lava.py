@@ -138,7 +138,8 @@ def parse_args(argv=None):
     if args.exit_policy is not None:
         from lava_dtss.deploy.early_exit import check_policy
         t = args.exit_threshold
-        args.exit_threshold = check_policy(args.exit_policy, int(t) if t is not None and t == int(t) else t)
+        args.exit_threshold = check_policy(args.exit_policy, int(t) if t is not None and t == t and abs(t) < 2**63
+                                           and t == int(t) else t)
         if args.build == 'loihi':
             raise ValueError('--exit-policy runs on the fused build only: --build loihi has no early exit '
                              '(docs/loihi.md says what a chip needs for it)')
@@ -194,20 +195,8 @@ def _check_user_data_args(args):
 
 def _unwritable(path):
     """Why ``path`` cannot receive the report (checked before the run), or None."""
-    if os.path.isdir(path):
-        return 'is a folder; expected a file name'
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return f'folder {folder} does not exist'
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return 'is not writable'
-    import tempfile
-    try:      # what the report's atomic write does: a temporary file beside it (fails under /proc)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
-            pass
-    except OSError as e:
-        return f'cannot be written in {folder} ({e.strerror or e})'
-    return None
+    from lava_dtss.training.checkpoints import unwritable
+    return unwritable(path)
 
 
 def main(argv=None):

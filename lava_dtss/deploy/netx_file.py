@@ -75,9 +75,14 @@ def write_netx(spec: NetSpec, path: str):
     tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
     try:
         _write_netx(spec, path, folder, tmp)
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e).replace(tmp, path)   # h5py's text names tmp
-        raise OSError(e.errno, f'cannot write the network file ({reason})', path) from None
+    except (OSError, RuntimeError) as e:   # h5py raises RuntimeError for a write that fails on close
+        code = getattr(e, 'errno', None)
+        if not code:                       # h5py's text: "... errno = 28, error message = ..."
+            import re
+            m = re.search(r'errno = (\d+)', str(e))
+            code = int(m.group(1)) if m else None
+        reason = os.strerror(code) if code else ' '.join(str(e).replace(tmp, path).split())[:200]
+        raise OSError(code, f'cannot write the network file ({reason})', path) from None
 
 
 def _write_netx(spec: NetSpec, path: str, folder: str, tmp: str):
@@ -644,6 +649,9 @@ def _check_graph(path, spec: NetSpec):
             fail(f'dtss/activeSteps = {layer.active_steps} out of range 1..{t_max}')
         if i == 0:
             continue
+        if layer.type == 'input':     # its process would be cut off from the network (issue 26)
+            fail('a second input layer: a network has one input layer, layer 0 (feed your data there, or '
+                 'split the file into two networks)')
         if not layer.inputs or any(not 0 <= j < i for j in layer.inputs):
             fail(f'dtss/inputs {layer.inputs} must name earlier layers (0..{i - 1})')
         origin = {}     # the layer each input resolves to through flatten layers

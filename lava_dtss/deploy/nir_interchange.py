@@ -265,6 +265,15 @@ class _Importer:
         where = f'node {name!r} ({_tname(node)})' if name is not None else 'graph'
         raise NIRImportError(f'{self.source}: {where}: {msg}')
 
+    def finite(self, name, node, key, a):
+        """``a`` unless it holds NaN or infinite values (they would become the integer
+        -2**63 in the file); then one line naming the node and the field."""
+        bad = ~np.isfinite(a)
+        if np.any(bad):
+            self.fail(name, node, f'{key} holds {int(bad.sum())} NaN or infinite value(s) (first at index '
+                      f'{tuple(int(i) for i in np.argwhere(bad)[0])}); fix the graph (a diverged training run?)')
+        return a
+
     # --------------------------------------------------------- input side
     def view(self, src: int, pre: list) -> _View:
         shape0 = tuple(self.layers[src].shape)
@@ -295,7 +304,7 @@ class _Importer:
                 v.cur = (c, h // kh, w // kw)
                 continue
             if t == 'Scale':
-                s = _arr(node.scale)
+                s = self.finite(name, node, 'scale', _arr(node.scale))
                 if s.size == 1:
                     s = np.full(v.cur, float(s.reshape(-1)[0]))
                 if s.size != int(np.prod(v.cur)):
@@ -315,12 +324,13 @@ class _Importer:
         fail = lambda msg: self.fail(name, node, msg)   # noqa: E731
         v = self.view(src, pre)
         if t in ('Affine', 'Linear'):
-            W = _arr(node.weight)
+            W = self.finite(name, node, 'weight', _arr(node.weight))
             if W.ndim != 2:
                 fail(f'weight of shape {W.shape}: expected [out, in]')
             if W.shape[1] != int(np.prod(v.cur)):
                 fail(f'weight {W.shape} does not match its input {v.cur} ({int(np.prod(v.cur))} values)')
             b = _arr(node.bias).reshape(-1) if t == 'Affine' and node.bias is not None else np.zeros(W.shape[0])
+            self.finite(name, node, 'bias', b)
             if b.size == 1 and W.shape[0] > 1:
                 b = np.full(W.shape[0], float(b[0]))
             if b.shape != (W.shape[0],):
@@ -337,7 +347,7 @@ class _Importer:
         else:   # Conv2d
             if v.flat or len(v.cur) != 3:
                 fail(f'a convolution needs a (C, H, W) input, found {v.cur}')
-            w = _arr(node.weight)
+            w = self.finite(name, node, 'weight', _arr(node.weight))
             if w.ndim != 4 or w.shape[2] != w.shape[3]:
                 fail(f'weight of shape {w.shape}: expected [Co, Ci, k, k] (square kernels only)')
             groups = getattr(node, 'groups', None)
@@ -377,6 +387,7 @@ class _Importer:
             if min(out) < 1:
                 fail(f'the convolution of {v.cur} gives an empty output {out}')
             b = _arr(node.bias).reshape(-1) if getattr(node, 'bias', None) is not None else np.zeros(w.shape[0])
+            self.finite(name, node, 'bias', b)
             if b.size == 1 and w.shape[0] > 1:
                 b = np.full(w.shape[0], float(b[0]))
             if b.shape != (w.shape[0],):
@@ -388,7 +399,7 @@ class _Importer:
             if pt == 'Identity':
                 continue
             if pt == 'Scale':
-                s = _arr(pnode.scale)
+                s = self.finite(pname, pnode, 'scale', _arr(pnode.scale))
                 s = np.full(syn[3], float(s.reshape(-1)[0])) if s.size == 1 else s.reshape(syn[3])
                 rows = self._per_row(pname, pnode, 'scale', s, syn[3])
                 syn[1] = syn[1] * rows.reshape((-1,) + (1,) * (syn[1].ndim - 1))
@@ -418,7 +429,7 @@ class _Importer:
             if default is None:
                 self.fail(name, node, f'missing field {key}')
             val = default
-        a = _arr(val)
+        a = self.finite(name, node, key, _arr(val))
         if a.size == 1:
             a = np.full(shape, float(a.reshape(-1)[0]))
         if a.size != int(np.prod(shape)):
@@ -660,9 +671,25 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
                                'dt': float(dt), 'method': method, 'input_scale': imp.input_scale,
                                'layers': imp.report}, default=float)}
     spec = NetSpec(layers=layers, meta=meta)
-    if out is not None:
-        write_netx(spec, out)
-        return read_netx(out)       # what run_lava.py will see, validated
+    if out is not None:     # written and read back beside out, renamed only when valid (issue 26)
+        folder = os.path.dirname(os.path.abspath(out))
+        tmp = os.path.join(folder, f'.{os.path.basename(out)}.{os.getpid()}.check')
+        try:
+            write_netx(spec, tmp)
+            try:
+                back = read_netx(tmp)       # what run_lava.py will see, validated
+            except ValueError as e:
+                raise NIRImportError(f'{source}: the imported network fails its own check, nothing written '
+                                     f'to {out} ({str(e).replace(tmp, out)})') from None
+            os.replace(tmp, out)
+        except OSError as e:
+            msg = e.strerror or str(e)
+            raise OSError(e.errno, msg if msg.startswith('cannot write') else
+                          f'cannot write the network file ({msg})', out) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return back
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:   # the same validated form without a file to keep
         path = os.path.join(tmp, 'imported.net')
@@ -723,11 +750,11 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
     while imp.layers[src].type == 'flatten':   # the readout sums over the positions of its source map
         src = imp.layers[src].inputs[0]
     v = imp.view(src, pre)
-    W = _arr(onode.weight)
+    W = imp.finite(oname, onode, 'weight', _arr(onode.weight))
     if W.ndim != 2 or W.shape[1] != int(np.prod(v.cur)):
         imp.fail(oname, onode, f'weight of shape {W.shape} does not match its input {v.cur}')
     b = _arr(onode.bias).reshape(-1) if _tname(onode) == 'Affine' and onode.bias is not None else np.zeros(W.shape[0])
-    b = np.broadcast_to(b, (W.shape[0],)).astype(np.float64)
+    b = np.broadcast_to(imp.finite(oname, onode, 'bias', b), (W.shape[0],)).astype(np.float64)
     if len(v.shape0) == 3:
         c, h, w = v.shape0
         if v.k != h or v.k != w:
@@ -741,7 +768,7 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
         W = W * v.scale.reshape(1, -1)
     for pname, pnode in post:
         if _tname(pnode) == 'Scale':
-            s = np.broadcast_to(_arr(pnode.scale).reshape(-1), (W.shape[0],))
+            s = np.broadcast_to(imp.finite(pname, pnode, 'scale', _arr(pnode.scale)).reshape(-1), (W.shape[0],))
             W, b = W * s[:, None], b * s
         elif _tname(pnode) not in ('Identity', 'Flatten'):
             imp.fail(pname, pnode, 'only Scale, Flatten or Identity may follow the readout synapse')

@@ -147,6 +147,8 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
             and np.any(frames != np.round(frames))):
         raise InputError(f'--input {input_path}: graded input (--input-message-bits '
                          f'{input_message_bits}) must hold integers')
+    if input_path is not None:
+        check_input_values(spec, frames, timing, input_message_bits, input_path)
     names = [l.name for l in spec.layers if l.type in ('conv', 'dense') or (l.type == 'input' and l.neuron)]
     if save_layers in ('all', 'last'):
         record = names if save_layers == 'all' else names[-1:]
@@ -175,6 +177,46 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
               'spike_counts': res.logits.astype(int).tolist(),
               'wall_s': round(res.wall_s, 3), 'startup_s': round(res.startup_s, 3), 'command': command}
     return report, res, spec
+
+
+def check_input_values(spec: NetSpec, frames: np.ndarray, timing: str, input_message_bits: int = 0,
+                       path: str = 'input'):
+    """:class:`InputError` (one line) for input values the network's first layer
+    cannot take as documented (issue 26: negative and huge values were run):
+
+    - an input neuron (stock NetX's Input block): synaptic input, truncated to
+      integers, ``|x| < 2**23`` (Loihi's 24-bit current);
+    - stock timing, unary (``input_message_bits = 0``): ``0`` no spike, ``> 0`` a
+      spike; negative values are refused;
+    - stock timing, graded (``input_message_bits = B``): integers with
+      ``|x| <= 2**B - 1``;
+    - layer-synchronous (our files, imported NIR graphs): the integer input
+      ``round(inputScale * x)`` of data ``x`` in [0, 1]: integers ``0..inputScale``."""
+    lo, hi = float(frames.min()), float(frames.max())
+    found = f'found values {lo:g}..{hi:g}'
+    if spec.layers[0].neuron:
+        if max(abs(lo), abs(hi)) >= 1 << 23:
+            raise InputError(f'--input {path}: the input neuron\'s synaptic input must stay within '
+                             f'|x| < 2**23 (24-bit current); {found}')
+        return
+    if timing == 'stock':
+        if not input_message_bits:
+            if lo < 0:
+                raise InputError(f'--input {path}: unary input (stock NetX) takes 0 (no spike) or a positive '
+                                 f'value (a spike), {found}; for signed graded values pass '
+                                 '--input-message-bits B')
+            return
+        top = (1 << int(input_message_bits)) - 1
+        if max(abs(lo), abs(hi)) > top:
+            raise InputError(f'--input {path}: graded input of {input_message_bits} bits carries '
+                             f'|x| <= {top}; {found} (raise --input-message-bits)')
+        return
+    scale = int(spec.layers[0].params.get('inputScale', 1))
+    if lo < 0 or hi > scale or np.any(frames != np.round(frames)):
+        raise InputError(f'--input {path}: this file (layer-synchronous) takes integers 0..{scale}, '
+                         f'round({scale} x) of data x in [0, 1] (its inputScale); {found}'
+                         + ('' if np.all(frames == np.round(frames)) else ', not all integers')
+                         + (f': multiply data in [0, 1] by {scale} and round' if 0 <= lo and hi <= 1 else ''))
 
 
 def save_spikes(path: str, spikes: dict, layout: str = 'chw', what: str = '--save-spikes'):
