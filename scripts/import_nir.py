@@ -54,10 +54,15 @@ def main(argv=None):
         problem = path and unwritable(path)
         if problem:
             raise ValueError(f'{flag} {path}: {problem}')
-    spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
-                      input_scale=args.input_scale, method=args.method, out=args.out,
-                      command=' '.join(['python'] + sys.argv))
+    import warnings
+    with warnings.catch_warnings():     # printed once below, as 'warning:' lines
+        warnings.simplefilter('ignore')
+        spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
+                          input_scale=args.input_scale, method=args.method, out=args.out,
+                          command=' '.join(['python'] + sys.argv))
     rep = json.loads(spec.meta['nir'])
+    for line in rep.get('warnings', []):
+        print(f'warning: {line}', file=sys.stderr)
     print(f'wrote {args.out}: {len(spec.layers)} layers, T_max {spec.t_max}, dt {rep["dt"]:g} ({rep["method"]}), '
           f'input scale {rep["input_scale"]}')
     print(f'{"layer":24s} {"NIR node":14s} {"iDecay":>6s} {"vDecay":>6s} {"vThMant":>7s} {"|w|max":>6s} '
@@ -68,6 +73,8 @@ def main(argv=None):
                   f'{r["weight_max"]:6d} {r["weight_lsb_of_threshold"]:15.2e}')
         else:
             print(f'{"readout":24s} {r["type"]:14s} {r["readout"]}')
+    if rep.get('warnings'):
+        print(f'{len(rep["warnings"])} warning(s) above: the network may stay silent (docs/nir.md)')
     if args.json:
         from lava_dtss.training.checkpoints import write_json
         write_json(args.json, rep)

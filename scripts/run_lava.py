@@ -70,9 +70,12 @@ def parse_args(argv=None):
     g.add_argument('--input', default=None, metavar='FILE.npy',
                    help='input frames or spikes, time last: [C, H, W, T] or [N, T] (N = C*H*W, or the '
                         'size of a dense input), optionally a leading sample axis [S, ..., T] (samples '
-                        'back to back); axes in --layout order. Non-zero values are spikes to layer 1 '
-                        '(NetX\'s unary input); into an input neuron they are its synaptic input, '
-                        'truncated to integers as Lava\'s LIF does')
+                        'back to back); axes in --layout order. Stock files: values > 0 are spikes to '
+                        'layer 1 (NetX\'s unary input; graded integers with --input-message-bits); into an '
+                        'input neuron they are its synaptic input, truncated to integers as Lava\'s LIF '
+                        'does. Our files and imported NIR graphs (layer-synchronous): integers '
+                        '0..inputScale, round(inputScale x) of data x in [0, 1] (for 0/1 spikes or events '
+                        'import with --input-scale 1)')
     g.add_argument('--input-bias', default=None, metavar='FILE.npy',
                    help='bias mantissa of the input neuron (file with an input neuron): [C, H, W] or [N] '
                         '(or one per sample [S, ...]), integers; as net.in_layer.neuron.bias_mant in '

@@ -235,3 +235,74 @@ def test_a_build_lock_whose_owner_died_is_removed_at_once(tmp_path, monkeypatch)
         with pytest.raises(TimeoutError, match='held for'):
             cuba_kernel._wait_for_lock(lock)
     assert os.path.exists(lock)
+
+
+# ------------------------------------------------------------------ NIR pitfalls 1 and 2
+def _graph(neuron, rng_seed=0, n_in=16, n=8):
+    """Input(n_in) -> Affine -> neuron -> Output, weights in [0, 1): an IF as
+    Sinabs writes it (r = 1, threshold 1) or a LIF as the NIR paper's Norse
+    graph (tau = 1/400, r = 1, threshold 1)."""
+    import nir
+    w = np.random.default_rng(rng_seed).uniform(0, 1, (n, n_in))
+    one = np.ones(n)
+    node = (nir.IF(r=one, v_threshold=one, v_reset=0 * one) if neuron == 'IF' else
+            nir.LIF(tau=one / 400, r=one, v_leak=0 * one, v_threshold=one, v_reset=0 * one))
+    return nir.NIRGraph(nodes={'input': nir.Input(input_type={'input': np.array([n_in])}),
+                               'fc': nir.Affine(weight=w, bias=np.zeros(n)), 'neuron': node,
+                               'output': nir.Output(output_type={'output': np.array([n])})},
+                        edges=[('input', 'fc'), ('fc', 'neuron'), ('neuron', 'output')], type_check=False)
+
+
+def _import_warnings(graph, **kw):
+    import warnings
+    from lava_dtss.deploy.nir_interchange import NIRImportWarning, import_nir
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        spec = import_nir(graph, steps=8, **kw)
+    return spec, [str(w.message) for w in caught if issubclass(w.category, NIRImportWarning)]
+
+
+@pytest.mark.parametrize('neuron,wrong_dt,right_dt,words', [
+    ('IF', 1e-4, 1.0, r"node 'neuron' \(dt 0.0001\): no neuron reaches its threshold \(vThMant 131071"),
+    ('LIF', 1e-6, 1e-4, r"node 'neuron' \(dt 1e-06\): the membrane decay dt/tau = 0.0004 becomes 2/4096"),
+])
+def test_a_dt_that_silences_the_network_is_warned_at_import(neuron, wrong_dt, right_dt, words):
+    """The docs' --dt 1e-4 on a Sinabs IF graph saturated the threshold at 131071
+    with weights of 8-23 (0 spikes); --dt 1e-6 on the paper's Norse LIF
+    (tau 1/400) gave vDecay 2 (0 spikes); both imported with exit 0, silently."""
+    import re
+    _, lines = _import_warnings(_graph(neuron), dt=wrong_dt, input_scale=1)
+    assert any(re.search(words, line) for line in lines), lines
+    assert any('no neuron reaches its threshold' in line for line in lines), lines
+    spec, lines = _import_warnings(_graph(neuron), dt=right_dt, input_scale=1)
+    assert lines == [], lines
+    import json
+    assert json.loads(spec.meta['nir'])['layers'][0]['steps_to_threshold'] <= 8
+
+
+def test_event_input_with_the_default_input_scale_is_warned_and_refused(tmp_path, monkeypatch):
+    """With 0/1 event input the default --input-scale 255 made every event 1/255
+    and every layer emit 0 spikes, with no warning."""
+    from lava_dtss.deploy.user_data import InputError, run_input
+    out = str(tmp_path / 'if.net')
+    _, lines = _import_warnings(_graph('IF'), dt=1.0, out=out)
+    assert len(lines) == 1 and 'input scale 255 (the default)' in lines[0] and '--input-scale 1' in lines[0]
+    x = (np.random.default_rng(1).random((2, 16, 8)) < 0.3).astype(float)
+    np.save(tmp_path / 'events.npy', x)
+    _no_lava(monkeypatch)
+    with pytest.raises(InputError, match=r'holds only 0 and 1 \(spikes or events\?\).*--input-scale 1'):
+        run_input(out, str(tmp_path / 'events.npy'))
+
+
+def test_saving_layers_of_an_imported_file_says_how(tmp_path, monkeypatch):
+    """The refusal named none of the options that record an imported file's
+    layers (with the default reset offset the resets land a step early; without
+    the message bits count inputs are clipped to 1)."""
+    from lava_dtss.deploy.user_data import InputError, run_input
+    out = str(tmp_path / 'if.net')
+    _import_warnings(_graph('IF'), dt=1.0, out=out)
+    np.save(tmp_path / 'x.npy', np.random.default_rng(2).integers(0, 256, (1, 16, 8)).astype(float))
+    _no_lava(monkeypatch)
+    with pytest.raises(InputError, match='--timing stock --reset-interval 8 --reset-offset 1 '
+                                         r'--input-message-bits 8 \(graded input up to 255\)'):
+        run_input(out, str(tmp_path / 'x.npy'), save_layers='all')

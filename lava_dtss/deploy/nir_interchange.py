@@ -87,6 +87,10 @@ class NIRImportError(NIRError):
     """A NIR graph cannot be imported (unreadable, unsupported node, not representable)."""
 
 
+class NIRImportWarning(UserWarning):
+    """An imported graph that may be silent (input scale, dt): one line each."""
+
+
 class NIRExportError(NIRError):
     """A network has a part that NIR cannot express."""
 
@@ -254,6 +258,7 @@ class _Importer:
     report: list = field(default_factory=list)
     forced_vth: dict = field(default_factory=dict)
     in_div: float = None      # the first synapse sees x = X / in_div (X the integer input)
+    warnings: list = field(default_factory=list)   # silent-network risks (issue 26), one line each
 
     def is_input(self, i: int) -> bool:
         """Whether layer ``i`` is the input (possibly through flatten layers)."""
@@ -544,9 +549,45 @@ class _Importer:
                    weight_bits_used=int(np.abs(w).max(initial=0)).bit_length() + 1)
         if src_is_input:
             rep['input_scale'] = int(self.input_scale)
+        rep['steps_to_threshold'] = _steps_to_threshold(w.reshape(rows, -1), bias, di, dv, V, x_max, self.t_max)
+        self._silence_warnings(name, rep, ks, km, di, dv, V)
         neuron = {'type': 'CUBA', 'iDecay': di, 'vDecay': dv, 'vThMant': V, 'refDelay': 1,
                   'gradedSpike': False}
         return w, bias, neuron, rep
+
+    def _silence_warnings(self, name, rep, ks, km, di, dv, V):
+        """One line per silent-network risk of a layer (issue 26): decays that the
+        12-bit field cannot hold for this ``dt``, and a threshold that no neuron
+        reaches within ``T_max`` steps even with every input at its maximum."""
+        where = f'node {name!r} (dt {self.dt:g})'
+        for what, k, d in (('membrane', km, dv), ('synaptic', ks, di)):
+            if k > 0 and (d == 0 or abs(d / DECAY_ONE - k) > 0.1 * k):
+                self.warnings.append(f'{where}: the {what} decay dt/tau = {k:.3g} becomes {d}/{DECAY_ONE} per '
+                                     f'step ({abs(d / DECAY_ONE - k) / k:.0%} off): dt is too small for this '
+                                     "graph's time constants; see docs/nir.md for the writer's dt")
+        if rep['steps_to_threshold'] is None:
+            self.warnings.append(f'{where}: no neuron reaches its threshold (vThMant {V}, weights of at most '
+                                 f'{rep["weight_max"]}) within {self.t_max} steps even with every input at its '
+                                 'maximum: the layer stays silent; check --dt (docs/nir.md: the dt rule of '
+                                 'each writer) and --input-scale')
+
+
+def _steps_to_threshold(w, bias, di, dv, V, x_max, t_max):
+    """The first step (1-based) at which some neuron of a layer can exceed its
+    threshold ``V`` when every input is at its most exciting (``x_max`` where its
+    weight is positive, 0 elsewhere), in the integers of the file; None if none
+    does within ``t_max`` steps (the layer cannot spike)."""
+    drive = np.clip(w, 0, None).sum(axis=1).astype(np.float64) * x_max
+    u = np.zeros_like(drive)
+    v = np.zeros_like(drive)
+    b = np.asarray(bias, np.float64).reshape(-1)
+    b = np.broadcast_to(b, drive.shape) if b.size in (1, drive.size) else np.full(drive.shape, float(b.max()))
+    for t in range(1, t_max + 1):
+        u = u * (1 - di / DECAY_ONE) + drive
+        v = v * (1 - dv / DECAY_ONE) + u + b
+        if np.any(v > V):
+            return t
+    return None
 
 
 def _split(imp, pending, end_name, end_node):
@@ -607,6 +648,7 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
             pending_start = 2
     if input_scale is None and dataset is not None and pending_start == 1:
         input_scale = EXACT_INPUT_SCALE.get(dataset, DEFAULT_INPUT_SCALE)
+    scale_default = input_scale is None
     if input_scale is not None:
         if isinstance(input_scale, bool) or int(input_scale) != input_scale or not 1 <= int(input_scale) <= 1 << 16:
             raise NIRImportError(f'{source}: input_scale must be a whole number in 1..65536, got {input_scale!r}')
@@ -665,11 +707,19 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
             imp.fail(name, node, f'output shape {out_shape} does not match the last layer {tuple(last.shape)}')
     if not any(l.type in ('conv', 'dense') for l in layers):
         raise NIRImportError(f'{source}: the graph has no spiking layer (LIF, CubaLIF or IF)')
+    if scale_default:
+        imp.warnings.insert(0, f'input scale {imp.input_scale} (the default): data x in [0, 1] enter as '
+                               f'round({imp.input_scale} x); spike or event input (0/1) would count 1/'
+                               f'{imp.input_scale} per event and silence the network: for such input '
+                               'import with --input-scale 1')
+    import warnings as _w
+    for line in imp.warnings:
+        _w.warn(line, NIRImportWarning, stacklevel=2)
     meta = {'format': FORMAT, 'dtss': 0, 't_max': int(steps), 'dataset': dataset or '',
             'command': command or 'lava_dtss.nir_interchange.import_nir',
             'nir': json.dumps({'source': source if source != 'graph' else '(in-memory graph)',
                                'dt': float(dt), 'method': method, 'input_scale': imp.input_scale,
-                               'layers': imp.report}, default=float)}
+                               'layers': imp.report, 'warnings': imp.warnings}, default=float)}
     spec = NetSpec(layers=layers, meta=meta)
     if out is not None:     # written and read back beside out, renamed only when valid (issue 26)
         folder = os.path.dirname(os.path.abspath(out))

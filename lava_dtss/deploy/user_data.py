@@ -159,8 +159,14 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
             raise InputError(f'--save-layers {",".join(unknown)}: no such layer with neurons in {model}; '
                              f'its layers: {", ".join(names)}')
     if record and timing != 'stock':
-        raise InputError('--save-spikes records stock NetX timing (stock NetX files); this file runs '
-                         'layer-synchronously')
+        scale = int(spec.layers[0].params.get('inputScale', 1))
+        bits = max(1, scale.bit_length()) if scale > 1 else 0
+        raise InputError(f'--save-spikes records in stock NetX timing only, and {model} runs '
+                         'layer-synchronously; to save its layers run it in stock timing with a reset per '
+                         f'sample at the pipeline\'s phase: --timing stock --reset-interval {frames.shape[-1]} '
+                         '--reset-offset 1' + (f' --input-message-bits {bits} (graded input up to {scale})'
+                                                if bits else '')
+                         + ' (each layer then lags one step more than the one before; docs/nir.md)')
     samples, steps = frames.shape[0], frames.shape[-1]
     log(f'running {samples} sample(s) x {steps} steps of {input_path or "zero input"} on Lava '
         f'({backend}, {timing} timing) ...')
@@ -212,6 +218,11 @@ def check_input_values(spec: NetSpec, frames: np.ndarray, timing: str, input_mes
                              f'|x| <= {top}; {found} (raise --input-message-bits)')
         return
     scale = int(spec.layers[0].params.get('inputScale', 1))
+    if 'nir' in spec.meta and scale > 1 and lo == 0 and hi == 1 and np.all((frames == 0) | (frames == 1)):
+        raise InputError(f'--input {path}: holds only 0 and 1 (spikes or events?), but this file imported from '
+                         f'NIR takes round({scale} x) of data x in [0, 1]: an event would count 1/{scale} and the '
+                         'network stay silent; import the graph again with --input-scale 1 for spike or event '
+                         f'input (or send {scale} for a full-scale value)')
     if lo < 0 or hi > scale or np.any(frames != np.round(frames)):
         raise InputError(f'--input {path}: this file (layer-synchronous) takes integers 0..{scale}, '
                          f'round({scale} x) of data x in [0, 1] (its inputScale); {found}'
