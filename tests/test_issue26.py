@@ -306,3 +306,51 @@ def test_saving_layers_of_an_imported_file_says_how(tmp_path, monkeypatch):
     with pytest.raises(InputError, match='--timing stock --reset-interval 8 --reset-offset 1 '
                                          r'--input-message-bits 8 \(graded input up to 255\)'):
         run_input(out, str(tmp_path / 'x.npy'), save_layers='all')
+
+
+# ------------------------------------------------------------------ lesser: culprits and silent acceptance
+def test_an_unknown_nir_node_type_is_named(tmp_path):
+    """An unknown node type gave '(AssertionError: )'."""
+    import h5py
+    import nir
+    from lava_dtss.deploy.nir_interchange import NIRImportError, import_nir
+    path = str(tmp_path / 'g.nir')
+    nir.write(path, _nir_chain(np.ones((3, 4))))
+    with h5py.File(path, 'a') as f:
+        del f['node/nodes/fc/type']
+        f['node/nodes/fc/type'] = 'Foo'
+    with pytest.raises(NIRImportError, match=r"node 'fc' has type 'Foo', which nir .* does not know"):
+        import_nir(path, dt=1e-3, steps=4)
+
+
+def test_a_recurrent_nir_graph_is_refused_as_recurrent_not_as_a_join():
+    """The braille RNNs (CubaLIF with a recurrent Affine) were refused as "a join"
+    (node 'lif1.lif' (CubaLIF) has 2 inputs ['lif1.w_rec', 'fc1'])."""
+    import nir
+    from lava_dtss.deploy.nir_interchange import NIRImportError, import_nir
+    n = 3
+    one = np.ones(n)
+    g = nir.NIRGraph(nodes={
+        'input': nir.Input(input_type={'input': np.array([4])}),
+        'fc1': nir.Affine(weight=np.ones((n, 4)), bias=np.zeros(n)),
+        'lif1.lif': nir.CubaLIF(tau_syn=one * 1e-2, tau_mem=one * 1e-2, r=one, v_leak=0 * one,
+                                v_threshold=one, v_reset=0 * one, w_in=one),
+        'lif1.w_rec': nir.Linear(weight=np.eye(n)),
+        'output': nir.Output(output_type={'output': np.array([n])})},
+        edges=[('input', 'fc1'), ('lif1.w_rec', 'lif1.lif'), ('fc1', 'lif1.lif'), ('lif1.lif', 'lif1.w_rec'),
+               ('lif1.lif', 'output')], type_check=False)
+    with pytest.raises(NIRImportError, match=r"node 'lif1.lif' \(CubaLIF\) has a recurrent input 'lif1.w_rec' "
+                                             r'\(a cycle through its own output\): recurrent graphs are not '
+                                             'supported yet'):
+        import_nir(g, dt=1e-3, steps=4)
+
+
+def test_export_nir_t_max_0_and_empty_levers_folder_are_refused(tmp_path, capsys):
+    """``export_nir.py --t-max 0`` was taken as 'not given'; ``diagnose.py
+    --levers`` on an empty folder printed an empty table with exit 0."""
+    with pytest.raises(ValueError, match='--t-max must be >= 1 time step, got 0'):
+        _script('export_nir').main([SHIPPED, '--out', str(tmp_path / 'g.nir'), '--t-max', '0'])
+    assert _script('diagnose').main(['--levers', str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert 'holds no run folder with a metrics.json' in err and '|' not in err
+    assert os.listdir(tmp_path) == []

@@ -150,12 +150,35 @@ def load_graph(graph_or_path):
         try:
             return nir.read(path, type_check=False), path
         except Exception as e:   # h5py, KeyError, ValueError ... from inside nir: one line
-            raise NIRImportError(f'{path}: cannot read as a NIR graph ({type(e).__name__}: '
-                                 f'{str(e)[:200]})') from None
+            culprit = _unknown_node(path, nir)
+            raise NIRImportError(f'{path}: cannot read as a NIR graph ({culprit or type(e).__name__ + ": " + str(e)[:200]})'
+                                 ) from None
     if not isinstance(graph_or_path, nir.NIRGraph):
         raise NIRImportError(f'expected a nir.NIRGraph or the path of a .nir file, got '
                              f'{type(graph_or_path).__name__}')
     return graph_or_path, 'graph'
+
+
+def _unknown_node(path: str, nir) -> str:
+    """The first node of a NIR file whose type the installed ``nir`` does not know
+    (``nir.read`` fails on it with an empty AssertionError), as a phrase; '' if none."""
+    import h5py
+    try:
+        with h5py.File(path, 'r') as f:
+            stack = [('', f['node'])]
+            while stack:
+                prefix, g = stack.pop()
+                for name, node in g.get('nodes', {}).items():
+                    t = node['type'][()] if 'type' in node else b''
+                    t = t.decode() if isinstance(t, bytes) else str(t)
+                    if t == 'NIRGraph':
+                        stack.append((prefix + name + '.', node))
+                    elif not isinstance(getattr(nir, t, None), type):
+                        return (f'node {prefix + name!r} has type {t!r}, which nir {getattr(nir, "__version__", "")} '
+                                f'does not know; supported here: {", ".join(SUPPORTED)}')
+    except Exception:
+        return ''
+    return ''
 
 
 def chain(graph, source: str = 'graph') -> list:
@@ -186,6 +209,11 @@ def chain(graph, source: str = 'graph') -> list:
     while True:
         order.append(name)
         if len(pred[name]) > (0 if name == ins[0] else 1):
+            loops = [p for p in pred[name] if _reaches(succ, name, p)]
+            if loops:    # the braille RNNs: 'lif1.w_rec' -> 'lif1.lif' was refused as "a join"
+                fail(f'node {name!r} ({_tname(nodes[name])}) has a recurrent input {loops[0]!r} (a cycle '
+                     f'through its own output): recurrent graphs are not supported yet, this importer maps '
+                     'feed-forward chains of layers (docs/nir.md)')
             fail(f'node {name!r} ({_tname(nodes[name])}) has {len(pred[name])} inputs {pred[name]} '
                  '(a join); this importer maps chains of layers')
         if name == outs[0]:
@@ -202,6 +230,19 @@ def chain(graph, source: str = 'graph') -> list:
     if left:
         fail(f'nodes {left} are not on the path from Input to Output')
     return [(n, nodes[n]) for n in order]
+
+
+def _reaches(succ: dict, a: str, b: str) -> bool:
+    """Whether node ``b`` is reachable from node ``a`` along the edges ``succ``."""
+    seen, todo = set(), [a]
+    while todo:
+        n = todo.pop()
+        if n == b:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(succ.get(n, []))
+    return False
 
 
 def _io_shape(node, key) -> tuple:
