@@ -354,3 +354,54 @@ def test_export_nir_t_max_0_and_empty_levers_folder_are_refused(tmp_path, capsys
     err = capsys.readouterr().err
     assert 'holds no run folder with a metrics.json' in err and '|' not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_while_a_report_is_written_names_the_file(tmp_path, monkeypatch):
+    """Disk full during --json and --save-spikes printed 'error: cannot write No
+    space left on device', naming no file (the OSError of a write has none)."""
+    from lava_dtss.deploy.user_data import save_spikes
+    from lava_dtss.training.checkpoints import write_json
+    real = os.fdopen
+    monkeypatch.setattr(os, 'fdopen', lambda fd, mode: _FullFile(real(fd, mode)))
+    for call, path in ((lambda p: write_json(p, {'a': 1}), str(tmp_path / 'r.json')),
+                       (lambda p: save_spikes(p, {'l': np.zeros((3, 2))}), str(tmp_path / 's.npz'))):
+        with pytest.raises(OSError) as e:
+            call(path)
+        assert e.value.filename == path and e.value.strerror == 'No space left on device'
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+class _FullFile:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, *a):
+        import errno
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_results_file_without_a_key_is_named(tmp_path):
+    """``study.py``/``report.py``: "a results file lacks the key ..." named no file."""
+    from lava_dtss.analysis.report import _json_object
+    from lava_dtss.analysis.study import load_json
+    path = str(tmp_path / 'metrics.json')
+    with open(path, 'w') as f:
+        f.write('{"a": {"b": 1}}')
+    for load in (_json_object, load_json):
+        rec = load(path)
+        assert rec['a']['b'] == 1
+        with pytest.raises(KeyError) as e:
+            rec['a']['test_accuracy']
+        assert e.value.args[0] == f"'test_accuracy' in {path}"

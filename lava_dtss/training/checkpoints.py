@@ -30,6 +30,12 @@ def atomic_write(path: str, write_fn, mode: str = 'wb'):
         with os.fdopen(fd, mode) as f:
             write_fn(f)
         os.replace(tmp, path)
+    except OSError as e:     # a full disk: name the file, not nothing (issue 26)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if getattr(e, 'filename', None) in (None, tmp):
+            raise OSError(e.errno, e.strerror or str(e), path) from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
