@@ -66,13 +66,16 @@ def main(argv=None):
     print(f'wrote {args.out}: {len(spec.layers)} layers, T_max {spec.t_max}, dt {rep["dt"]:g} ({rep["method"]}), '
           f'input scale {rep["input_scale"]}')
     print(f'{"layer":24s} {"NIR node":14s} {"iDecay":>6s} {"vDecay":>6s} {"vThMant":>7s} {"|w|max":>6s} '
-          f'{"w LSB/threshold":>15s}')
+          f'{"w LSB/threshold":>15s} {"error/threshold":>15s}')
     for r in rep['layers']:
         if 'vThMant' in r:
             print(f'{r["layer"]:24s} {r["type"]:14s} {r["iDecay"]:6d} {r["vDecay"]:6d} {r["vThMant"]:7d} '
-                  f'{r["weight_max"]:6d} {r["weight_lsb_of_threshold"]:15.2e}')
+                  f'{r["weight_max"]:6d} {r["weight_lsb_of_threshold"]:15.2e} '
+                  f'{r["fixed_point_error_of_threshold"]:15.2e}')
         else:
             print(f'{"readout":24s} {r["type"]:14s} {r["readout"]}')
+    print('error/threshold: worst drift of a voltage from the float graph after T_max steps of full input, '
+          'from the rounding of weights and bias, in thresholds (docs/nir.md)')
     if rep.get('warnings'):
         print(f'{len(rep["warnings"])} warning(s) above: the network may stay silent (docs/nir.md)')
     if args.json:

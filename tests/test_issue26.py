@@ -405,3 +405,25 @@ def test_a_results_file_without_a_key_is_named(tmp_path):
         with pytest.raises(KeyError) as e:
             rec['a']['test_accuracy']
         assert e.value.args[0] == f"'test_accuracy' in {path}"
+
+
+def test_import_reports_the_fixed_point_error_per_layer():
+    """Pitfall 4: an IF neuron never forgets a weight's rounding; the import
+    report gives, per layer, the worst voltage drift from the float graph after
+    T_max steps of full input, in thresholds: sum_j |w_j - V W_j| x_max T / V for
+    an IF (no leak), from the file's own integers."""
+    import json
+    import nir
+    W = np.array([[0.3, 0.7], [0.2, -0.45]])
+    one = np.ones(2)
+    g = nir.NIRGraph(nodes={'input': nir.Input(input_type={'input': np.array([2])}),
+                            'fc': nir.Linear(weight=W), 'if': nir.IF(r=one, v_threshold=one, v_reset=0 * one),
+                            'output': nir.Output(output_type={'output': np.array([2])})},
+                     edges=[('input', 'fc'), ('fc', 'if'), ('if', 'output')], type_check=False)
+    spec, _ = _import_warnings(g, dt=1.0, input_scale=1)
+    layer = next(l for l in spec.layers if l.type == 'dense')
+    V = layer.neuron['vThMant']
+    expect = np.abs(layer.params['weight'] - V * W).sum(axis=1).max() * 8 / V
+    rep = json.loads(spec.meta['nir'])['layers'][0]
+    assert rep['fixed_point_error_of_threshold'] == pytest.approx(expect, rel=1e-12)
+    assert 0 < expect < 8 * 2 * 0.5 / V + 1e-15     # each weight rounds by at most half an LSB

@@ -590,6 +590,13 @@ class _Importer:
                    weight_bits_used=int(np.abs(w).max(initial=0)).bit_length() + 1)
         if src_is_input:
             rep['input_scale'] = int(self.input_scale)
+        # the worst drift of the voltage from the float graph's, in thresholds, after T_max steps of
+        # inputs at their maximum: the rounding of every weight adds up; a leak (km) forgets it, an IF
+        # (vDecay 0) never does (issue 26, pitfall 4)
+        per_step = float(np.abs(w.reshape(rows, -1) - V * what).sum(axis=1).max(initial=0)) * x_max
+        per_step += float(np.abs(bias - V * bhat).max(initial=0))
+        keep = sum((1 - dv / DECAY_ONE) ** t for t in range(self.t_max))
+        rep['fixed_point_error_of_threshold'] = per_step * keep / V
         rep['steps_to_threshold'] = _steps_to_threshold(w.reshape(rows, -1), bias, di, dv, V, x_max, self.t_max)
         self._silence_warnings(name, rep, ks, km, di, dv, V)
         neuron = {'type': 'CUBA', 'iDecay': di, 'vDecay': dv, 'vThMant': V, 'refDelay': 1,
