@@ -427,3 +427,19 @@ def test_import_reports_the_fixed_point_error_per_layer():
     rep = json.loads(spec.meta['nir'])['layers'][0]
     assert rep['fixed_point_error_of_threshold'] == pytest.approx(expect, rel=1e-12)
     assert 0 < expect < 8 * 2 * 0.5 / V + 1e-15     # each weight rounds by at most half an LSB
+
+
+def test_a_delay_key_on_a_readout_is_refused_not_ignored(tmp_path):
+    """A readout's 'delay' key was ignored."""
+    import shutil
+    import h5py
+    from lava_dtss.deploy.netx_file import NetXFormatError, read_netx
+    path = str(tmp_path / 'm.net')
+    shutil.copy(SHIPPED, path)
+    with h5py.File(path, 'a') as f:
+        last = str(len(f['layer']) - 1)
+        assert f[f'layer/{last}/type'][0] == b'readout'
+        f[f'layer/{last}/delay'] = np.ones(f[f'layer/{last}/weight'].shape, np.int64)
+    with pytest.raises(NetXFormatError, match=rf"layer {last} \(readout\): delays \(key 'delay', up to 1 steps\) on a "
+                                              'readout layer are not supported'):
+        read_netx(path)

@@ -452,6 +452,11 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         if d.size and np.any(d != 0):
             L.fail(f'axonal delays on a conv layer (key \'delay\', up to {int(np.max(d))} steps) are '
                    'not supported (stock NetX ignores them); refused rather than run without them')
+    if t in ('readout', 'attention') and L.has('delay'):     # was ignored (issue 26)
+        d = L.get('delay')
+        if d.size and np.any(d != 0):
+            L.fail(f"delays (key 'delay', up to {int(np.max(d))} steps) on a{'n' if t == 'attention' else ''} "
+                   f'{t} layer are not supported (only dense layers take delays); remove the key')
     if t in ('conv', 'dense', 'attention'):
         if not L.has('neuron') and t != 'dense':
             L.fail('a layer without neuron is not supported (stock NetX refuses it too); '
