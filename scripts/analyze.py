@@ -32,20 +32,9 @@ if __name__ == '__main__':
 
 
 def _unwritable(path):
-    """Why the JSON cannot be written atomically at ``path`` (a folder, a missing
-    folder, /proc: the temporary file beside it is tried), or None."""
-    import tempfile
-    if os.path.isdir(path):
-        return 'is a folder; expected a file name'
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return f'folder {folder} does not exist'
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
-            pass
-    except OSError as e:
-        return f'cannot be written in {folder} ({e.strerror or e})'
-    return None
+    """Why ``path`` cannot receive the report (checked before the run), or None."""
+    from lava_dtss.training.checkpoints import unwritable
+    return unwritable(path)
 
 
 def main(argv=None):

@@ -52,7 +52,15 @@ def main(argv=None):
         if not os.path.isfile(m):
             p.error(f'--models: {m} does not exist')
     from lava_dtss.deploy import cards
-    from lava_dtss.training.checkpoints import write_json
+    from lava_dtss.training.checkpoints import unusable_folder, unwritable, write_json
+    # before the work (tens of seconds), not after it (issue 26)
+    problem = unusable_folder(args.out)
+    if problem:
+        p.error(f'--out {args.out}: {problem}')
+    for flag, path in (('--figure', args.figure), ('--doc', None if args.doc == 'none' else args.doc)):
+        problem = path and unwritable(path)
+        if problem:
+            p.error(f'{flag} {path}: {problem}')
     os.makedirs(args.out, exist_ok=True)
     records = {}
     for m in args.models:
@@ -77,6 +85,9 @@ if __name__ == '__main__':
         sys.exit(main())
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:   # e.g. a full disk while the JSONs or the figure are written
+        print(f'error: cannot write {e.filename or "the results"}: {e.strerror or e}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)

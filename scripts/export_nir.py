@@ -27,6 +27,10 @@ def main(argv=None):
     p.add_argument('--dt', type=float, default=1e-3, help='time step the NIR time constants refer to (default 1e-3)')
     p.add_argument('--t-max', type=int, default=None, help='time steps per sample for stock NetX files')
     args = p.parse_args(argv)
+    if args.t_max is not None and args.t_max < 1:    # 0 was taken as 'not given' (issue 26)
+        raise ValueError(f'--t-max must be >= 1 time step, got {args.t_max}')
+    if not args.dt > 0 or args.dt == float('inf'):
+        raise ValueError(f'--dt must be a positive number, got {args.dt}')
     from lava_dtss.deploy.nir_interchange import export_nir, write_graph
     if not os.path.exists(args.source):
         raise ValueError(f'{args.source}: no such file (expected a .net network or a .pt checkpoint)')

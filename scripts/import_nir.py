@@ -49,20 +49,35 @@ def main(argv=None):
         raise ValueError(f'--out {args.out} is a folder; expected a file name')
     if not os.path.isdir(os.path.dirname(out)):
         raise ValueError(f'--out {args.out}: folder {os.path.dirname(out)} does not exist')
-    spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
-                      input_scale=args.input_scale, method=args.method, out=args.out,
-                      command=' '.join(['python'] + sys.argv))
+    from lava_dtss.training.checkpoints import unwritable
+    for flag, path in (('--out', args.out), ('--json', args.json)):   # both before --out is written
+        problem = path and unwritable(path)
+        if problem:
+            raise ValueError(f'{flag} {path}: {problem}')
+    import warnings
+    with warnings.catch_warnings():     # printed once below, as 'warning:' lines
+        warnings.simplefilter('ignore')
+        spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
+                          input_scale=args.input_scale, method=args.method, out=args.out,
+                          command=' '.join(['python'] + sys.argv))
     rep = json.loads(spec.meta['nir'])
+    for line in rep.get('warnings', []):
+        print(f'warning: {line}', file=sys.stderr)
     print(f'wrote {args.out}: {len(spec.layers)} layers, T_max {spec.t_max}, dt {rep["dt"]:g} ({rep["method"]}), '
           f'input scale {rep["input_scale"]}')
     print(f'{"layer":24s} {"NIR node":14s} {"iDecay":>6s} {"vDecay":>6s} {"vThMant":>7s} {"|w|max":>6s} '
-          f'{"w LSB/threshold":>15s}')
+          f'{"w LSB/threshold":>15s} {"error/threshold":>15s}')
     for r in rep['layers']:
         if 'vThMant' in r:
             print(f'{r["layer"]:24s} {r["type"]:14s} {r["iDecay"]:6d} {r["vDecay"]:6d} {r["vThMant"]:7d} '
-                  f'{r["weight_max"]:6d} {r["weight_lsb_of_threshold"]:15.2e}')
+                  f'{r["weight_max"]:6d} {r["weight_lsb_of_threshold"]:15.2e} '
+                  f'{r["fixed_point_error_of_threshold"]:15.2e}')
         else:
             print(f'{"readout":24s} {r["type"]:14s} {r["readout"]}')
+    print('error/threshold: worst drift of a voltage from the float graph after T_max steps of full input, '
+          'from the rounding of weights and bias, in thresholds (docs/nir.md)')
+    if rep.get('warnings'):
+        print(f'{len(rep["warnings"])} warning(s) above: the network may stay silent (docs/nir.md)')
     if args.json:
         from lava_dtss.training.checkpoints import write_json
         write_json(args.json, rep)

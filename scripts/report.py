@@ -42,7 +42,8 @@ if __name__ == '__main__':
         print(f'error: {e}', file=sys.stderr)
         sys.exit(1)
     except KeyError as e:     # a results file without a key the report needs
-        print(f'error: a results file lacks the key {e} (a half-copied or older results folder?)',
+        print(f'error: a results file lacks the key {e.args[0] if e.args else e} (a half-copied or older '
+              'results folder?)',
               file=sys.stderr)
         sys.exit(1)
     except (OSError, ValueError, TypeError) as e:   # an output path that is a folder, under /proc, ...

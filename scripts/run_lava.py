@@ -70,9 +70,12 @@ def parse_args(argv=None):
     g.add_argument('--input', default=None, metavar='FILE.npy',
                    help='input frames or spikes, time last: [C, H, W, T] or [N, T] (N = C*H*W, or the '
                         'size of a dense input), optionally a leading sample axis [S, ..., T] (samples '
-                        'back to back); axes in --layout order. Non-zero values are spikes to layer 1 '
-                        '(NetX\'s unary input); into an input neuron they are its synaptic input, '
-                        'truncated to integers as Lava\'s LIF does')
+                        'back to back); axes in --layout order. Stock files: values > 0 are spikes to '
+                        'layer 1 (NetX\'s unary input; graded integers with --input-message-bits); into an '
+                        'input neuron they are its synaptic input, truncated to integers as Lava\'s LIF '
+                        'does. Our files and imported NIR graphs (layer-synchronous): integers '
+                        '0..inputScale, round(inputScale x) of data x in [0, 1] (for 0/1 spikes or events '
+                        'import with --input-scale 1)')
     g.add_argument('--input-bias', default=None, metavar='FILE.npy',
                    help='bias mantissa of the input neuron (file with an input neuron): [C, H, W] or [N] '
                         '(or one per sample [S, ...]), integers; as net.in_layer.neuron.bias_mant in '
@@ -143,7 +146,8 @@ def parse_args(argv=None):
         if t is None and args.exit_policy == 'margin':   # the threshold the model's card carries
             from lava_dtss.deploy.cards import card_exit_threshold
             t, args.exit_threshold_source = card_exit_threshold(args.model, args.exit_policy)
-        args.exit_threshold = check_policy(args.exit_policy, int(t) if t is not None and t == int(t) else t)
+        args.exit_threshold = check_policy(args.exit_policy, int(t) if t is not None and t == t and abs(t) < 2**63
+                                           and t == int(t) else t)
         if args.build == 'loihi':
             raise ValueError('--exit-policy runs on the fused build only: --build loihi has no early exit '
                              '(docs/loihi.md says what a chip needs for it)')
@@ -199,20 +203,8 @@ def _check_user_data_args(args):
 
 def _unwritable(path):
     """Why ``path`` cannot receive the report (checked before the run), or None."""
-    if os.path.isdir(path):
-        return 'is a folder; expected a file name'
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return f'folder {folder} does not exist'
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return 'is not writable'
-    import tempfile
-    try:      # what the report's atomic write does: a temporary file beside it (fails under /proc)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
-            pass
-    except OSError as e:
-        return f'cannot be written in {folder} ({e.strerror or e})'
-    return None
+    from lava_dtss.training.checkpoints import unwritable
+    return unwritable(path)
 
 
 def main(argv=None):

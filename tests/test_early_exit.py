@@ -16,8 +16,9 @@ from lava_dtss.training import data
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
 # a margin threshold (units of z) under which the shipped digits model exits its
-# samples at different steps (2, 3, ... and 8) on the images below
-THRESHOLD = 300000
+# samples at different steps (3, 7 and 8) on the images below; the shipped model's
+# late layers stop at 3 steps, so its margins barely move after step 3
+THRESHOLD = 640000
 
 
 @pytest.fixture(scope='module')

@@ -281,7 +281,7 @@ def test_report_with_bad_results_or_paths_is_one_line(tmp_path, case):
     if case == 'figures_proc':
         args += ['--figures', '/proc/lava-dtss-figures']
     proc = _run(['scripts/report.py', '--results', str(results), '--doc', str(doc)] + args, timeout=300)
-    words = {'corrupt': [str(bad)], 'list': [str(bad), 'list'], 'keyless': ['lacks the key'],
+    words = {'corrupt': [str(bad)], 'list': [str(bad), 'list'], 'keyless': ['lacks the key', 'metrics.json'],
              'doc_folder': [str(doc)], 'results_file': ['is a file'], 'nan': [str(bad), 'NaN'],
              'doc_proc': ['--doc', str(doc), 'cannot be written'],
              'figures_proc': ['--figures /proc/lava-dtss-figures', 'cannot create'],

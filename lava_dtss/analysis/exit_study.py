@@ -202,9 +202,13 @@ def plot(records: dict, fixed_points: dict, path: str):
         ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def study_points(results: str) -> dict:

@@ -647,12 +647,24 @@ def ship(study, arm, results, runs, samples, quick):
           f'predictions agree {100 * lava["agreement"]["predictions"]:.1f}%', flush=True)
 
 
+class FileRecord(dict):
+    """A JSON object read from ``path`` whose missing keys raise ``KeyError("'key'
+    in PATH")``: the scripts' "a results file lacks the key" then names the file."""
+
+    def __init__(self, value, path):
+        super().__init__(value)
+        self.path = path
+
+    def __missing__(self, key):
+        raise KeyError(f'{key!r} in {self.path}')
+
+
 def load_json(path):
     """The JSON object of ``path``; :class:`StudyError` (one line naming the file)
     when it cannot be read, is not JSON or is not an object."""
     try:
         with open(path) as f:
-            value = json.load(f)
+            value = json.load(f, object_hook=lambda d: FileRecord(d, path))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise StudyError(f'cannot read {path}: {e} (a half-copied or corrupt results file? '
                          'remove it to redo that step)') from None

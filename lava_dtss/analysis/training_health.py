@@ -183,7 +183,11 @@ def levers_markdown(folder: str) -> str:
     rows = ['| run | settings (beyond the preset) | seed | epochs | train acc | val acc | test acc '
             '| fixed-point test acc |', '|---|---|---|---|---|---|---|---|']
     groups = {}
-    for name, m, last, card in _runs(folder):
+    runs = list(_runs(folder))
+    if not runs:   # an empty table with exit 0 said nothing (issue 26)
+        raise ValueError(f'{folder} holds no run folder with a metrics.json and log.jsonl of '
+                         'scripts/train_slayer.py; pass the folder whose subfolders are the runs')
+    for name, m, last, card in runs:
         q = card.get('quantized_test_accuracy') if card else None
         items = _override_items(m.get('command', ''))
         rows.append(f'| {name} | `{" ".join(items)}` | {m.get("seed", 0)} | {m["epochs"]} | '

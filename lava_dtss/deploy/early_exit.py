@@ -29,6 +29,7 @@ Policies (the decision after step ``t``; the last step always ends the sample):
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -47,6 +48,9 @@ def check_policy(policy: str, threshold):
         return None
     if threshold is None or isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise ValueError(f'exit policy {policy} needs a numeric threshold, got {threshold!r}')
+    if not math.isfinite(threshold):   # int(inf) raised OverflowError, int(nan) ValueError (issue 26)
+        raise ValueError(f'exit policy {policy} needs a finite threshold, got {threshold}; never exiting '
+                         'early is --exit-policy never')
     if policy == 'margin':
         if threshold != int(threshold) or threshold < 0:
             raise ValueError(f'margin threshold must be an integer >= 0 (units of the accumulated '

@@ -75,9 +75,14 @@ def write_netx(spec: NetSpec, path: str):
     tmp = os.path.join(folder, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
     try:
         _write_netx(spec, path, folder, tmp)
-    except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e).replace(tmp, path)   # h5py's text names tmp
-        raise OSError(e.errno, f'cannot write the network file ({reason})', path) from None
+    except (OSError, RuntimeError) as e:   # h5py raises RuntimeError for a write that fails on close
+        code = getattr(e, 'errno', None)
+        if not code:                       # h5py's text: "... errno = 28, error message = ..."
+            import re
+            m = re.search(r'errno = (\d+)', str(e))
+            code = int(m.group(1)) if m else None
+        reason = os.strerror(code) if code else ' '.join(str(e).replace(tmp, path).split())[:200]
+        raise OSError(code, f'cannot write the network file ({reason})', path) from None
 
 
 def _write_netx(spec: NetSpec, path: str, folder: str, tmp: str):
@@ -447,6 +452,11 @@ def _read_layer(L: _Layer, previous: list, skip_input_neuron: bool = False) -> L
         if d.size and np.any(d != 0):
             L.fail(f'axonal delays on a conv layer (key \'delay\', up to {int(np.max(d))} steps) are '
                    'not supported (stock NetX ignores them); refused rather than run without them')
+    if t in ('readout', 'attention') and L.has('delay'):     # was ignored (issue 26)
+        d = L.get('delay')
+        if d.size and np.any(d != 0):
+            L.fail(f"delays (key 'delay', up to {int(np.max(d))} steps) on a{'n' if t == 'attention' else ''} "
+                   f'{t} layer are not supported (only dense layers take delays); remove the key')
     if t in ('conv', 'dense', 'attention'):
         if not L.has('neuron') and t != 'dense':
             L.fail('a layer without neuron is not supported (stock NetX refuses it too); '
@@ -644,6 +654,9 @@ def _check_graph(path, spec: NetSpec):
             fail(f'dtss/activeSteps = {layer.active_steps} out of range 1..{t_max}')
         if i == 0:
             continue
+        if layer.type == 'input':     # its process would be cut off from the network (issue 26)
+            fail('a second input layer: a network has one input layer, layer 0 (feed your data there, or '
+                 'split the file into two networks)')
         if not layer.inputs or any(not 0 <= j < i for j in layer.inputs):
             fail(f'dtss/inputs {layer.inputs} must name earlier layers (0..{i - 1})')
         origin = {}     # the layer each input resolves to through flatten layers

@@ -87,6 +87,10 @@ class NIRImportError(NIRError):
     """A NIR graph cannot be imported (unreadable, unsupported node, not representable)."""
 
 
+class NIRImportWarning(UserWarning):
+    """An imported graph that may be silent (input scale, dt): one line each."""
+
+
 class NIRExportError(NIRError):
     """A network has a part that NIR cannot express."""
 
@@ -146,12 +150,35 @@ def load_graph(graph_or_path):
         try:
             return nir.read(path, type_check=False), path
         except Exception as e:   # h5py, KeyError, ValueError ... from inside nir: one line
-            raise NIRImportError(f'{path}: cannot read as a NIR graph ({type(e).__name__}: '
-                                 f'{str(e)[:200]})') from None
+            culprit = _unknown_node(path, nir)
+            raise NIRImportError(f'{path}: cannot read as a NIR graph ({culprit or type(e).__name__ + ": " + str(e)[:200]})'
+                                 ) from None
     if not isinstance(graph_or_path, nir.NIRGraph):
         raise NIRImportError(f'expected a nir.NIRGraph or the path of a .nir file, got '
                              f'{type(graph_or_path).__name__}')
     return graph_or_path, 'graph'
+
+
+def _unknown_node(path: str, nir) -> str:
+    """The first node of a NIR file whose type the installed ``nir`` does not know
+    (``nir.read`` fails on it with an empty AssertionError), as a phrase; '' if none."""
+    import h5py
+    try:
+        with h5py.File(path, 'r') as f:
+            stack = [('', f['node'])]
+            while stack:
+                prefix, g = stack.pop()
+                for name, node in g.get('nodes', {}).items():
+                    t = node['type'][()] if 'type' in node else b''
+                    t = t.decode() if isinstance(t, bytes) else str(t)
+                    if t == 'NIRGraph':
+                        stack.append((prefix + name + '.', node))
+                    elif not isinstance(getattr(nir, t, None), type):
+                        return (f'node {prefix + name!r} has type {t!r}, which nir {getattr(nir, "__version__", "")} '
+                                f'does not know; supported here: {", ".join(SUPPORTED)}')
+    except Exception:
+        return ''
+    return ''
 
 
 def chain(graph, source: str = 'graph') -> list:
@@ -182,6 +209,11 @@ def chain(graph, source: str = 'graph') -> list:
     while True:
         order.append(name)
         if len(pred[name]) > (0 if name == ins[0] else 1):
+            loops = [p for p in pred[name] if _reaches(succ, name, p)]
+            if loops:    # the braille RNNs: 'lif1.w_rec' -> 'lif1.lif' was refused as "a join"
+                fail(f'node {name!r} ({_tname(nodes[name])}) has a recurrent input {loops[0]!r} (a cycle '
+                     f'through its own output): recurrent graphs are not supported yet, this importer maps '
+                     'feed-forward chains of layers (docs/nir.md)')
             fail(f'node {name!r} ({_tname(nodes[name])}) has {len(pred[name])} inputs {pred[name]} '
                  '(a join); this importer maps chains of layers')
         if name == outs[0]:
@@ -198,6 +230,19 @@ def chain(graph, source: str = 'graph') -> list:
     if left:
         fail(f'nodes {left} are not on the path from Input to Output')
     return [(n, nodes[n]) for n in order]
+
+
+def _reaches(succ: dict, a: str, b: str) -> bool:
+    """Whether node ``b`` is reachable from node ``a`` along the edges ``succ``."""
+    seen, todo = set(), [a]
+    while todo:
+        n = todo.pop()
+        if n == b:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(succ.get(n, []))
+    return False
 
 
 def _io_shape(node, key) -> tuple:
@@ -254,6 +299,7 @@ class _Importer:
     report: list = field(default_factory=list)
     forced_vth: dict = field(default_factory=dict)
     in_div: float = None      # the first synapse sees x = X / in_div (X the integer input)
+    warnings: list = field(default_factory=list)   # silent-network risks (issue 26), one line each
 
     def is_input(self, i: int) -> bool:
         """Whether layer ``i`` is the input (possibly through flatten layers)."""
@@ -264,6 +310,15 @@ class _Importer:
     def fail(self, name, node, msg):
         where = f'node {name!r} ({_tname(node)})' if name is not None else 'graph'
         raise NIRImportError(f'{self.source}: {where}: {msg}')
+
+    def finite(self, name, node, key, a):
+        """``a`` unless it holds NaN or infinite values (they would become the integer
+        -2**63 in the file); then one line naming the node and the field."""
+        bad = ~np.isfinite(a)
+        if np.any(bad):
+            self.fail(name, node, f'{key} holds {int(bad.sum())} NaN or infinite value(s) (first at index '
+                      f'{tuple(int(i) for i in np.argwhere(bad)[0])}); fix the graph (a diverged training run?)')
+        return a
 
     # --------------------------------------------------------- input side
     def view(self, src: int, pre: list) -> _View:
@@ -295,7 +350,7 @@ class _Importer:
                 v.cur = (c, h // kh, w // kw)
                 continue
             if t == 'Scale':
-                s = _arr(node.scale)
+                s = self.finite(name, node, 'scale', _arr(node.scale))
                 if s.size == 1:
                     s = np.full(v.cur, float(s.reshape(-1)[0]))
                 if s.size != int(np.prod(v.cur)):
@@ -315,12 +370,13 @@ class _Importer:
         fail = lambda msg: self.fail(name, node, msg)   # noqa: E731
         v = self.view(src, pre)
         if t in ('Affine', 'Linear'):
-            W = _arr(node.weight)
+            W = self.finite(name, node, 'weight', _arr(node.weight))
             if W.ndim != 2:
                 fail(f'weight of shape {W.shape}: expected [out, in]')
             if W.shape[1] != int(np.prod(v.cur)):
                 fail(f'weight {W.shape} does not match its input {v.cur} ({int(np.prod(v.cur))} values)')
             b = _arr(node.bias).reshape(-1) if t == 'Affine' and node.bias is not None else np.zeros(W.shape[0])
+            self.finite(name, node, 'bias', b)
             if b.size == 1 and W.shape[0] > 1:
                 b = np.full(W.shape[0], float(b[0]))
             if b.shape != (W.shape[0],):
@@ -337,7 +393,7 @@ class _Importer:
         else:   # Conv2d
             if v.flat or len(v.cur) != 3:
                 fail(f'a convolution needs a (C, H, W) input, found {v.cur}')
-            w = _arr(node.weight)
+            w = self.finite(name, node, 'weight', _arr(node.weight))
             if w.ndim != 4 or w.shape[2] != w.shape[3]:
                 fail(f'weight of shape {w.shape}: expected [Co, Ci, k, k] (square kernels only)')
             groups = getattr(node, 'groups', None)
@@ -377,6 +433,7 @@ class _Importer:
             if min(out) < 1:
                 fail(f'the convolution of {v.cur} gives an empty output {out}')
             b = _arr(node.bias).reshape(-1) if getattr(node, 'bias', None) is not None else np.zeros(w.shape[0])
+            self.finite(name, node, 'bias', b)
             if b.size == 1 and w.shape[0] > 1:
                 b = np.full(w.shape[0], float(b[0]))
             if b.shape != (w.shape[0],):
@@ -388,7 +445,7 @@ class _Importer:
             if pt == 'Identity':
                 continue
             if pt == 'Scale':
-                s = _arr(pnode.scale)
+                s = self.finite(pname, pnode, 'scale', _arr(pnode.scale))
                 s = np.full(syn[3], float(s.reshape(-1)[0])) if s.size == 1 else s.reshape(syn[3])
                 rows = self._per_row(pname, pnode, 'scale', s, syn[3])
                 syn[1] = syn[1] * rows.reshape((-1,) + (1,) * (syn[1].ndim - 1))
@@ -418,7 +475,7 @@ class _Importer:
             if default is None:
                 self.fail(name, node, f'missing field {key}')
             val = default
-        a = _arr(val)
+        a = self.finite(name, node, key, _arr(val))
         if a.size == 1:
             a = np.full(shape, float(a.reshape(-1)[0]))
         if a.size != int(np.prod(shape)):
@@ -533,9 +590,52 @@ class _Importer:
                    weight_bits_used=int(np.abs(w).max(initial=0)).bit_length() + 1)
         if src_is_input:
             rep['input_scale'] = int(self.input_scale)
+        # the worst drift of the voltage from the float graph's, in thresholds, after T_max steps of
+        # inputs at their maximum: the rounding of every weight adds up; a leak (km) forgets it, an IF
+        # (vDecay 0) never does (issue 26, pitfall 4)
+        per_step = float(np.abs(w.reshape(rows, -1) - V * what).sum(axis=1).max(initial=0)) * x_max
+        per_step += float(np.abs(bias - V * bhat).max(initial=0))
+        keep = sum((1 - dv / DECAY_ONE) ** t for t in range(self.t_max))
+        rep['fixed_point_error_of_threshold'] = per_step * keep / V
+        rep['steps_to_threshold'] = _steps_to_threshold(w.reshape(rows, -1), bias, di, dv, V, x_max, self.t_max)
+        self._silence_warnings(name, rep, ks, km, di, dv, V)
         neuron = {'type': 'CUBA', 'iDecay': di, 'vDecay': dv, 'vThMant': V, 'refDelay': 1,
                   'gradedSpike': False}
         return w, bias, neuron, rep
+
+    def _silence_warnings(self, name, rep, ks, km, di, dv, V):
+        """One line per silent-network risk of a layer (issue 26): decays that the
+        12-bit field cannot hold for this ``dt``, and a threshold that no neuron
+        reaches within ``T_max`` steps even with every input at its maximum."""
+        where = f'node {name!r} (dt {self.dt:g})'
+        for what, k, d in (('membrane', km, dv), ('synaptic', ks, di)):
+            if k > 0 and (d == 0 or abs(d / DECAY_ONE - k) > 0.1 * k):
+                self.warnings.append(f'{where}: the {what} decay dt/tau = {k:.3g} becomes {d}/{DECAY_ONE} per '
+                                     f'step ({abs(d / DECAY_ONE - k) / k:.0%} off): dt is too small for this '
+                                     "graph's time constants; see docs/nir.md for the writer's dt")
+        if rep['steps_to_threshold'] is None:
+            self.warnings.append(f'{where}: no neuron reaches its threshold (vThMant {V}, weights of at most '
+                                 f'{rep["weight_max"]}) within {self.t_max} steps even with every input at its '
+                                 'maximum: the layer stays silent; check --dt (docs/nir.md: the dt rule of '
+                                 'each writer) and --input-scale')
+
+
+def _steps_to_threshold(w, bias, di, dv, V, x_max, t_max):
+    """The first step (1-based) at which some neuron of a layer can exceed its
+    threshold ``V`` when every input is at its most exciting (``x_max`` where its
+    weight is positive, 0 elsewhere), in the integers of the file; None if none
+    does within ``t_max`` steps (the layer cannot spike)."""
+    drive = np.clip(w, 0, None).sum(axis=1).astype(np.float64) * x_max
+    u = np.zeros_like(drive)
+    v = np.zeros_like(drive)
+    b = np.asarray(bias, np.float64).reshape(-1)
+    b = np.broadcast_to(b, drive.shape) if b.size in (1, drive.size) else np.full(drive.shape, float(b.max()))
+    for t in range(1, t_max + 1):
+        u = u * (1 - di / DECAY_ONE) + drive
+        v = v * (1 - dv / DECAY_ONE) + u + b
+        if np.any(v > V):
+            return t
+    return None
 
 
 def _split(imp, pending, end_name, end_node):
@@ -596,6 +696,7 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
             pending_start = 2
     if input_scale is None and dataset is not None and pending_start == 1:
         input_scale = EXACT_INPUT_SCALE.get(dataset, DEFAULT_INPUT_SCALE)
+    scale_default = input_scale is None
     if input_scale is not None:
         if isinstance(input_scale, bool) or int(input_scale) != input_scale or not 1 <= int(input_scale) <= 1 << 16:
             raise NIRImportError(f'{source}: input_scale must be a whole number in 1..65536, got {input_scale!r}')
@@ -654,15 +755,39 @@ def import_nir(graph_or_path, dt: float = None, steps: int = None, *, dataset: s
             imp.fail(name, node, f'output shape {out_shape} does not match the last layer {tuple(last.shape)}')
     if not any(l.type in ('conv', 'dense') for l in layers):
         raise NIRImportError(f'{source}: the graph has no spiking layer (LIF, CubaLIF or IF)')
+    if scale_default:
+        imp.warnings.insert(0, f'input scale {imp.input_scale} (the default): data x in [0, 1] enter as '
+                               f'round({imp.input_scale} x); spike or event input (0/1) would count 1/'
+                               f'{imp.input_scale} per event and silence the network: for such input '
+                               'import with --input-scale 1')
+    import warnings as _w
+    for line in imp.warnings:
+        _w.warn(line, NIRImportWarning, stacklevel=2)
     meta = {'format': FORMAT, 'dtss': 0, 't_max': int(steps), 'dataset': dataset or '',
             'command': command or 'lava_dtss.nir_interchange.import_nir',
             'nir': json.dumps({'source': source if source != 'graph' else '(in-memory graph)',
                                'dt': float(dt), 'method': method, 'input_scale': imp.input_scale,
-                               'layers': imp.report}, default=float)}
+                               'layers': imp.report, 'warnings': imp.warnings}, default=float)}
     spec = NetSpec(layers=layers, meta=meta)
-    if out is not None:
-        write_netx(spec, out)
-        return read_netx(out)       # what run_lava.py will see, validated
+    if out is not None:     # written and read back beside out, renamed only when valid (issue 26)
+        folder = os.path.dirname(os.path.abspath(out))
+        tmp = os.path.join(folder, f'.{os.path.basename(out)}.{os.getpid()}.check')
+        try:
+            write_netx(spec, tmp)
+            try:
+                back = read_netx(tmp)       # what run_lava.py will see, validated
+            except ValueError as e:
+                raise NIRImportError(f'{source}: the imported network fails its own check, nothing written '
+                                     f'to {out} ({str(e).replace(tmp, out)})') from None
+            os.replace(tmp, out)
+        except OSError as e:
+            msg = e.strerror or str(e)
+            raise OSError(e.errno, msg if msg.startswith('cannot write') else
+                          f'cannot write the network file ({msg})', out) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return back
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:   # the same validated form without a file to keep
         path = os.path.join(tmp, 'imported.net')
@@ -723,11 +848,11 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
     while imp.layers[src].type == 'flatten':   # the readout sums over the positions of its source map
         src = imp.layers[src].inputs[0]
     v = imp.view(src, pre)
-    W = _arr(onode.weight)
+    W = imp.finite(oname, onode, 'weight', _arr(onode.weight))
     if W.ndim != 2 or W.shape[1] != int(np.prod(v.cur)):
         imp.fail(oname, onode, f'weight of shape {W.shape} does not match its input {v.cur}')
     b = _arr(onode.bias).reshape(-1) if _tname(onode) == 'Affine' and onode.bias is not None else np.zeros(W.shape[0])
-    b = np.broadcast_to(b, (W.shape[0],)).astype(np.float64)
+    b = np.broadcast_to(imp.finite(oname, onode, 'bias', b), (W.shape[0],)).astype(np.float64)
     if len(v.shape0) == 3:
         c, h, w = v.shape0
         if v.k != h or v.k != w:
@@ -741,7 +866,7 @@ def _add_readout(imp: _Importer, src: int, pending: list, name, node):
         W = W * v.scale.reshape(1, -1)
     for pname, pnode in post:
         if _tname(pnode) == 'Scale':
-            s = np.broadcast_to(_arr(pnode.scale).reshape(-1), (W.shape[0],))
+            s = np.broadcast_to(imp.finite(pname, pnode, 'scale', _arr(pnode.scale)).reshape(-1), (W.shape[0],))
             W, b = W * s[:, None], b * s
         elif _tname(pnode) not in ('Identity', 'Flatten'):
             imp.fail(pname, pnode, 'only Scale, Flatten or Identity may follow the readout synapse')

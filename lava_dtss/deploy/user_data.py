@@ -147,6 +147,8 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
             and np.any(frames != np.round(frames))):
         raise InputError(f'--input {input_path}: graded input (--input-message-bits '
                          f'{input_message_bits}) must hold integers')
+    if input_path is not None:
+        check_input_values(spec, frames, timing, input_message_bits, input_path)
     names = [l.name for l in spec.layers if l.type in ('conv', 'dense') or (l.type == 'input' and l.neuron)]
     if save_layers in ('all', 'last'):
         record = names if save_layers == 'all' else names[-1:]
@@ -157,8 +159,14 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
             raise InputError(f'--save-layers {",".join(unknown)}: no such layer with neurons in {model}; '
                              f'its layers: {", ".join(names)}')
     if record and timing != 'stock':
-        raise InputError('--save-spikes records stock NetX timing (stock NetX files); this file runs '
-                         'layer-synchronously')
+        scale = int(spec.layers[0].params.get('inputScale', 1))
+        bits = max(1, scale.bit_length()) if scale > 1 else 0
+        raise InputError(f'--save-spikes records in stock NetX timing only, and {model} runs '
+                         'layer-synchronously; to save its layers run it in stock timing with a reset per '
+                         f'sample at the pipeline\'s phase: --timing stock --reset-interval {frames.shape[-1]} '
+                         '--reset-offset 1' + (f' --input-message-bits {bits} (graded input up to {scale})'
+                                                if bits else '')
+                         + ' (each layer then lags one step more than the one before; docs/nir.md)')
     samples, steps = frames.shape[0], frames.shape[-1]
     log(f'running {samples} sample(s) x {steps} steps of {input_path or "zero input"} on Lava '
         f'({backend}, {timing} timing) ...')
@@ -175,6 +183,51 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
               'spike_counts': res.logits.astype(int).tolist(),
               'wall_s': round(res.wall_s, 3), 'startup_s': round(res.startup_s, 3), 'command': command}
     return report, res, spec
+
+
+def check_input_values(spec: NetSpec, frames: np.ndarray, timing: str, input_message_bits: int = 0,
+                       path: str = 'input'):
+    """:class:`InputError` (one line) for input values the network's first layer
+    cannot take as documented (issue 26: negative and huge values were run):
+
+    - an input neuron (stock NetX's Input block): synaptic input, truncated to
+      integers, ``|x| < 2**23`` (Loihi's 24-bit current);
+    - stock timing, unary (``input_message_bits = 0``): ``0`` no spike, ``> 0`` a
+      spike; negative values are refused;
+    - stock timing, graded (``input_message_bits = B``): integers with
+      ``|x| <= 2**B - 1``;
+    - layer-synchronous (our files, imported NIR graphs): the integer input
+      ``round(inputScale * x)`` of data ``x`` in [0, 1]: integers ``0..inputScale``."""
+    lo, hi = float(frames.min()), float(frames.max())
+    found = f'found values {lo:g}..{hi:g}'
+    if spec.layers[0].neuron:
+        if max(abs(lo), abs(hi)) >= 1 << 23:
+            raise InputError(f'--input {path}: the input neuron\'s synaptic input must stay within '
+                             f'|x| < 2**23 (24-bit current); {found}')
+        return
+    if timing == 'stock':
+        if not input_message_bits:
+            if lo < 0:
+                raise InputError(f'--input {path}: unary input (stock NetX) takes 0 (no spike) or a positive '
+                                 f'value (a spike), {found}; for signed graded values pass '
+                                 '--input-message-bits B')
+            return
+        top = (1 << int(input_message_bits)) - 1
+        if max(abs(lo), abs(hi)) > top:
+            raise InputError(f'--input {path}: graded input of {input_message_bits} bits carries '
+                             f'|x| <= {top}; {found} (raise --input-message-bits)')
+        return
+    scale = int(spec.layers[0].params.get('inputScale', 1))
+    if 'nir' in spec.meta and scale > 1 and lo == 0 and hi == 1 and np.all((frames == 0) | (frames == 1)):
+        raise InputError(f'--input {path}: holds only 0 and 1 (spikes or events?), but this file imported from '
+                         f'NIR takes round({scale} x) of data x in [0, 1]: an event would count 1/{scale} and the '
+                         'network stay silent; import the graph again with --input-scale 1 for spike or event '
+                         f'input (or send {scale} for a full-scale value)')
+    if lo < 0 or hi > scale or np.any(frames != np.round(frames)):
+        raise InputError(f'--input {path}: this file (layer-synchronous) takes integers 0..{scale}, '
+                         f'round({scale} x) of data x in [0, 1] (its inputScale); {found}'
+                         + ('' if np.all(frames == np.round(frames)) else ', not all integers')
+                         + (f': multiply data in [0, 1] by {scale} and round' if 0 <= lo and hi <= 1 else ''))
 
 
 def save_spikes(path: str, spikes: dict, layout: str = 'chw', what: str = '--save-spikes'):

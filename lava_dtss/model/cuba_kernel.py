@@ -217,10 +217,66 @@ def _load_built(build: str):
     return module
 
 
+def _owner_dead(lock: str) -> bool:
+    """Whether the build that holds ``lock`` is known to be gone: its owner file
+    (``lock + '.owner'``, written by :func:`_own_lock`) names a process that no
+    longer exists and nobody holds the file's ``flock`` (a live build holds it)."""
+    try:
+        import fcntl
+        with open(lock + '.owner', 'r+') as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False              # a live build holds it
+            try:
+                pid = int(f.read().strip() or 0)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    except (OSError, ValueError, ImportError):
+        return False                      # no owner file (another tool's build): age decides
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def _own_lock(lock: str):
+    """Hold ``lock + '.owner'`` (our PID, under ``flock``) while this process
+    builds, so that a waiter sees at once when the build was killed."""
+    f = None
+    try:
+        import fcntl
+        f = open(lock + '.owner', 'a+')
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+    except (OSError, ImportError):
+        if f is not None:
+            f.close()
+        f = None
+    try:
+        yield
+    finally:
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.seek(0)
+                f.truncate()
+            f.close()                      # releases the flock
+
+
 def _wait_for_lock(lock: str) -> None:
     """Wait, at most ``LOCK_WAIT_S`` and saying so, for another process's build
-    lock; remove it when it is stale (older than ``STALE_LOCK_S``: a killed
-    build). Raises TimeoutError when a live lock outlasts the wait."""
+    lock; remove it at once when its owner is dead (:func:`_owner_dead`), or
+    when it is stale (older than ``STALE_LOCK_S``: a killed build that left no
+    owner file). Raises TimeoutError when a live lock outlasts the wait."""
     if not os.path.exists(lock):
         return
     start, told = time.time(), False
@@ -229,7 +285,7 @@ def _wait_for_lock(lock: str) -> None:
             age = time.time() - os.path.getmtime(lock)
         except OSError:
             break
-        if age > STALE_LOCK_S:
+        if age > STALE_LOCK_S or _owner_dead(lock):
             with contextlib.suppress(OSError):
                 os.remove(lock)   # left by a build that was killed; PyTorch would wait for it forever
             break
@@ -260,9 +316,11 @@ def get():
         if _module is not None:
             return _module
         os.makedirs(build, exist_ok=True)
-        _wait_for_lock(os.path.join(build, 'lock'))
-        _module = load_inline(NAME, _SOURCE, functions=['cuba_forward', 'cuba_backward'],
-                              extra_cflags=_flags(), build_directory=build, verbose=False)
+        lock = os.path.join(build, 'lock')
+        _wait_for_lock(lock)
+        with _own_lock(lock):
+            _module = load_inline(NAME, _SOURCE, functions=['cuba_forward', 'cuba_backward'],
+                                  extra_cflags=_flags(), build_directory=build, verbose=False)
         with contextlib.suppress(OSError):
             with open(os.path.join(build, _DONE), 'w') as f:
                 f.write(build_key())

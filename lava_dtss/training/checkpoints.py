@@ -30,10 +30,49 @@ def atomic_write(path: str, write_fn, mode: str = 'wb'):
         with os.fdopen(fd, mode) as f:
             write_fn(f)
         os.replace(tmp, path)
+    except OSError as e:     # a full disk: name the file, not nothing (issue 26)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if getattr(e, 'filename', None) in (None, tmp):
+            raise OSError(e.errno, e.strerror or str(e), path) from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def unwritable(path: str):
+    """Why the file ``path`` cannot be written atomically (a folder, a missing or
+    read-only folder, a folder such as /proc that takes no temporary file), or
+    None; checked before any long work."""
+    if os.path.isdir(path):
+        return 'is a folder; expected a file name'
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f'folder {folder} does not exist'
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return 'is not writable'
+    try:      # what atomic_write does: a temporary file beside it (fails under /proc)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.' + os.path.basename(path) + '.'):
+            pass
+    except OSError as e:
+        return f'cannot be written in {folder} ({e.strerror or e})'
+    return None
+
+
+def unusable_folder(path: str):
+    """Why files cannot be written atomically into the folder ``path`` (to be
+    created if missing), or None."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return 'is a file; expected a folder'
+    probe = path
+    while not os.path.isdir(probe):      # the nearest existing folder must take a new entry
+        parent = os.path.dirname(os.path.abspath(probe))
+        if parent == os.path.abspath(probe):
+            return 'cannot be created'
+        probe = parent
+    return unwritable(os.path.join(probe, '.lava_dtss_probe'))
 
 
 def write_json(path: str, obj):
@@ -193,6 +232,12 @@ def init_weights(model: SpikingViT, path: str):
         if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise TrainingError(f'--init-from {path}: {k} holds NaN or infinite values (a diverged run?); '
                                 'start from a checkpoint with finite weights')
+    mine_state = model.state_dict()
+    for k, v in state.items():    # load_state_dict would raise a many-line RuntimeError (issue 26)
+        if k in mine_state and hasattr(v, 'shape') and tuple(v.shape) != tuple(mine_state[k].shape):
+            raise TrainingError(f'--init-from {path}: {k} has shape {tuple(v.shape)}, preset '
+                                f'{model.cfg.name} needs {tuple(mine_state[k].shape)}; start from a '
+                                'checkpoint of the same preset and --config fields')
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not is_gate_parameter(k)]
     if missing or unexpected:
