@@ -24,7 +24,7 @@ from lava_dtss.training import TrainingError, learned_gate_steps  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'scripts', 'train_slayer.py')
-FAST = ['--max-batches', '2', '--batch-size', '8', '--no-export', '--freeze-scores', '1']
+FAST = ['--max-batches', '2', '--batch-size', '8', '--no-export', '--freeze-scores', '1', '--eval-every', '1']
 TIMEOUT = 180
 
 
