@@ -127,27 +127,55 @@ def test_plan_offsets_delays_and_gate_phases():
     assert attn['where'] == 'host' and attn['traffic'] == 4 * 512
 
 
-def test_unmappable_gated_layer_is_one_clear_error(tmp_path):
+def test_gate_by_inhibition_needs_a_current_without_memory_the_relay_gate_does_not(tmp_path):
+    """A gated layer whose current decays slowly cannot be silenced by inhibition
+    (it would accumulate): forcing ``gate='inhibit'`` is one clear error; the
+    default picks the relay gate for that layer only."""
     rng = np.random.default_rng(1)
     spec = _small_net(str(tmp_path / 's.net'), rng)
     spec.layers[1].neuron = dict(NEURON, iDecay=1024)
-    with pytest.raises(ValueError, match=r"layer 1 \(conv 'c1'\).*iDecay = 4096"):
-        loihi_build.plan(spec, 6)
+    with pytest.raises(ValueError, match=r"layer 1 \(conv 'c1'\).*iDecay = 4096.*relay gate has no such limit"):
+        loihi_build.plan(spec, 6, gate='inhibit')
+    p = loihi_build.plan(spec, 6)
+    assert {s.name: s.gate_mode for s in p.gated} == {'c1': 'relay', 'c2': 'inhibit', 'd1': 'inhibit',
+                                                        'd2': 'inhibit', 'd3': 'inhibit'}
+    assert p.stages[1].out_offset == 2 and p.stages[2].offset == 3      # the relay adds one step
+    with pytest.raises(ValueError, match="gate 'bogus': expected one of auto, inhibit, relay"):
+        loihi_build.plan(spec, 6, gate='bogus')
 
 
-def test_cli_refuses_a_gated_layer_with_current_memory_in_one_line(tmp_path):
-    """iDecay != 4096 on a gated layer: one ``error:`` line naming the layer,
-    exit 2, before any data is loaded or Lava is started."""
+def test_relay_gate_is_spike_identical_and_its_phases_cover_the_gated_steps(small):
+    """Every gated layer silenced by a relay stage (one neuron per output, inhibited
+    by the gate with weight -1, one step later): the same spikes and logits as the
+    fused runtime, every layer's output one step later per relay on its path."""
+    spec, frames, fused, _ = small
+    res = loihi_build.run(spec, frames, t_max=6, gate='relay')
+    assert res.offsets == {'input': 0, 'c1': 2, 'c2': 4, 'd1': 6, 'd2': 8, 'd3': 10}
+    for name, fp in fused.fingerprints.items():
+        assert np.array_equal(res.fingerprints[name], fp), name
+    assert np.array_equal(res.logits, fused.logits)
+    p = res.plan
+    for st in p.gated:   # the relay's neurons (offset off + 1) are inhibited at window steps T_l..P-1
+        inhibited = {(g1 + 1 - st.out_offset) % p.period for g1 in range(1, 4 * p.period)
+                     if (g1 - 1) % p.period in st.gate[3]}
+        assert st.gate_mode == 'relay' and st.gate[:3] == (1, 1, 0)
+        assert inhibited == set(range(st.active_steps, p.period)), st.name
+
+
+def test_cli_maps_a_gated_layer_with_current_memory_through_a_relay_gate(tmp_path):
+    """iDecay != 4096 on a gated layer (refused before the relay gate existed):
+    ``--check-loihi --build loihi`` reports a relay stage after that layer, one
+    step and 2 synapses per neuron, and the rest of the network unchanged."""
     path = str(tmp_path / 'idecay.net')
     shutil.copy(SHIPPED, path)
     with h5py.File(path, 'r+') as f:
         f['layer/1/neuron/iDecay'][()] = 1024
-    r = _cli('--model', path, '--build', 'loihi', '--num-samples', '2')
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert 'Traceback' not in r.stderr and 'running' not in r.stdout
-    errors = [line for line in r.stderr.splitlines() if line.startswith('error:')]
-    assert errors == [f"error: {path}: layer 1 (conv 'sps.0'): the DTSS gate by inhibition needs iDecay = 4096 "
-                      "(a current without memory), found 1024"], r.stderr
+    r = _cli('--model', path, '--check-loihi', '--build', 'loihi')
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.split()}
+    assert rows['sps.0.gate'][1:5] == ['chip', '1024', '2048', '2048'], rows['sps.0.gate']
+    assert 'gate: relay stage sps.0.gate' in ' '.join(rows['sps.0'])
+    assert 'inhibited' in ' '.join(rows['sps.1'])
 
 
 def _cli(*args):
