@@ -149,7 +149,7 @@ def test_relay_gate_is_spike_identical_and_its_phases_cover_the_gated_steps(smal
     by the gate with weight -1, one step later): the same spikes and logits as the
     fused runtime, every layer's output one step later per relay on its path."""
     spec, frames, fused, _ = small
-    res = loihi_build.run(spec, frames, t_max=6, gate='relay')
+    res = loihi_build.run(spec, frames, t_max=6, gate='relay', lava_conv=True)   # lava-nc's own Conv model
     assert res.offsets == {'input': 0, 'c1': 2, 'c2': 4, 'd1': 6, 'd2': 8, 'd3': 10}
     for name, fp in fused.fingerprints.items():
         assert np.array_equal(res.fingerprints[name], fp), name
@@ -232,3 +232,97 @@ def test_bias_beyond_13_bits_runs_at_bias_exp_7_spike_identical(tmp_path):
     write_netx(NetSpec(layers, meta={'t_max': 4, 'format': FORMAT}), str(tmp_path / 'odd.net'))
     with pytest.raises(NetXFormatError, match=r"layer 1 \(conv 'c1'\): bias values -5000\.\.8190 .* even"):
         read_netx(str(tmp_path / 'odd.net'))
+
+
+def _scale_script():
+    import importlib.util
+    s = importlib.util.spec_from_file_location('loihi_scale', os.path.join(ROOT, 'scripts', 'loihi_scale.py'))
+    module = importlib.util.module_from_spec(s)
+    s.loader.exec_module(module)
+    return module
+
+
+def test_spikformer_4_384_plans_at_full_scale_with_relay_gates(tmp_path):
+    """The paper's network (4 blocks, 384 channels, fan-in up to 3,456): inhibiting
+    the layer would wrap the 24-bit current somewhere (the refusal this build used to
+    give); ``auto`` relay-gates exactly those layers and inhibits the rest within 24
+    bits."""
+    from lava_dtss.loihi2 import MAX_CURRENT
+    spec = _scale_script().active_export('spikformer-4-384', str(tmp_path / 's.net'))
+    with pytest.raises(ValueError, match='would wrap the 24-bit current'):
+        loihi_build.plan(spec, 4, gate='inhibit')
+    p = loihi_build.plan(spec, 4)
+    modes = [st.gate_mode for st in p.gated]
+    assert 'relay' in modes and 'inhibit' in modes
+    value_max = {i: (p.input_max if i == 0 else 1) for i in p.stages}
+    for st in p.gated:
+        layer = spec.layers[st.index]
+        hi, lo = loihi_build._current_bounds(spec, layer, value_max)
+        need = int((hi + layer.params['bias']).max())
+        mant, exp = loihi_build._inhibition(need)
+        assert need <= mant << exp and mant <= 255
+        if st.gate_mode == 'inhibit':                  # beats every input, and stays inside 24 bits
+            assert st.gate[0] == mant << exp and lo.min() - st.gate[0] > -MAX_CURRENT
+        else:                                          # inhibition would have wrapped the current
+            assert st.gate[:3] == (1, 1, 0) and lo.min() - (mant << exp) <= -MAX_CURRENT
+    assert p.max_offset == max(st.out_offset for st in p.stages.values())
+
+
+def test_measured_state_finds_a_voltage_clip_and_none_in_the_shipped_model():
+    """``measured_state``: the shipped digits model stays far inside the 24-bit state on
+    real images; the same model with the first layer's weights all -50 drives that
+    layer's voltage below -(2**23 - 1), where Lava clips and training does not."""
+    from lava_dtss.deploy.loihi_check import measured_state
+    from lava_dtss.loihi2 import MAX_UV
+    spec = read_netx(SHIPPED)
+    images = data.load_dataset('digits', 'test').tensors[0][:4]
+    clean = measured_state(spec, images)
+    assert set(clean) == {l.name for l in spec.layers if l.type in ('conv', 'attention')}
+    assert not any(r['clips'] for r in clean.values())
+    assert 0 < clean['sps.0']['max_v'] < MAX_UV - 1
+    spec.layers[1].params['weight'][...] = -50
+    spec.layers[1].active_steps = spec.t_max
+    bad = measured_state(spec, np.ones((2,) + tuple(spec.layers[0].shape)))
+    assert bad['sps.0']['clips'] and bad['sps.0']['max_v'] >= MAX_UV - 1, bad['sps.0']
+
+
+@pytest.mark.parametrize('shape,co,k,stride,pad,bits', [((8, 8, 3), 5, 3, 1, 1, 8), ((9, 7, 4), 6, 3, 2, 1, 0),
+                                                       ((4, 4, 16), 16, 1, 1, 0, 0), ((6, 6, 2), 3, 3, 2, 0, 2)])
+def test_vectorised_conv_model_equals_lavas_conv(shape, co, k, stride, pad, bits):
+    """``conv_whc`` (the CPU model ``--build loihi`` runs for Lava's ``Conv``) against
+    lava-nc's own ``utils.conv`` on Lava's ``(W, H, C)`` layout: same integers,
+    including after the 24-bit wrap of ``a_out``; binary and graded inputs."""
+    from lava.proc.conv import utils
+    from lava_dtss.lava_processes.conv_models import conv_whc
+    rng = np.random.default_rng(k * 10 + stride)
+    x = rng.integers(0, (1 << bits) if bits else 2, shape).astype(np.int32)
+    w = rng.integers(-128, 128, (co, k, k, shape[-1])).astype(np.int32)
+    ref = utils.conv(x, w, (k, k), (stride, stride), (pad, pad), (1, 1), 1)
+    ours = conv_whc(x, w, (stride, stride), (pad, pad), (1, 1)).astype(np.int32)
+    assert ours.shape == ref.shape and np.array_equal(ours, ref)
+    big = (w * 4000).astype(np.int32)           # sums beyond 24 bits: both wrap the same way
+    assert np.array_equal(utils.signed_clamp(conv_whc(x, big, (stride,) * 2, (pad,) * 2, (1, 1)).astype(np.int32), 24),
+                          utils.signed_clamp(utils.conv(x, big, (k, k), (stride,) * 2, (pad,) * 2, (1, 1), 1), 24))
+
+
+def test_spikformer_4_384_one_block_is_spike_identical_to_training_side_inference(tmp_path):
+    """Spikformer-4-384 cut to one block and 8x8 images (2x2 tokens; every layer type of
+    the preset at full width: graded-input stem, stride-2 convolutions, q/k/v, host
+    attention, projection, MLP, residual sums, skip relays, both gate mechanisms, and the
+    preset's largest fan-in, rpe's 384 x 3 x 3 = 3,456), 2 samples through ``--build
+    loihi`` on the CPU simulator: every layer's spikes and the logits equal
+    training-side inference."""
+    from lava_dtss.deploy.reference import reference_run
+    scale = _scale_script()
+    spec = scale.active_export('spikformer-4-384', str(tmp_path / 's.net'), depth=1, image_size=8)
+    rpe = next(l for l in spec.layers if l.name == 'rpe')
+    assert int(np.prod(rpe.params['weight'].shape[1:])) == 384 * 9
+    images = scale.random_images(spec, 2)
+    ref_logits, ref_fps = reference_run(spec, images)
+    res = loihi_build.run(spec, direct_images(images, spec.layers[0].params['inputScale']))
+    assert {s.gate_mode for s in res.plan.gated} == {'relay', 'inhibit'}
+    assert set(res.fingerprints) == set(ref_fps)
+    for name, fp in ref_fps.items():
+        assert fp[:, 0].sum() > 0, name                               # every layer fires
+        assert np.array_equal(res.fingerprints[name], fp), name
+    assert np.array_equal(res.logits, ref_logits)

@@ -385,15 +385,24 @@ class LoihiResult:
 
 
 def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cpu',
-        gating: bool = True, gate: str = 'auto') -> LoihiResult:
+        gating: bool = True, gate: str = 'auto', lava_conv: bool = False,
+        deadline_s: float = None) -> LoihiResult:
     """Run the standard-process build of ``spec`` on integer ``frames``
     (``[S, C, H, W]``, or ``[S, C, H, W, T]``), one sample per window of
-    ``P = reset_interval(T_max)`` Lava steps (``lava_dtss.loihi2``); always stopped."""
+    ``P = reset_interval(T_max)`` Lava steps (``lava_dtss.loihi2``); always stopped.
+    On the CPU, Lava's ``Conv`` processes run the vectorised model of
+    ``lava_processes.conv_models`` (the same integers, one matrix product per
+    step); ``lava_conv=True`` keeps lava-nc's own (seconds per step at 384 channels).
+    ``deadline_s``: wall-clock bound of the Lava run (default ``lava_runtime.default_deadline``)."""
     frames = np.asarray(frames)
     t_max = _frame_layout(spec, frames, t_max)
     if frames.size and (frames.min() < 0 or np.any(frames != np.round(frames))):
         raise ValueError('frames must hold non-negative integers (graded input spikes)')
     cfg = run_config(backend)
+    if backend == 'cpu' and not lava_conv:
+        from lava.proc.conv.process import Conv
+        from ..lava_processes.conv_models import PyConvModelFixedVectorized
+        cfg.exception_proc_model_map[Conv] = PyConvModelFixedVectorized
     p = plan(spec, t_max, input_max=max(1, int(frames.max()) if frames.size else 1), gating=gating, gate=gate)
     procs, probes = build(p, frames.astype(np.int64))
     num_steps = p.num_steps(frames.shape[0])
@@ -401,7 +410,7 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
     def collect():
         return {n: (_record(q.fingerprint_rec).astype(np.int64), _record(q.counts_rec).astype(np.int64))
                 for n, q in probes.items()}
-    recs, wall_s, startup_s = execute(procs[0], cfg, num_steps, collect)
+    recs, wall_s, startup_s = execute(procs[0], cfg, num_steps, collect, deadline_s)
     fps = {n: r[0] for n, r in recs.items()}
     last = spec.layers[-1]
     if last.type == 'readout':
