@@ -326,3 +326,22 @@ def test_spikformer_4_384_one_block_is_spike_identical_to_training_side_inferenc
         assert fp[:, 0].sum() > 0, name                               # every layer fires
         assert np.array_equal(res.fingerprints[name], fp), name
     assert np.array_equal(res.logits, ref_logits)
+
+
+def test_chip_budget_table_in_the_docs_is_the_scripts_output():
+    """docs/loihi.md's generated budget table is what ``scripts/loihi_budget.py``
+    prints now (every preset), and sharing convolution weights never needs more cores."""
+    import importlib.util
+    s = importlib.util.spec_from_file_location('loihi_budget', os.path.join(ROOT, 'scripts', 'loihi_budget.py'))
+    script = importlib.util.module_from_spec(s)
+    s.loader.exec_module(script)
+    with open(script.DOC) as f:
+        text = f.read()
+    block = script.table()
+    assert script.replace_block(text, block) == text, 'run python scripts/loihi_budget.py --write'
+    for row in block.splitlines()[2:6]:
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        unshared, shared = (int(c.split(' / ')[0].replace(',', '')) for c in cells[4:6])
+        assert shared <= unshared, row
+    with pytest.raises(ValueError, match='markers'):
+        script.replace_block('no markers here', block)
