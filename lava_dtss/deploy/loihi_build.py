@@ -31,7 +31,10 @@ Mapping (``docs/loihi.md`` has the full story):
   one gate neuron per gated layer, which fires for the layer's window steps
   ``T_l .. P-1``; the gate's inhibitory synapses (one per neuron of the layer)
   add a current larger than any excitatory input, so the layer emits nothing
-  after its active steps. Needs ``iDecay = 4096`` (a current without memory);
+  after its active steps (needs ``iDecay = 4096`` and an inhibition inside the
+  24-bit current); where that does not fit (large fan-in), a relay gate: the
+  layer's spikes pass through identity relays (``Sparse`` + ``LIF``, one step)
+  that the gate inhibits with weight -1, whatever the fan-in;
 - Spikformer attention ``q (k^T v)`` (a product of two activations): a host
   process (the fused ``GatedAttention`` model, ``layout='whc'``), zero latency;
 - recording and readout: a host ``SpikeProbe`` per layer; logits on the host.
