@@ -32,34 +32,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path.insert(0, ROOT)
 
 
-def active_export(preset: str, path: str, *, depth: int = None, image_size: int = None, seed: int = 0):
-    """Export ``preset`` untrained to ``path`` with every layer active: BatchNorm's
-    running statistics set to those of one batch of 8 random images (momentum 1),
-    every DTSS gate at a random step count in 1..T_max (seeded). Returns the spec."""
-    import torch
-    from lava_dtss.deploy.export import export_hdf5
-    from lava_dtss.model import build_model
-    torch.manual_seed(seed)
-    model = build_model(preset, depth=depth, image_size=image_size)
-    cfg = model.cfg
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g))
-        steps = torch.randint(1, cfg.t_max + 1, (len(model.gates()),), generator=g)
-        for gate, k in zip(model.gates(), steps.tolist()):
-            gate.reset_steps(k)
-    model.eval()
-    return export_hdf5(model, path, dataset='cifar10')
-
-
-def random_images(spec, n: int, seed: int = 1):
-    """``n`` seeded random images ``[n, C, H, W]`` in [0, 1] of the file's input shape."""
-    import torch
-    return torch.rand(n, *spec.layers[0].shape, generator=torch.Generator().manual_seed(seed))
+from lava_dtss.analysis.benchmark import random_images, untrained_export as active_export  # noqa: E402
 
 
 def main(argv=None):

@@ -345,3 +345,15 @@ def test_chip_budget_table_in_the_docs_is_the_scripts_output():
         assert shared <= unshared, row
     with pytest.raises(ValueError, match='markers'):
         script.replace_block('no markers here', block)
+
+
+def test_peak_memory_counts_the_child_processes():
+    """``PeakMemory`` (the benchmark's measured peak of a Lava run) sums the process
+    tree: a child holding 200 MB raises the peak by about that much."""
+    from lava_dtss.analysis.benchmark import PeakMemory
+    with PeakMemory(interval=0.05) as idle:
+        pass
+    code = 'import time; a = bytearray(200 * 2**20); a[::4096] = b"x" * len(a[::4096]); time.sleep(2)'
+    with PeakMemory(interval=0.05) as mem:
+        subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+    assert mem.peak - idle.peak > 150 * 2**20, (mem.peak, idle.peak)
