@@ -30,9 +30,19 @@ Sources, cited beside each fact:
           8-bit weights with a shared exponent, 24-bit u/v, 12-bit decays,
           13-bit bias mantissa, threshold mantissa << 6, delays <= 62, reset
           interval a power of two).
-[brief]   Intel, Loihi 2 brief (2021): 128 neuro cores and up to 1 M neurons
-          per chip. The synapses per core are this project's estimate (128 KiB
-          of 8-bit synapses), not a documented allocation.
+[brief]   Intel Labs, "Taking Neuromorphic Computing to the Next Level with
+          Loihi 2", technology brief (2021): 128 neuro cores, up to 1 M neurons
+          and up to 120 M synapses per chip; its comparison table gives 192 KB
+          of memory per core with a flexible allocation (Loihi 1: 208 KB, fixed)
+          -- the per-core figure as we read the brief, not re-checked online here.
+[loihi1]  Davies et al., "Loihi: A Neuromorphic Manycore Processor with On-Chip
+          Learning", IEEE Micro 38(1), 2018, Table 1 (Loihi 1, 14 nm): 23.6 pJ
+          per synaptic spike operation (min), 52 pJ per active neuron update,
+          3.5 ns per synaptic spike operation (max), 8.4 ns per active neuron
+          update, mesh-wide barrier synchronisation 113-465 ns (1-32 tiles);
+          4,096 input axons per core. Loihi 2 has not published figures at this
+          granularity: the budget uses these as estimates (assumption).
+[assume]  This project's assumptions, labelled where used.
 
 Units: a weight, bias or threshold of SLAYER value ``x`` is the integer
 ``64 x`` (:data:`WEIGHT_SCALE`); in the neuron the synaptic input and the
@@ -129,11 +139,23 @@ STATE_BITS = 24                           # [lava] uv_bitwidth: u and v are 24-b
 MAX_UV = 1 << (STATE_BITS - 1)            # [lava] max_uv_val = 2**23: u wraps beyond it, v clips to +-(2**23 - 1)
 MAX_CURRENT = MAX_UV >> ACT_SHIFT         # 2**17: |a_in| below which a_in << 6 fits the 24-bit current
 
-# ------------------------------------------------------------------ time, cores
+# ------------------------------------------------------------------ time, cores (docs/loihi.md "Chip budget")
 MAX_DELAY = 62                            # [netx] delays clamped to 0..62; [notes] delays <= 62
-NEURONS_PER_CORE = 8192                   # [brief] 1 M neurons / 128 cores
-SYNAPSES_PER_CORE = 128 * 1024            # [brief] our estimate: 128 KiB of 8-bit synapses per core
-CORES_PER_CHIP = 128                      # [brief]
+CORES_PER_CHIP = 128                      # [brief] 128 neuro cores per chip
+NEURONS_PER_CHIP = 1 << 20                # [brief] up to 1 M neurons per chip
+NEURONS_PER_CORE = NEURONS_PER_CHIP // CORES_PER_CHIP   # 8192: [brief] spread evenly over the cores (derived)
+SYNAPSES_PER_CHIP = 120_000_000           # [brief] up to 120 M synapses per chip (compressed encodings: more than
+                                          # 8-bit weights in 128 x 192 KB; a ceiling, not what a network gets)
+CORE_MEMORY_BYTES = 192 * 1000            # [brief] 192 KB per core, shared by synapses, neuron state and routing
+SYNAPSES_PER_CORE = 128 * 1024            # [assume] 128 KiB of a core's memory for 8-bit weights (one byte each),
+                                          # the rest for up to 8k neurons' state and the axon tables
+AXONS_PER_CORE = 4096                     # [loihi1] 4,096 input axons per core; [assume] the same on Loihi 2
+E_SYNOP_PJ = 23.6                         # [loihi1] energy per synaptic spike operation (min)
+E_NEURON_PJ = 52.0                        # [loihi1] energy per active neuron update
+T_SYNOP_NS = 3.5                          # [loihi1] time per synaptic spike operation (max), per core
+T_NEURON_NS = 8.4                         # [loihi1] time per active neuron update, per core
+T_BARRIER_NS = 465.0                      # [loihi1] mesh-wide barrier synchronisation (32 tiles) per step
+ASSUMED_FIRING_RATE = 0.1                 # [assume] spikes per neuron per step (untrained Spikformer-4-384: ~0.1)
 
 
 def reset_interval(t_max: int) -> int:

@@ -6,6 +6,7 @@ beside its reference run as a ratio (samples/s and peak memory).
     python scripts/benchmark.py --skip-lava --skip-exit   # training only
     python scripts/benchmark.py --model M.net          # Lava part on another model file
     python scripts/benchmark.py --skip-train --skip-lava --skip-stock --exit-samples 10000   # early exit only
+    python scripts/benchmark.py --skip-train --skip-lava --skip-exit --skip-stock --scale   # Lava at scale only
 
 What each part measures: lava_dtss/analysis/benchmark.py (run_benchmark), which
 this command line calls.
@@ -55,8 +56,19 @@ def main(argv=None):
                    help='also write the report (what is printed, after a header with the command, date and '
                         'machine) to PATH, atomically at the end (e.g. results/benchmark/benchmark.md, which '
                         'scripts/report.py puts into the README)')
+    p.add_argument('--scale', action='store_true',
+                   help='also the fused Lava runtime on Spikformer-4-384 (untrained, CIFAR-shaped inputs) beside the '
+                        'fmnist model: samples/s and measured peak memory per --scale-batches')
+    p.add_argument('--scale-batches', default='1,16,64', metavar='B,B,...',
+                   help='Lava batches of --scale (default 1,16,64)')
     p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    try:
+        args.scale_batches = tuple(int(b) for b in args.scale_batches.split(','))
+    except ValueError:
+        p.error(f'--scale-batches {args.scale_batches!r}: expected comma-separated integers, e.g. 1,16,64')
+    if min(args.scale_batches) < 1:
+        p.error('--scale-batches must be >= 1')
     for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps',
                  'exit_samples'):
         if getattr(args, name) < 1:

@@ -237,6 +237,8 @@ def test_ctrl_c_to_the_group_while_a_script_imports_is_one_line(tmp_path, script
     ('benchmark', ['--skip-train', '--skip-stock', '--model', '/etc/passwd'], 'not an HDF5 file'),
     ('benchmark', ['--skip-train', '--skip-stock', '--data-dir', '/nonexistent'],
      'fashion-mnist directory /nonexistent does not exist'),
+    ('benchmark', ['--scale', '--scale-batches', '1,x'], "--scale-batches '1,x': expected comma-separated integers"),
+    ('benchmark', ['--scale', '--scale-batches', '0,16'], '--scale-batches must be >= 1'),
 ])
 def test_analysis_scripts_bad_options_are_one_line(script, args, words):
     res = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{script}.py'), *args],

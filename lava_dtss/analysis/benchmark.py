@@ -374,6 +374,124 @@ def bench_stock_netx(args):
                 raise SystemExit(f'error: stock {kind} network: our spikes differ from stock NetX')
 
 
+def untrained_export(preset: str, path: str, *, depth: int = None, image_size: int = None, seed: int = 0):
+    """Export ``preset`` untrained to ``path`` with every layer active: BatchNorm's
+    running statistics set to those of one batch of 8 random images (momentum 1),
+    every DTSS gate at a random step count in 1..T_max (seeded). Returns the spec.
+    Stands in for a trained export where only the scale matters (speed, memory,
+    exactness of the Lava builds)."""
+    import torch
+    from ..deploy.export import export_hdf5
+    from ..model import build_model
+    torch.manual_seed(seed)
+    model = build_model(preset, depth=depth, image_size=image_size)
+    cfg = model.cfg
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 1.0
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(8, cfg.in_channels, cfg.image_size, cfg.image_size, generator=g))
+        steps = torch.randint(1, cfg.t_max + 1, (len(model.gates()),), generator=g)
+        for gate, k in zip(model.gates(), steps.tolist()):
+            gate.reset_steps(k)
+    model.eval()
+    return export_hdf5(model, path, dataset='cifar10')
+
+
+def random_images(spec, n: int, seed: int = 1):
+    """``n`` seeded random images ``[n, C, H, W]`` in [0, 1] of the file's input shape."""
+    import torch
+    return torch.rand(n, *spec.layers[0].shape, generator=torch.Generator().manual_seed(seed))
+
+
+class PeakMemory:
+    """Peak of the summed proportional set size (PSS: shared pages split between the
+    processes that map them) of this process and all its descendants (Lava's
+    process models), sampled every ``interval`` s while the ``with`` block runs.
+    ``peak`` in bytes (0 where ``/proc`` is unavailable)."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval, self.peak = interval, 0
+
+    @staticmethod
+    def _tree_pss() -> int:
+        parent = {}
+        for d in os.listdir('/proc'):
+            if d.isdigit():
+                try:
+                    with open(f'/proc/{d}/stat') as f:
+                        parent[int(d)] = int(f.read().rsplit(')', 1)[1].split()[1])
+                except OSError:
+                    pass
+        tree, frontier = {os.getpid()}, [os.getpid()]
+        while frontier:
+            kids = [p for p, pp in parent.items() if pp in frontier and p not in tree]
+            tree.update(kids)
+            frontier = kids
+        total = 0
+        for pid in tree:
+            try:
+                with open(f'/proc/{pid}/smaps_rollup') as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith('Pss:')) * 1024
+            except (OSError, StopIteration):
+                pass
+        return total
+
+    def __enter__(self):
+        import threading
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self.peak = max(self.peak, self._tree_pss())
+                self._stop.wait(self.interval)
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        return False
+
+
+def bench_lava_scale(args):
+    """The fused Lava runtime (gated) on the shipped Fashion-MNIST model and on
+    Spikformer-4-384 (untrained, :func:`untrained_export`) with random CIFAR-shaped
+    inputs, at every ``--scale-batches`` B: one batch of B samples (2 at B = 1), its
+    samples/s (start-up excluded), start-up, estimated memory against the measured
+    peak (:class:`PeakMemory`), the 10,000-image test set extrapolated; logits must
+    equal the training-side reference."""
+    import tempfile
+    from ..deploy import lava_runtime
+    from ..deploy.netx_file import read_netx
+    from ..deploy.reference import direct_images, reference_run
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'spikformer-4-384.net')
+        untrained_export('spikformer-4-384', path)
+        models = [('fmnist (' + os.path.basename(args.model) + ')', read_netx(args.model)),
+                  ('spikformer-4-384 (untrained)', read_netx(path))]
+    print('\n## Lava fused runtime at scale (gated; random inputs of each model\'s shape; start-up excluded '
+          'from samples/s; memory: estimate before the run, measured peak PSS of the process tree)')
+    print(f'{"model":34s} {"B":>4s} {"samples":>8s} {"samples/s":>10s} {"start-up s":>11s} {"est. MB":>8s} '
+          f'{"peak MB":>8s} {"peak/est":>9s} {"10k images":>11s}')
+    for label, spec in models:
+        for b in args.scale_batches:
+            n = max(b, 2)
+            images = random_images(spec, n)
+            frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))
+            ref_logits, _ = reference_run(spec, images)
+            with PeakMemory() as mem:
+                r = lava_runtime.run(spec, frames, gating=True, batch=b)
+            check(r.logits, ref_logits, f'{label} B={b}')
+            rate = n / (r.wall_s - r.startup_s)
+            est = r.memory['total']
+            print(f'{label:34s} {b:4d} {n:8d} {rate:10.1f} {r.startup_s:11.1f} {est / 2**20:8.0f} '
+                  f'{mem.peak / 2**20:8.0f} {mem.peak / est:8.2f}x {10000 / rate / 60:9.1f} min', flush=True)
+
+
 def check(logits, ref, label):
     import numpy as np
     if not np.array_equal(logits, ref):
@@ -401,6 +519,8 @@ class BenchmarkConfig:
     exit_threshold: int = None      # margin threshold (default: results/early-exit's chosen one)
     exit_samples: int = 1000        # test images of the early-exit comparison
     exit_json: str = None           # write the early-exit comparison there (atomically)
+    scale: bool = False             # the fused runtime at Spikformer-4-384 scale (bench_lava_scale)
+    scale_batches: tuple = (1, 16, 64)   # its Lava batches
 
 
 def run_benchmark(config: BenchmarkConfig = None):
@@ -416,3 +536,5 @@ def run_benchmark(config: BenchmarkConfig = None):
         bench_exit(args)
     if not args.skip_stock:
         bench_stock_netx(args)
+    if args.scale:
+        bench_lava_scale(args)

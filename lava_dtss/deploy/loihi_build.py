@@ -31,7 +31,10 @@ Mapping (``docs/loihi.md`` has the full story):
   one gate neuron per gated layer, which fires for the layer's window steps
   ``T_l .. P-1``; the gate's inhibitory synapses (one per neuron of the layer)
   add a current larger than any excitatory input, so the layer emits nothing
-  after its active steps. Needs ``iDecay = 4096`` (a current without memory);
+  after its active steps (needs ``iDecay = 4096`` and an inhibition inside the
+  24-bit current); where that does not fit (large fan-in), a relay gate: the
+  layer's spikes pass through identity relays (``Sparse`` + ``LIF``, one step)
+  that the gate inhibits with weight -1, whatever the fan-in;
 - Spikformer attention ``q (k^T v)`` (a product of two activations): a host
   process (the fused ``GatedAttention`` model, ``layout='whc'``), zero latency;
 - recording and readout: a host ``SpikeProbe`` per layer; logits on the host.
@@ -68,8 +71,11 @@ class Edge:
 
 @dataclass
 class Stage:
-    """One layer of the plan. ``offset``: Lava steps before its window step 0;
-    ``gate``: ``(inhibition a_in, weight mantissa, weight exponent, ring phases)``."""
+    """One layer of the plan. ``offset``: Lava steps before its neurons compute
+    window step 0; ``gate``: ``(inhibition a_in, weight mantissa, weight
+    exponent, ring phases)`` of the inhibited neurons (the layer's own, or its
+    relay's); ``gate_mode``: ``'inhibit'`` (the layer's neurons are inhibited),
+    ``'relay'`` (a relay stage after the layer is, one step later) or ``''``."""
     index: int
     name: str
     type: str
@@ -78,6 +84,12 @@ class Stage:
     edges: list = field(default_factory=list)
     active_steps: int = 0
     gate: tuple | None = None
+    gate_mode: str = ''
+
+    @property
+    def out_offset(self) -> int:
+        """Offset of the layer's (gated) output spikes: one more with a relay gate."""
+        return self.offset + (self.gate_mode == 'relay')
 
 
 @dataclass
@@ -92,7 +104,7 @@ class LoihiPlan:
 
     @property
     def max_offset(self) -> int:
-        return max(s.offset for s in self.stages.values())
+        return max(s.out_offset for s in self.stages.values())
 
     @property
     def gated(self) -> list:
@@ -114,14 +126,34 @@ def _current_bounds(spec, layer, value_max):
     return input_bounds(w, sum(value_max[_source(spec, j)] for j in layer.inputs))
 
 
-def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) -> LoihiPlan:
+GATE_MODES = ('auto', 'inhibit', 'relay')
+
+
+def _inhibition(need: int):
+    """``(mantissa, exponent)`` of the least 8-bit-mantissa inhibitory weight ``>= need``."""
+    exp = 0
+    while -(-need // (1 << exp)) > 255:
+        exp += 1
+    return -(-need // (1 << exp)), exp
+
+
+def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True,
+         gate: str = 'auto') -> LoihiPlan:
     """Offsets, delays, period and gates of the standard-process build of ``spec``
     for windows of ``t_max`` steps and inputs in ``0..input_max`` (default: the
-    input layer's scale). ``gating=False`` (diagnostics only) leaves out the DTSS
-    gates: layers then spike after their active steps, which is not the trained
-    network. Raises ``ValueError`` (one line) for what it cannot map."""
+    input layer's scale). ``gate``: how a gated layer is silenced after its active
+    steps (``docs/loihi.md``): ``'inhibit'`` its own neurons with a current above
+    its largest input (no extra step; needs ``iDecay = 4096`` and a current that
+    stays inside 24 bits, which fails at large fan-in), ``'relay'`` a relay stage
+    after it (one neuron and two synapses per output, one step; works at any
+    fan-in and decay), ``'auto'`` (default) inhibit where that fits, else relay.
+    ``gating=False`` (diagnostics only) leaves out the DTSS gates: layers then
+    spike after their active steps, which is not the trained network. Raises
+    ``ValueError`` (one line) for what it cannot map."""
     from .netx_file import require_plain
     require_plain(spec, '--build loihi')
+    if gate not in GATE_MODES:
+        raise ValueError(f'gate {gate!r}: expected one of {", ".join(GATE_MODES)}')
     period = reset_interval(t_max)
     input_max = int(spec.layers[0].params.get('inputScale', 1) if input_max is None else input_max)
     stages, value_max, relays = {}, {0: input_max}, {}
@@ -136,11 +168,11 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
             raise ValueError(f'{where}: no Loihi mapping for layer type {layer.type!r}')
         srcs = [_source(spec, j) for j in layer.inputs]
         host = layer.type == 'attention'
-        off = max(stages[r].offset for r in srcs) + (0 if host else 1)
+        off = max(stages[r].out_offset for r in srcs) + (0 if host else 1)
         steps = min(layer.active_steps or t_max, t_max)
         st = Stage(i, layer.name, layer.type, tuple(layer.shape), off, active_steps=steps)
         for r in srcs:
-            d = off - (0 if host else 1) - stages[r].offset
+            d = off - (0 if host else 1) - stages[r].out_offset
             via = '' if d == 0 else ('DelayDense' if layer.type == 'dense' and d <= MAX_DELAY else 'relay')
             if via == 'relay':
                 if value_max[r] > 1:
@@ -149,28 +181,37 @@ def plan(spec: NetSpec, t_max: int, input_max: int = None, gating: bool = True) 
                 relays[r] = max(relays.get(r, 0), d)
             st.edges.append(Edge(r, d, via))
         if gating and not host and steps < period:
-            n = layer.neuron
-            if n['iDecay'] != DECAY_UNITY:
-                raise ValueError(f'{where}: the DTSS gate by inhibition needs iDecay = {DECAY_UNITY} (a current '
-                                 f'without memory), found {n["iDecay"]}')
-            hi, lo = _current_bounds(spec, layer, value_max)
-            need = int(max(0, (hi + layer.params['bias']).max()))
-            if need:
-                exp = 0
-                while -(-need // (1 << exp)) > 255:
-                    exp += 1
-                mant = -(-need // (1 << exp))
-                if int(lo.min()) - (mant << exp) <= -MAX_CURRENT:
-                    raise ValueError(f'{where}: gate inhibition {mant << exp} plus the most negative '
-                                     f'input {int(lo.min())} would wrap the 24-bit current')
-                phases = sorted({(t + off - 2) % period for t in range(steps, period)})
-                st.gate = (mant << exp, mant, exp, phases)
+            st.gate_mode, st.gate = _gate(spec, layer, value_max, gate, where, steps, period, off)
         stages[i] = st
         value_max[i] = 1
     last = spec.layers[-1]
     readout = ([_source(spec, j) for j in last.inputs] if last.type == 'readout'
                else [_source(spec, len(spec.layers) - 1)])
     return LoihiPlan(spec, int(t_max), period, stages, relays, input_max, readout)
+
+
+def _gate(spec, layer, value_max, mode, where, steps, period, off):
+    """``(gate_mode, gate)`` of a gated layer (:class:`Stage`)."""
+    n = layer.neuron
+    reason = ''
+    if n['iDecay'] != DECAY_UNITY:
+        reason = (f'the DTSS gate by inhibition needs iDecay = {DECAY_UNITY} (a current without memory), '
+                  f'found {n["iDecay"]}')
+    else:
+        hi, lo = _current_bounds(spec, layer, value_max)
+        need = int(max(0, (hi + layer.params['bias']).max()))
+        if not need:
+            return '', None                  # can never fire: nothing to gate
+        mant, exp = _inhibition(need)
+        if int(lo.min()) - (mant << exp) <= -MAX_CURRENT:
+            reason = (f'gate inhibition {mant << exp} plus the most negative input {int(lo.min())} '
+                      'would wrap the 24-bit current')
+    if mode == 'inhibit' and reason:
+        raise ValueError(f'{where}: {reason} (the relay gate has no such limit)')
+    if mode == 'relay' or reason:
+        # the relay neurons compute window step t at off + 1 + s*P + t + 1; their input is one spike (1)
+        return 'relay', (1, 1, 0, sorted({(t + off - 1) % period for t in range(steps, period)}))
+    return 'inhibit', (mant << exp, mant, exp, sorted({(t + off - 2) % period for t in range(steps, period)}))
 
 
 # ------------------------------------------------------------------ build
@@ -210,7 +251,9 @@ def build(p: LoihiPlan, frames: np.ndarray):
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIF
+    from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
+    import scipy.sparse
     from ..lava_processes.process import GatedAttention, SpikeProbe
 
     spec, period, t_max = p.spec, p.period, p.t_max
@@ -226,24 +269,24 @@ def build(p: LoihiPlan, frames: np.ndarray):
     out = {0: procs[0].s_out}
     relay_ports = {}
 
+    def relay(src_port, shape, name):
+        """An identity stage fed by ``src_port``: a ``Sparse`` identity (one synapse
+        per neuron) into a ``LIF`` with threshold 0; spikes one step later."""
+        syn = Sparse(weights=scipy.sparse.identity(int(np.prod(shape)), dtype=np.int64, format='csr'),
+                     name=f'{name}.syn')
+        lif = LIF(shape=shape, name=name, **RELAY)
+        (src_port.flatten() if len(shape) > 1 else src_port).connect(syn.s_in)
+        (syn.a_out.reshape(shape) if len(shape) > 1 else syn.a_out).connect(lif.a_in)
+        procs.extend([syn, lif])
+        return lif
+
     def port(r, d):
-        """Spikes of layer ``r`` delayed by ``d`` relay stages."""
+        """Spikes of layer ``r`` (gated) delayed by ``d`` relay stages."""
         if d == 0:
             return out[r]
         if (r, d) not in relay_ports:
-            prev = port(r, d - 1)
-            shape = lava_shape(p.stages[r].shape)
-            if len(shape) == 3:
-                c = shape[-1]
-                syn = Conv(weight=np.eye(c, dtype=np.int64).reshape(c, 1, 1, c), input_shape=shape,
-                           name=f'{p.stages[r].name}.relay{d}.syn')
-            else:
-                syn = Dense(weights=np.eye(shape[0], dtype=np.int64), name=f'{p.stages[r].name}.relay{d}.syn')
-            lif = LIF(shape=shape, name=f'{p.stages[r].name}.relay{d}', **RELAY)
-            prev.connect(syn.s_in)
-            syn.a_out.connect(lif.a_in)
-            procs.extend([syn, lif])
-            relay_ports[r, d] = lif.s_out
+            relay_ports[r, d] = relay(port(r, d - 1), lava_shape(p.stages[r].shape),
+                                      f'{p.stages[r].name}.relay{d}').s_out
         return relay_ports[r, d]
 
     probes, neurons = {}, {}
@@ -280,9 +323,11 @@ def build(p: LoihiPlan, frames: np.ndarray):
                 src.connect(syn.s_in)
                 syn.a_out.connect(proc.a_in)
                 procs.append(syn)
+        if st.gate_mode == 'relay':        # the gate inhibits a relay after the layer (AND stage)
+            proc = relay(proc.s_out, lava_shape(st.shape), f'{st.name}.gate')
         out[i], neurons[i] = proc.s_out, proc
         probe = SpikeProbe(shape=lava_shape(st.shape), layout='whc' if len(st.shape) == 3 else 'flat',
-                           offset=st.offset, period=period, t_max=t_max, num_samples=s_count,
+                           offset=st.out_offset, period=period, t_max=t_max, num_samples=s_count,
                            num_steps=num_steps, name=f'{st.name}.probe')
         proc.s_out.connect(probe.a_in)
         probes[st.name] = probe
@@ -343,23 +388,32 @@ class LoihiResult:
 
 
 def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cpu',
-        gating: bool = True) -> LoihiResult:
+        gating: bool = True, gate: str = 'auto', lava_conv: bool = False,
+        deadline_s: float = None) -> LoihiResult:
     """Run the standard-process build of ``spec`` on integer ``frames``
     (``[S, C, H, W]``, or ``[S, C, H, W, T]``), one sample per window of
-    ``P = reset_interval(T_max)`` Lava steps (``lava_dtss.loihi2``); always stopped."""
+    ``P = reset_interval(T_max)`` Lava steps (``lava_dtss.loihi2``); always stopped.
+    On the CPU, Lava's ``Conv`` processes run the vectorised model of
+    ``lava_processes.conv_models`` (the same integers, one matrix product per
+    step); ``lava_conv=True`` keeps lava-nc's own (seconds per step at 384 channels).
+    ``deadline_s``: wall-clock bound of the Lava run (default ``lava_runtime.default_deadline``)."""
     frames = np.asarray(frames)
     t_max = _frame_layout(spec, frames, t_max)
     if frames.size and (frames.min() < 0 or np.any(frames != np.round(frames))):
         raise ValueError('frames must hold non-negative integers (graded input spikes)')
     cfg = run_config(backend)
-    p = plan(spec, t_max, input_max=max(1, int(frames.max()) if frames.size else 1), gating=gating)
+    if backend == 'cpu' and not lava_conv:
+        from lava.proc.conv.process import Conv
+        from ..lava_processes.conv_models import PyConvModelFixedVectorized
+        cfg.exception_proc_model_map[Conv] = PyConvModelFixedVectorized
+    p = plan(spec, t_max, input_max=max(1, int(frames.max()) if frames.size else 1), gating=gating, gate=gate)
     procs, probes = build(p, frames.astype(np.int64))
     num_steps = p.num_steps(frames.shape[0])
 
     def collect():
         return {n: (_record(q.fingerprint_rec).astype(np.int64), _record(q.counts_rec).astype(np.int64))
                 for n, q in probes.items()}
-    recs, wall_s, startup_s = execute(procs[0], cfg, num_steps, collect)
+    recs, wall_s, startup_s = execute(procs[0], cfg, num_steps, collect, deadline_s)
     fps = {n: r[0] for n, r in recs.items()}
     last = spec.layers[-1]
     if last.type == 'readout':
@@ -370,7 +424,7 @@ def run(spec: NetSpec, frames: np.ndarray, t_max: int = None, backend: str = 'cp
     counts = sum(recs[p.stages[r].name][1] for r in p.readout_sources)
     logits = counts @ weight.T + bias
     per_step = {n: float(fp[:, 0].mean()) for n, fp in fps.items()}
-    return LoihiResult(logits=logits, fingerprints=fps, offsets={s.name: s.offset for s in p.stages.values()},
+    return LoihiResult(logits=logits, fingerprints=fps, offsets={s.name: s.out_offset for s in p.stages.values()},
                        period=p.period, num_steps=num_steps, processes=len(procs), wall_s=wall_s,
                        startup_s=startup_s, spikes_per_step=per_step, plan=p)
 
@@ -457,15 +511,22 @@ def resources(p: LoihiPlan, spikes_per_step: dict = None) -> list:
         axons = sum(size[e.src] for e in st.edges)
         note = f'LIFReset(P={p.period}, reset_offset {(st.offset + 1) % p.period}), {len(st.edges)} ' \
                f'{"Conv" if st.type == "conv" else "Dense"} edge(s)'
-        if st.gate:
+        if st.gate_mode == 'inhibit':
             syn, axons = syn + n, axons + 1
             note += f'; gate: steps {st.active_steps}..{p.period - 1} inhibited ({st.gate[0]} a_in)'
+        elif st.gate_mode == 'relay':
+            note += f'; gate: relay stage {st.name}.gate'
         delays = [e for e in st.edges if e.via == 'DelayDense']
         if delays:
             note += f'; DelayDense {max(e.delay for e in delays)} step(s)'
         rows.append(dict(name=st.name, where='chip', neurons=n, synapses=syn, weights=int(w.size) * len(st.edges),
                          axons=axons, delay=max([e.delay for e in delays] or [0]), cores=cores(n, syn),
                          traffic=0, note=note))
+        if st.gate_mode == 'relay':
+            rows.append(dict(name=f'{st.name}.gate', where='chip', neurons=n, synapses=2 * n, weights=2 * n,
+                             axons=n + 1, delay=1, cores=cores(n, 2 * n), traffic=0,
+                             note=f'relay gate: identity + inhibition (1 a_in) at steps '
+                                  f'{st.active_steps}..{p.period - 1}, +1 step'))
     for r, d in sorted(p.relays.items()):
         n = size[r] * d
         rows.append(dict(name=f'{p.stages[r].name}.relay', where='chip', neurons=n, synapses=n,

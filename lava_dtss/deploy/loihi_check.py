@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..loihi2 import (ACT_SHIFT, BIAS_EXP, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, I_DECAY_RANGE, MAX_BIAS,
-                      MAX_BIAS_EXP, MAX_UV, MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, SYNAPSES_PER_CORE, V_DECAY_RANGE,
+from ..loihi2 import (ACT_SHIFT, BIAS_EXP, BIAS_MANT_BITS, CORES_PER_CHIP, DECAY_BITS, DECAY_UNITY, I_DECAY_RANGE, MAX_BIAS,
+                      MAX_BIAS_EXP, MAX_UV, MAX_VTH, MIN_BIAS, NEURONS_PER_CORE, STATE_BITS, STATE_SCALE, SYNAPSES_PER_CORE,
+                      V_DECAY_RANGE,
                       VTH_MANT_BITS,
                       WEIGHT_MANTISSA_BITS, bias_split, graded_bits, state_overflow, weight_mantissa_bits,
                       worst_input)
@@ -157,3 +158,57 @@ def refuse_current_wrap(spec: NetSpec, source: str):
             raise ValueError(f"{source}: layer {i} ({c.type} {c.name!r}): {c.current_wrap}; Lava wraps "
                              'it, training-side inference does not (re-export the checkpoint: the export '
                              'keeps the current inside 24 bits)')
+
+
+def measured_state(spec: NetSpec, images, batch_size: int = 16) -> dict:
+    """Per gated layer of a file of ours, the largest ``|u|`` (synaptic current)
+    and ``|v|`` (voltage before reset) that training-side inference reaches on
+    ``images [S, C, H, W]`` (in [0, 1]) over the layer's active steps, in state
+    units (``a_in << 6``): ``{layer: {'max_u', 'max_v', 'clips'}}``. ``clips``:
+    ``max_v`` reaches Loihi 2's voltage clip ``2**23 - 1`` (or ``max_u`` its
+    current wrap ``2**23``), where Lava's state differs from training's. Steps
+    after ``T_l`` are left out: their spikes are gated off and the state resets
+    before the next window, so a clip there changes nothing."""
+    import torch
+    from ..model.neuron import cuba_forward
+    from .export import deployed_model
+    model = deployed_model(spec, torch.float64)
+    steps = {layer.name: layer.active_steps for layer in spec.layers}
+    out, hooks = {}, []
+
+    def hook(name, neuron):
+        def pre(module, args, kwargs):
+            x, bias = args[0], kwargs.get('bias', args[1] if len(args) > 1 else None)
+            du, dv = int(module.cx_current_decay), int(module.cx_voltage_decay)
+            _, volt = cuba_forward(x, du, dv, module.threshold, bias)
+            k = min(steps.get(name) or x.shape[-1], x.shape[-1])
+            u = (x[..., :k].abs() * STATE_SCALE).max() if du == DECAY_UNITY else None
+            rec = out.setdefault(name, {'max_u': 0, 'max_v': 0})
+            rec['max_v'] = max(rec['max_v'], int(volt[..., :k].abs().max()))
+            if u is not None:
+                rec['max_u'] = max(rec['max_u'], int(u))
+        return neuron.register_forward_pre_hook(pre, with_kwargs=True)
+    try:
+        for name, m in model.gated_layers():
+            hooks.append(hook(name, m.neuron))
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                model(torch.as_tensor(images[start:start + batch_size], dtype=torch.float64))
+    finally:
+        for h in hooks:
+            h.remove()
+    for rec in out.values():
+        rec['clips'] = rec['max_v'] >= MAX_UV - 1 or rec['max_u'] >= MAX_UV
+    return out
+
+
+def format_measured_state(measured: dict, checks: list = None) -> str:
+    """One line per layer: measured ``max |u|``, ``max |v|`` against the 24-bit
+    state (and the static worst case of :func:`check_network` where given)."""
+    worst = {c.name: c for c in checks or []}
+    lines = [f'{"layer":24s} {"max |u|":>9s} {"max |v|":>9s} {"of 2**23":>8s}  {"worst |u|":>9s}  status']
+    for name, rec in measured.items():
+        c = worst.get(name)
+        lines.append(f'{name:24s} {rec["max_u"]:9d} {rec["max_v"]:9d} {rec["max_v"] / MAX_UV:8.3f}  '
+                     f'{c.max_state if c else 0:9d}  {"CLIPS" if rec["clips"] else "no clipping"}')
+    return '\n'.join(lines)
