@@ -334,3 +334,19 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     m = json.loads((out / 'metrics.json').read_text())
     assert m['amp'] == 'bf16' and m['device'] == 'cpu' and math.isfinite(m['test_accuracy'])
     assert 'quantized_test_accuracy' in m
+
+
+def test_gpu_check_runs_on_cpu_and_names_what_it_skipped(tmp_path):
+    """scripts/gpu_check.py on a machine without CUDA: the CPU checks pass and each
+    check that needs a GPU is listed as skipped."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'gpu_check.py'), '--device', 'cpu',
+                           '--steps', '1'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert 'ok       neuron forward (compiled CPU loop vs PyTorch path)' in out
+    assert 'ok       neuron backward' in out and 'ok       spikformer-4-384 training steps, amp bf16' in out
+    for needs_gpu in ('fp16 autocast with GradScaler (needs CUDA)', 'spikes on CUDA vs CPU for the same weights',
+                      'spikformer-8-768 training steps'):
+        assert f'skipped: {needs_gpu}' in out
+    assert ', 0 failed, 3 skipped' in out
