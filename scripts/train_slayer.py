@@ -4,6 +4,7 @@
     python scripts/train_slayer.py                     # tiny preset on digits
     python scripts/train_slayer.py --dataset fashion-mnist --preset fmnist
     python scripts/train_slayer.py --fixed-t 4         # fixed-T baseline
+    python scripts/train_slayer.py --recipe spikformer-cifar10 --data-dir DATA --device cuda   # Spikformer's recipe
     torchrun --nproc_per_node 2 scripts/train_slayer.py ...   # multi-process
 
 Loss: cross-entropy + lambda_m * mask loss over the selected layer categories.

@@ -334,3 +334,39 @@ def test_bf16_autocast_trains_on_cpu(tmp_path):
     m = json.loads((out / 'metrics.json').read_text())
     assert m['amp'] == 'bf16' and m['device'] == 'cpu' and math.isfinite(m['test_accuracy'])
     assert 'quantized_test_accuracy' in m
+
+
+def test_gpu_check_runs_on_cpu_and_names_what_it_skipped(tmp_path):
+    """scripts/gpu_check.py on a machine without CUDA: the CPU checks pass and each
+    check that needs a GPU is listed as skipped."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'gpu_check.py'), '--device', 'cpu',
+                           '--steps', '1'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert 'ok       neuron forward (compiled CPU loop vs PyTorch path)' in out
+    assert 'ok       neuron backward' in out and 'ok       spikformer-4-384 training steps, amp bf16' in out
+    for needs_gpu in ('fp16 autocast with GradScaler (needs CUDA)', 'spikes on CUDA vs CPU for the same weights',
+                      'spikformer-8-768 training steps'):
+        assert f'skipped: {needs_gpu}' in out
+    assert ', 0 failed, 3 skipped' in out
+
+
+def test_resume_under_the_recipe_is_bitwise_exact(cifar_root, tmp_path):
+    """A small CIFAR model under the recipe: one epoch, then --resume to two, equals two
+    epochs straight, bit for bit (timm's transforms and Mixup draw from python's
+    random, numpy and torch; random.gauss's cached second value is part of the state)."""
+    small = ['--recipe', 'spikformer-cifar10', '--data-dir', cifar_root, '--recipe-config', 'warmup_epochs=0',
+             '--recipe-config', 'cooldown_epochs=0', '--batch-size', 4, '--max-batches', 2, '--bn-calibration', 8,
+             '--no-export', '--threads', 1, '--config', 'embed_dim=32', '--config', 'heads=2', '--config', 'depth=1',
+             '--config', 'sps=[[8, 1], [16, 1], [32, 2]]']
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    for args in (['--epochs', 2, '--out', a], ['--epochs', 1, '--out', b], ['--epochs', 2, '--out', b, '--resume']):
+        proc = _run(small + args)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    ca = torch.load(a / 'checkpoint.pt', map_location='cpu', weights_only=True)
+    cb = torch.load(b / 'checkpoint.pt', map_location='cpu', weights_only=True)
+    assert ca['epoch'] == cb['epoch'] == 2 and set(ca['model']) == set(cb['model'])
+    for name in ca['model']:
+        assert torch.equal(ca['model'][name], cb['model'][name]), name
+    assert ca['rng']['python'] == cb['rng']['python'] and ca['scheduler'] == cb['scheduler']

@@ -88,7 +88,8 @@ def rng_state() -> dict:
         'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)),
                   'pos': int(np_state[2]), 'has_gauss': int(np_state[3]),
                   'cached_gaussian': float(np_state[4])},
-        'python': {'version': py_state[0], 'state': list(py_state[1])},
+        # gauss_next: random.gauss's second value, kept for its next call (the recipes' RandAugment draws it)
+        'python': {'version': py_state[0], 'state': list(py_state[1]), 'gauss_next': py_state[2]},
     }
 
 
@@ -98,7 +99,7 @@ def set_rng_state(state: dict):
     np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'],
                          n['has_gauss'], n['cached_gaussian']))
     p = state['python']
-    random.setstate((p['version'], tuple(p['state']), None))
+    random.setstate((p['version'], tuple(p['state']), p.get('gauss_next')))
 
 
 def save_checkpoint(path: str, **payload):
