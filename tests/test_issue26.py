@@ -294,18 +294,29 @@ def test_event_input_with_the_default_input_scale_is_warned_and_refused(tmp_path
         run_input(out, str(tmp_path / 'events.npy'))
 
 
-def test_saving_layers_of_an_imported_file_says_how(tmp_path, monkeypatch):
-    """The refusal named none of the options that record an imported file's
-    layers (with the default reset offset the resets land a step early; without
-    the message bits count inputs are clipped to 1)."""
-    from lava_dtss.deploy.user_data import InputError, run_input
+def test_saving_layers_of_an_imported_file_works_in_its_own_timing(tmp_path):
+    """``--save-spikes`` on an imported (layer-synchronous) file was refused
+    ("records stock NetX timing") naming none of the stock options, which give
+    other spikes anyway (a pipelined schedule). The layers are now recorded in
+    the file's own timing: K = S*T steps, and every saved step agrees with the
+    run's own per-step fingerprints (count and checksum) and its voltages are
+    below the threshold after the reset (integers, the file's units)."""
+    from lava_dtss.deploy.user_data import run_input, save_spikes
+    from lava_dtss.deploy.fixed_point import fingerprint_rows
     out = str(tmp_path / 'if.net')
-    _import_warnings(_graph('IF'), dt=1.0, out=out)
-    np.save(tmp_path / 'x.npy', np.random.default_rng(2).integers(0, 256, (1, 16, 8)).astype(float))
-    _no_lava(monkeypatch)
-    with pytest.raises(InputError, match='--timing stock --reset-interval 8 --reset-offset 1 '
-                                         r'--input-message-bits 8 \(graded input up to 255\)'):
-        run_input(out, str(tmp_path / 'x.npy'), save_layers='all')
+    _import_warnings(_graph('IF'), dt=1.0, out=out, input_scale=1)
+    x = (np.random.default_rng(2).random((2, 16, 6)) < 0.4).astype(float)
+    np.save(tmp_path / 'x.npy', x)
+    report, res, spec = run_input(out, str(tmp_path / 'x.npy'), save_layers='all', save_voltages=True,
+                                  log=lambda line: None)
+    assert report['timing'] == 'sync'
+    (name, spikes), = res.spikes.items()
+    assert spikes.shape == (2 * 6, 8) and spikes.sum() > 0
+    assert np.array_equal(fingerprint_rows(spikes.astype(float)), res.fingerprints[name])
+    vth = next(l for l in spec.layers if l.name == name).neuron['vThMant'] << 6
+    assert res.voltages[name].max() <= vth and res.voltages[name].shape == spikes.shape
+    save_spikes(str(tmp_path / 's.npz'), res.spikes)
+    assert np.load(tmp_path / 's.npz')[name].shape == (8, 12)
 
 
 # ------------------------------------------------------------------ lesser: culprits and silent acceptance
