@@ -454,3 +454,15 @@ def test_a_delay_key_on_a_readout_is_refused_not_ignored(tmp_path):
     with pytest.raises(NetXFormatError, match=rf"layer {last} \(readout\): delays \(key 'delay', up to 1 steps\) on a "
                                               'readout layer are not supported'):
         read_netx(path)
+
+
+@pytest.mark.parametrize('where,words', [('/proc/x.json', 'cannot be written in /proc'),
+                                         ('DIR', 'is a folder; expected a file name')])
+def test_diagnose_json_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, where, words):
+    """``diagnose.py --json`` onto /proc or a folder named only a temporary file, after the work."""
+    where = str(tmp_path) if where == 'DIR' else where
+    with pytest.raises(SystemExit) as e:
+        _script('diagnose').main([str(tmp_path / 'none.pt'), '--json', where])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f'--json {where}: {words}' in err and '.tmp' not in err, err
