@@ -30,6 +30,11 @@ def main(argv=None):
         p.error('--images must be >= 2, --val-images and --threads >= 1')
     if (args.checkpoint is None) == (args.levers is None):
         p.error('give a checkpoint, or --levers FOLDER')
+    if args.json:       # before the work; the error named only a temporary file (issue 26)
+        from lava_dtss.training.checkpoints import unwritable
+        problem = unwritable(args.json)
+        if problem:
+            p.error(f'--json {args.json}: {problem}')
     if args.levers:
         from lava_dtss.analysis.training_health import levers_markdown
         if not os.path.isdir(args.levers):

@@ -86,8 +86,10 @@ def parse_args(argv=None):
                         'lava-dl\'s ground-truth .npy files)')
     g.add_argument('--save-spikes', default=None, metavar='PATH',
                    help='write layer outputs (0/1) at every Lava step: PATH.npy one layer [C, H, W, K] '
-                        '/ [N, K], PATH.npz one array per layer name; K = S*T + the number of conv and '
-                        'dense layers (the steps the last sample needs to leave the pipeline)')
+                        '/ [N, K], PATH.npz one array per layer name; K = S*T in the file\'s own '
+                        'layer-synchronous timing (our files, imported NIR graphs), S*T + the number of '
+                        'conv and dense layers in stock timing (the steps the last sample needs to leave '
+                        'the pipeline)')
     g.add_argument('--save-voltages', default=None, metavar='PATH',
                    help='write the voltage v of the same layers after every Lava step (after the reset of '
                         'the neurons that fired, as Lava\'s LIF.v), integers, same layout as --save-spikes')

@@ -294,18 +294,29 @@ def test_event_input_with_the_default_input_scale_is_warned_and_refused(tmp_path
         run_input(out, str(tmp_path / 'events.npy'))
 
 
-def test_saving_layers_of_an_imported_file_says_how(tmp_path, monkeypatch):
-    """The refusal named none of the options that record an imported file's
-    layers (with the default reset offset the resets land a step early; without
-    the message bits count inputs are clipped to 1)."""
-    from lava_dtss.deploy.user_data import InputError, run_input
+def test_saving_layers_of_an_imported_file_works_in_its_own_timing(tmp_path):
+    """``--save-spikes`` on an imported (layer-synchronous) file was refused
+    ("records stock NetX timing") naming none of the stock options, which give
+    other spikes anyway (a pipelined schedule). The layers are now recorded in
+    the file's own timing: K = S*T steps, and every saved step agrees with the
+    run's own per-step fingerprints (count and checksum) and its voltages are
+    below the threshold after the reset (integers, the file's units)."""
+    from lava_dtss.deploy.user_data import run_input, save_spikes
+    from lava_dtss.deploy.fixed_point import fingerprint_rows
     out = str(tmp_path / 'if.net')
-    _import_warnings(_graph('IF'), dt=1.0, out=out)
-    np.save(tmp_path / 'x.npy', np.random.default_rng(2).integers(0, 256, (1, 16, 8)).astype(float))
-    _no_lava(monkeypatch)
-    with pytest.raises(InputError, match='--timing stock --reset-interval 8 --reset-offset 1 '
-                                         r'--input-message-bits 8 \(graded input up to 255\)'):
-        run_input(out, str(tmp_path / 'x.npy'), save_layers='all')
+    _import_warnings(_graph('IF'), dt=1.0, out=out, input_scale=1)
+    x = (np.random.default_rng(2).random((2, 16, 6)) < 0.4).astype(float)
+    np.save(tmp_path / 'x.npy', x)
+    report, res, spec = run_input(out, str(tmp_path / 'x.npy'), save_layers='all', save_voltages=True,
+                                  log=lambda line: None)
+    assert report['timing'] == 'sync'
+    (name, spikes), = res.spikes.items()
+    assert spikes.shape == (2 * 6, 8) and spikes.sum() > 0
+    assert np.array_equal(fingerprint_rows(spikes.astype(float)), res.fingerprints[name])
+    vth = next(l for l in spec.layers if l.name == name).neuron['vThMant'] << 6
+    assert res.voltages[name].max() <= vth and res.voltages[name].shape == spikes.shape
+    save_spikes(str(tmp_path / 's.npz'), res.spikes)
+    assert np.load(tmp_path / 's.npz')[name].shape == (8, 12)
 
 
 # ------------------------------------------------------------------ lesser: culprits and silent acceptance
@@ -443,3 +454,15 @@ def test_a_delay_key_on_a_readout_is_refused_not_ignored(tmp_path):
     with pytest.raises(NetXFormatError, match=rf"layer {last} \(readout\): delays \(key 'delay', up to 1 steps\) on a "
                                               'readout layer are not supported'):
         read_netx(path)
+
+
+@pytest.mark.parametrize('where,words', [('/proc/x.json', 'cannot be written in /proc'),
+                                         ('DIR', 'is a folder; expected a file name')])
+def test_diagnose_json_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys, where, words):
+    """``diagnose.py --json`` onto /proc or a folder named only a temporary file, after the work."""
+    where = str(tmp_path) if where == 'DIR' else where
+    with pytest.raises(SystemExit) as e:
+        _script('diagnose').main([str(tmp_path / 'none.pt'), '--json', where])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f'--json {where}: {words}' in err and '.tmp' not in err, err

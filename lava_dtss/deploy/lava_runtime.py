@@ -363,8 +363,8 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
                 raise ValueError(f'{what} is not supported with a sigma-delta (SDNN) network')
     if input_bias is not None and not neuron_in:
         raise ValueError('input_bias needs an input layer with a neuron (the file has none)')
-    if (record or record_voltage) and timing != 'stock':
-        raise ValueError("recording every layer output needs stock NetX timing (batch 1)")
+    if (record or record_voltage) and int(batch) != 1:
+        raise ValueError(f'recording every layer output needs batch 1 (one sample stream), got {batch}')
     if timing != 'stock' and (reset_interval or reset_offset):
         raise ValueError('a reset interval/offset applies to stock NetX timing; this file runs '
                          'layer-synchronously, every sample from zero state (drop --reset-interval '
@@ -405,6 +405,9 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
             src = spec.layers[_source(spec, layer.inputs[0])]
             p = layer.params
             depth += 1
+            if timing != 'stock' and (layer.name in record or layer.name in record_voltage):
+                # layer-synchronous: Lava step s*T + t + 1 is sample s, window step t (issue 26)
+                common.update(record_steps=num_steps, record_voltage=layer.name in record_voltage)
             if timing == 'stock':
                 common.update(depth=depth, delay=p.get('delay'), **stock,
                               binary_input=src.type == 'input' and not neuron_in and not input_message_bits)
@@ -416,6 +419,9 @@ def build(spec: NetSpec, frames: np.ndarray, gating: bool = True, batch: int = 1
                               neuron=layer.neuron, stride=p.get('stride', 1),
                               padding=p.get('padding', 0), geometry=p.get('geometry'), **common)
         elif layer.type == 'attention':
+            if layer.name in record or layer.name in record_voltage:
+                raise ValueError(f'layer {i} ({layer.name!r}): spiking attention is not recorded; record '
+                                 'conv or dense layers')
             proc = GatedAttention(shape=tuple(layer.shape), heads=layer.params['heads'],
                                   weight=layer.params['weight'], neuron=layer.neuron, **common)
         elif layer.type == 'readout':

@@ -13,10 +13,13 @@ processes do, ``(W, H, C)`` (lava-dl's own ground-truth arrays, e.g.
   steps ``s*T + 1 .. s*T + T``), as one stream in stock NetX timing.
 - input bias (a file whose input layer has a neuron): ``[C, H, W]`` / ``[N]``
   or one per sample ``[S, ...]``, integers (bias mantissa).
-- saved outputs (stock timing): per layer ``[C, H, W, K]`` / ``[N, K]``, 0/1,
-  its output at Lava steps ``1 .. K``, ``K = S*T + D`` (``D``: the conv and
+- saved outputs: per layer ``[C, H, W, K]`` / ``[N, K]``, 0/1, its output at
+  Lava steps ``1 .. K``. Stock timing: ``K = S*T + D`` (``D``: the conv and
   dense layers, the steps the last sample needs to pass the pipeline); the
   first ``S*T`` steps are what stock NetX records in a run of ``S*T`` steps.
+  Layer-synchronous timing (our files, imported NIR graphs): ``K = S*T``,
+  step ``s*T + t`` is sample ``s`` at window step ``t``, every layer in the
+  same step (the file's own timing).
 """
 from __future__ import annotations
 
@@ -158,15 +161,6 @@ def run_input(model: str, input_path: str = None, *, input_bias_path: str = None
         if unknown:
             raise InputError(f'--save-layers {",".join(unknown)}: no such layer with neurons in {model}; '
                              f'its layers: {", ".join(names)}')
-    if record and timing != 'stock':
-        scale = int(spec.layers[0].params.get('inputScale', 1))
-        bits = max(1, scale.bit_length()) if scale > 1 else 0
-        raise InputError(f'--save-spikes records in stock NetX timing only, and {model} runs '
-                         'layer-synchronously; to save its layers run it in stock timing with a reset per '
-                         f'sample at the pipeline\'s phase: --timing stock --reset-interval {frames.shape[-1]} '
-                         '--reset-offset 1' + (f' --input-message-bits {bits} (graded input up to {scale})'
-                                                if bits else '')
-                         + ' (each layer then lags one step more than the one before; docs/nir.md)')
     samples, steps = frames.shape[0], frames.shape[-1]
     log(f'running {samples} sample(s) x {steps} steps of {input_path or "zero input"} on Lava '
         f'({backend}, {timing} timing) ...')

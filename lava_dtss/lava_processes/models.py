@@ -114,9 +114,18 @@ class _GatedModel(PyLoihiProcessModel):
                 self._sent_spikes = True
                 rows = (first + np.arange(n)) * self.t_max + t
                 self.fingerprint[rows] = fingerprint_rows(out[:n])
+        p, k = self.proc_params, self.time_step
+        if k <= p.get('record_steps', 0):    # batch 1 (the process checks): Lava step k = sample, step
+            self.spikes[k - 1] = out[0]
+            if p.get('record_voltage'):
+                self.voltages[k - 1] = self.v[0]
         self.s_out.send(out[0].transpose(2, 1, 0) if self.whc else out)   # (1, C, H, W) -> (W, H, C)
         if self.time_step == self.num_steps:
             self.fingerprint_rec.send(self.fingerprint)
+            if p.get('record_steps', 0):
+                self.spikes_rec.send(self.spikes)
+            if p.get('record_voltage'):
+                self.voltages_rec.send(self.voltages)
 
 
     def _run_stock(self, inputs):
