@@ -767,7 +767,13 @@ def recipe_fingerprint(config: TrainConfig) -> str:
     del train['preset_fields']     # the model configuration below holds their effect
     train['init_from'] = train['init_from'] and os.path.basename(train['init_from'])
     train['gates_from'] = train['gates_from'] and os.path.basename(train['gates_from'])
-    text = json.dumps({'train': train, 'model': cfg.to_dict(), 'gate': GATE_PARAMETER}, sort_keys=True)
+    def same_numbers(v):   # 1 and 1.0 are one value (an option given as 1 or a default of 1.0)
+        if isinstance(v, dict):
+            return {k: same_numbers(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [same_numbers(x) for x in v]
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+    text = json.dumps(same_numbers({'train': train, 'model': cfg.to_dict(), 'gate': GATE_PARAMETER}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
