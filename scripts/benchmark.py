@@ -54,7 +54,7 @@ def main(argv=None):
     p.add_argument('--out', default=None, metavar='PATH',
                    help='also write the report (what is printed, after a header with the command, date and '
                         'machine) to PATH, atomically at the end (e.g. results/benchmark/benchmark.md, which '
-                        'scripts/report.py puts into the README)')
+                        'scripts/report.py puts into docs/speed.md)')
     p.add_argument('--train-worker', default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     for name in ('batch_size', 'train_steps', 'rounds', 'lava_samples', 'single_samples', 'batch', 'stock_steps',

@@ -8,7 +8,7 @@
 (``lava_dtss.analysis.study``), sensitivity.json (``lava_dtss.analysis.sensitivity``),
 headline.json and lava-*.json (``scripts/run_lava.py --json``), and writes the
 Markdown page with its PNG figures (and, for the default study, the README's
-generated results section).
+generated results section and the blocks of DOC_BLOCKS in docs/recipe.md, docs/lava.md, docs/speed.md).
 """
 import glob
 import json
@@ -250,7 +250,7 @@ def demo_table(results) -> list:
 
 
 def digits_section(card_path, demo_results) -> list:
-    """README lines for the digits demo: the shipped model's card and the demo table."""
+    """docs lines for the digits demo (docs/recipe.md): the shipped model's card and the demo table."""
     card = read_json(card_path)
     steps = ', '.join(f'{n} {k}' for n, k in card['active_steps'].items())
     lines = [f'`{card["command"]}` (the shipped `{os.path.relpath(card_path, ROOT).replace(".json", ".net")}`, '
@@ -274,7 +274,7 @@ SPEED_END = '<!-- end of generated speed report -->'
 
 
 def lava_run_section(path) -> list:
-    """README lines for a committed ``run_lava.py --json`` report: its command, then what
+    """docs lines (docs/lava.md) for a committed ``run_lava.py --json`` report: its command, then what
     run_lava.py printed for it (``deploy.run_report``)."""
     from ..deploy.run_report import format_run_report
     r = read_json(path)
@@ -285,7 +285,7 @@ def lava_run_section(path) -> list:
 
 
 def benchmark_section(path) -> list:
-    """README lines for a committed ``benchmark.py --out`` report: its header line (command,
+    """docs lines (docs/speed.md) for a committed ``benchmark.py --out`` report: its header line (command,
     date, machine), then the report as printed."""
     if not os.path.isfile(path):
         raise ReportError(f'{path}: missing (write it with: python scripts/benchmark.py --out {path})')
@@ -308,11 +308,36 @@ def replace_block(path, start, end, lines, what=None):
     atomic_write(path, lambda f: f.write(new), mode='w')
 
 
+def headline_table(arms: dict, t_max: int, best, energy: dict) -> list:
+    """The README's table: fixed T = ``t_max``, the headline DTSS arm ``best``, its
+    two-stage re-fit and the ANN twin, where present: seeds, test accuracy (float,
+    mean ± sd over seeds; fixed point, what Lava runs), average time steps and the
+    45 nm model's energy per image (``energy``: :func:`energy_rows`, pJ)."""
+    rows = [(f'fixed-t{t_max}', f'fixed T = {t_max}'), (best, 'DTSS, one stage'),
+            (f'{best}-refit' if best else None, 'DTSS, two stage (gates learned, weights re-fit)'),
+            ('ann', 'ANN twin (clipped ReLU, one step)')]
+    lines = ['| network | arm | seeds | test % (float) | test % (fixed point) | avg time steps '
+             '| energy per image, uJ (45 nm model) |', '|---|---|---|---|---|---|---|']
+    for name, what in rows:
+        if name not in arms:
+            continue
+        rep = seeds_of(arms, name)
+        acc_m, acc_sd = mean_sd([r['test_accuracy'] for r in rep])
+        q = [r['quantized_test_accuracy'] for r in rep if r.get('quantized_test_accuracy') is not None]
+        e = energy.get(name)
+        sd = f' ± {100 * acc_sd:.2f}' if len(rep) > 1 else ''
+        uj = f'{e["total"]["total_pj"] / 1e6:.2f}' if e else '-'
+        lines.append(f'| {what} | {name} | {len(rep)} | {100 * acc_m:.2f}{sd} | {pct(statistics.mean(q)) if q else "-"} '
+                     f'| {statistics.mean(r["avg_steps"] for r in rep):.2f} | {uj} |')
+    return lines
+
+
 def write_readme_section(path, summary, doc_rel, pareto_rel):
-    """Replace the text between README_START and README_END in ``path``."""
+    """Replace the text between README_START and README_END in ``path``: ``summary``
+    (the headline table and the study's verdict), the Pareto figure, the link to the page."""
     replace_block(path, README_START, README_END,
                   summary + ['', f'![DTSS against fixed T]({pareto_rel})', '',
-                             f'All tables and plots: [{doc_rel}]({doc_rel}).'],
+                             f'Every table and plot: [{doc_rel}]({doc_rel}).'],
                   what='generated results section')
 
 
@@ -399,6 +424,24 @@ def default_figures(doc: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(doc)), name)
 
 
+DOC_BLOCKS = {   # the default study's other generated blocks: page, markers, generator (python scripts/report.py)
+    'digits': (os.path.join('docs', 'recipe.md'), DIGITS_START, DIGITS_END,
+               lambda: digits_section(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.json'),
+                                      os.path.join(ROOT, 'results', 'digits-demo'))),
+    'lava': (os.path.join('docs', 'lava.md'), LAVA_START, LAVA_END,
+             lambda: lava_run_section(os.path.join(ROOT, 'results', 'lava', 'digits-default.json'))),
+    'speed': (os.path.join('docs', 'speed.md'), SPEED_START, SPEED_END,
+              lambda: benchmark_section(os.path.join(ROOT, 'results', 'benchmark', 'benchmark.md'))),
+}
+
+
+def write_doc_blocks():
+    """Rewrite each block of :data:`DOC_BLOCKS` in its docs page (paths relative to the
+    repository) from the committed files it is generated from."""
+    for page, start, end, make in DOC_BLOCKS.values():
+        replace_block(os.path.join(ROOT, page), start, end, make())
+
+
 def write_report(results: str = None, doc: str = None, figures: str = None, readme: str = None):
     """Write the study's page ``doc`` (default docs/results.md) and its figures
     (default: figures/ beside ``doc``) from the results folder ``results``
@@ -436,7 +479,7 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     headline = read_json(os.path.join(results, 'headline.json')) or {}
     sens = read_json(os.path.join(results, 'sensitivity.json'))
     results_rel = os.path.relpath(results, ROOT)
-    summary = []   # the README's short version
+    summary = []   # the README's short version: its verdicts, below the headline table
     report_command = 'python scripts/report.py' + ('' if default_study else
                                                    f' --results {results_rel} --doc {os.path.relpath(doc, ROOT)}')
     study_option = '' if default_study else f' --study {os.path.basename(os.path.normpath(results))}'
@@ -555,7 +598,7 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
               + (f'; the curve of means over seeds (where a T was repeated) gives {100 * curve_m:.2f}% '
                  f'({100 * (acc_m - curve_m):+.2f} pp).' if abs(curve_m - curve) > 1e-12 else '.'),
               '']
-        summary += L[-6:-1]
+        summary.append(L[-2].replace('- (b) ', '- ', 1))   # the headline against the fixed-T curve at its steps
     elif not best:
         L += ['## Headline', '', 'Not chosen yet: `scripts/study.py` writes `headline.json` when every DTSS arm '
               'is evaluated with one BatchNorm mode.', '']
@@ -598,7 +641,6 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
                 f'fixed-T curve at {two_steps:.2f} steps ({100 * two_curve:.2f}%; means over seeds where a T was '
                 'repeated).')
         L += ['', line, '']
-        summary.append(line)
     dtss0 = [n for n in sorted(arms, key=lambda n: arms[n]['avg_steps'])
              if n.startswith(('dtss-', 'alloc-')) and '-seed' not in n]
     if dtss0 and len(fixed) >= 2:
@@ -686,7 +728,6 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
             o = energy[c]['total']
             L.append(f'- {c} / {cols[0]}: compute x{o["compute_pj"] / base["compute_pj"]:.2f}, memory '
                      f'x{o["memory_pj"] / base["memory_pj"]:.2f}, total x{o["total_pj"] / base["total_pj"]:.2f}')
-            summary.append(f'- Energy per image (45 nm model), {L[-1][2:]}')
         L.append('')
 
     # ---- Lava
@@ -722,16 +763,11 @@ def write_report(results: str = None, doc: str = None, figures: str = None, read
     text = '\n'.join(L) + '\n'
     atomic_write(doc, lambda f: f.write(text), mode='w')
     if readme != 'none':
-        write_readme_section(readme, summary, os.path.relpath(doc, os.path.dirname(os.path.abspath(readme))),
+        warn = summary[:2] if len(modes) > 1 else []
+        table = headline_table(arms, t_max, best, energy)
+        write_readme_section(readme, warn + table + [''] + summary[len(warn):], os.path.relpath(doc, os.path.dirname(os.path.abspath(readme))),
                              os.path.relpath(os.path.join(fig_dir, 'pareto.png'),
                                              os.path.dirname(os.path.abspath(readme))))
-        if default_study:   # the README's digits figures, from the shipped card and the demo's results
-            replace_block(readme, DIGITS_START, DIGITS_END,
-                          digits_section(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.json'),
-                                         os.path.join(ROOT, 'results', 'digits-demo')))
-            replace_block(readme, LAVA_START, LAVA_END,
-                          lava_run_section(os.path.join(ROOT, 'results', 'lava', 'digits-default.json')))
-            bench = os.path.join(ROOT, 'results', 'benchmark', 'benchmark.md')
-            if os.path.isfile(bench):
-                replace_block(readme, SPEED_START, SPEED_END, benchmark_section(bench))
+    if default_study:   # the docs pages' blocks: digits figures, the default Lava run, the speed report
+        write_doc_blocks()
     return doc, fig_dir
