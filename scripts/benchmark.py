@@ -96,7 +96,8 @@ def main(argv=None):
         def flush(self):
             sys.__stdout__.flush()
 
-    header = report_header(' '.join(['python', 'scripts/benchmark.py'] + (argv if argv is not None else sys.argv[1:])))
+    from lava_dtss.commands import portable_command
+    header = report_header(portable_command(['scripts/benchmark.py'] + (argv if argv is not None else sys.argv[1:])))
     print(header)
     with contextlib.redirect_stdout(Tee()):
         run_benchmark(BenchmarkConfig(**options))

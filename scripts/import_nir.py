@@ -18,6 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from lava_dtss.commands import portable_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,7 +52,7 @@ def main(argv=None):
         raise ValueError(f'--out {args.out}: folder {os.path.dirname(out)} does not exist')
     spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
                       input_scale=args.input_scale, method=args.method, out=args.out,
-                      command=' '.join(['python'] + sys.argv))
+                      command=portable_command())
     rep = json.loads(spec.meta['nir'])
     print(f'wrote {args.out}: {len(spec.layers)} layers, T_max {spec.t_max}, dt {rep["dt"]:g} ({rep["method"]}), '
           f'input scale {rep["input_scale"]}')

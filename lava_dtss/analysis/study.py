@@ -44,8 +44,7 @@ import subprocess
 import sys
 import time
 
-# the repository (lava_dtss/analysis/study.py -> ../..): scripts/ and results/ live there
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..commands import ROOT   # the repository: scripts/ and results/ live there
 
 TRAIN = os.path.join('scripts', 'train_slayer.py')   # relative to ROOT, the working directory of every run
 ANALYZE = os.path.join('scripts', 'analyze.py')
