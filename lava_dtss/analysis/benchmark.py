@@ -246,9 +246,9 @@ def bench_exit(args):
     the fall in average steps; exit runs checked against the exit reference."""
     import numpy as np
     import torch
-    from ..deploy import early_exit, lava_runtime
+    from ..deploy import lava_runtime
     from ..deploy.netx_file import read_netx
-    from ..deploy.reference import direct_images, reference_run
+    from ..deploy.reference import direct_images, exit_reference, reference_run
     from ..training import data
     threshold = args.exit_threshold if args.exit_threshold is not None else chosen_threshold(args.model)
     if threshold is None:
@@ -261,7 +261,7 @@ def bench_exit(args):
     labels = np.asarray([test[i][1] for i in range(n)])
     frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))
     ref_logits, _ = reference_run(spec, images)
-    ref = early_exit.exit_reference(spec, images, 'margin', threshold)
+    ref = exit_reference(spec, images, 'margin', threshold)
     best = {}
     for _ in range(args.rounds):
         for label in ('without exit', 'with exit'):
@@ -345,7 +345,7 @@ def bench_stock_netx(args):
     import tempfile
     import numpy as np
     from ..deploy import lava_runtime
-    from ..deploy.fixed_point import fingerprint
+    from ..fixed_point import fingerprint
     from ..deploy.netx_file import read_netx
     print(f'\n## Stock NetX files (lava-dl export): our runtime (stock timing) vs stock netx.hdf5.Network, '
           f'{args.stock_steps} Lava steps, wall time including compile and start-up')
