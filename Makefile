@@ -25,10 +25,12 @@ demo: setup
 	$(PY) scripts/run_lava.py --model runs/demo/model.net
 
 # two workers (one per core of the reference machine), whole files per worker (their fixtures built once);
-# then the tests that check machine-wide state (shared-memory segments) alone
+# then the tests that check machine-wide state (shared-memory segments) alone; then the tutorials, each
+# notebook executed top to bottom (nbmake; outputs are not written back: the repository keeps them stripped)
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile -m 'not serial'
 	$(PY) -m pytest -m serial
+	$(PY) -m pytest --nbmake --nbmake-timeout=1200 -n 2 tutorials/
 
 bench: $(VENV)/.bench
 	$(PY) scripts/benchmark.py

@@ -10,7 +10,9 @@ The public API, by stage (tensors are ``[N, C, H, W, T]``, time last)::
     analysis    OperationCounter, EnergyModel, snn_energy, ann_energy                        (lava_dtss.analysis)
 
 Loihi 2's integer conventions and limits, and the fixed-point CUBA-LIF step,
-are defined once, in ``lava_dtss.loihi2``.
+are defined once, in ``lava_dtss.loihi2``; the numpy integer convolution,
+fan-out and spike fingerprints of the Lava models in ``lava_dtss.fixed_point``
+(both below every stage: ``lava_processes`` imports only these two).
 
 Each name is imported from its stage on first use, so that ``import
 lava_dtss.analysis.study`` (a study that trains in subprocesses) or
@@ -26,7 +28,7 @@ _API = {
     'NetXFormatError': 'deploy',
     'OperationCounter': 'analysis', 'EnergyModel': 'analysis', 'snn_energy': 'analysis', 'ann_energy': 'analysis',
 }
-_STAGES = ('model', 'training', 'deploy', 'analysis', 'lava_processes', 'loihi2')
+_STAGES = ('model', 'training', 'deploy', 'analysis', 'lava_processes', 'loihi2', 'fixed_point', 'commands')
 
 __all__ = list(_API)
 

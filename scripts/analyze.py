@@ -20,6 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from lava_dtss.commands import portable_command  # noqa: E402
 import signal  # noqa: E402
 if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
@@ -63,7 +64,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     result = sensitivity(args.snn, args.ann, images=args.images, data_dir=args.data_dir,
-                         command=' '.join(['python'] + sys.argv), log=lambda line: print(line, flush=True),
+                         command=portable_command(), log=lambda line: print(line, flush=True),
                          bn_calibration=args.bn_calibration)
     write_json(args.out, result)
     print(f'wrote {args.out}')

@@ -55,7 +55,7 @@ def main(argv=None):
     p.add_argument('--out', default=None, metavar='PATH',
                    help='also write the report (what is printed, after a header with the command, date and '
                         'machine) to PATH, atomically at the end (e.g. results/benchmark/benchmark.md, which '
-                        'scripts/report.py puts into the README)')
+                        'scripts/report.py puts into docs/speed.md)')
     p.add_argument('--scale', action='store_true',
                    help='also the fused Lava runtime on Spikformer-4-384 (untrained, CIFAR-shaped inputs) beside the '
                         'fmnist model: samples/s and measured peak memory per --scale-batches')
@@ -108,7 +108,8 @@ def main(argv=None):
         def flush(self):
             sys.__stdout__.flush()
 
-    header = report_header(' '.join(['python', 'scripts/benchmark.py'] + (argv if argv is not None else sys.argv[1:])))
+    from lava_dtss.commands import portable_command
+    header = report_header(portable_command(['scripts/benchmark.py'] + (argv if argv is not None else sys.argv[1:])))
     print(header)
     with contextlib.redirect_stdout(Tee()):
         run_benchmark(BenchmarkConfig(**options))

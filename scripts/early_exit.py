@@ -20,6 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from lava_dtss.commands import portable_command  # noqa: E402
 
 
 def main(argv=None):
@@ -66,7 +67,7 @@ def main(argv=None):
     for m in args.models:
         rec = exit_study.model_exit_study(m, args.data_dir, args.budget_pp, num_test=args.num_test,
                                           log=lambda line: print(line, flush=True))
-        rec['command'] = ' '.join(['python'] + sys.argv)
+        rec['command'] = portable_command()
         name = os.path.splitext(os.path.basename(m))[0]
         write_json(os.path.join(args.out, name + '.json'), rec)
         if cards.read_card(m) is not None:   # the chosen thresholds go with the model (run_lava.py reads them)

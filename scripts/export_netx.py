@@ -11,6 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from lava_dtss.commands import portable_command  # noqa: E402
 import signal  # noqa: E402
 if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
@@ -29,7 +30,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from lava_dtss.deploy import export
     card = export.export_checkpoint(args.checkpoint, args.out, data_dir=args.data_dir,
-                                    command=' '.join(['python'] + sys.argv), overwrite=args.overwrite)
+                                    command=portable_command(), overwrite=args.overwrite)
     print(f'wrote {args.out}: test accuracy {card["test_accuracy"]:.4f} (float), '
           f'{card["quantized_test_accuracy"]:.4f} (exported fixed point), average steps {card["avg_steps"]:.2f}')
     return 0

@@ -18,6 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from lava_dtss.commands import portable_command  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,7 +60,7 @@ def main(argv=None):
         warnings.simplefilter('ignore')
         spec = import_nir(args.graph, dt=args.dt, steps=args.steps, dataset=args.dataset,
                           input_scale=args.input_scale, method=args.method, out=args.out,
-                          command=' '.join(['python'] + sys.argv))
+                          command=portable_command())
     rep = json.loads(spec.meta['nir'])
     for line in rep.get('warnings', []):
         print(f'warning: {line}', file=sys.stderr)

@@ -20,6 +20,7 @@ import traceback
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path.insert(0, ROOT)
+from lava_dtss.commands import portable_command, portable_path  # noqa: E402
 
 
 def lava_dl_side(path, graphs, nets, out_dir):
@@ -31,7 +32,7 @@ def lava_dl_side(path, graphs, nets, out_dir):
     spec.loader.exec_module(mod)
     import hashlib
     with open(path, 'rb') as f:
-        res = {'file': path, 'sha256': hashlib.sha256(f.read()).hexdigest()}
+        res = {'file': portable_path(path), 'sha256': hashlib.sha256(f.read()).hexdigest()}
 
     def attempt(fn):
         try:
@@ -90,7 +91,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='nir_compare.')
     images, labels = fw.digits('test')
-    command = ' '.join(['python'] + sys.argv)
+    command = portable_command()
     graphs, nets = {}, {}
     try:
         for make in (fw.snntorch_cnn, fw.norse_cnn):

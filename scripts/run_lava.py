@@ -20,6 +20,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path.insert(0, ROOT)
+from lava_dtss.commands import portable_command  # noqa: E402
 DEFAULT_MODEL = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
 
 
@@ -233,7 +234,7 @@ def main(argv=None):
         batch=args.batch, t_max=args.t_max, gating=False if args.no_gating else True if args.gated_only else None,
         backend=args.backend, max_memory=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
         timing=args.timing, reset_interval=args.reset_interval, skip_input_neuron=args.skip_input_neuron,
-        build=args.build, command=' '.join(['python'] + sys.argv),
+        build=args.build, command=portable_command(),
         exit_policy=args.exit_policy, exit_threshold=args.exit_threshold)
     if args.exit_policy is not None:
         print_exit_report(report, list(results))
@@ -276,7 +277,7 @@ def run_user_data(args):
         input_message_bits=args.input_message_bits, save_layers=save,
         save_voltages=bool(args.save_voltages), backend=args.backend,
         max_memory=None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30),
-        command=' '.join(['python'] + sys.argv))
+        command=portable_command())
     print(f'\nmodel {args.model}  ({report["processes"]} Lava processes, {report["timing"]} timing)')
     print(f'{report["num_samples"]} sample(s) x {report["steps_per_sample"]} steps, '
           f'{report["lava_steps"]} Lava steps')

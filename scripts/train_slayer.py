@@ -20,6 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from lava_dtss.commands import portable_command  # noqa: E402
 import signal  # noqa: E402
 if __name__ == '__main__':   # Ctrl-C while the libraries load: one line, exit 130
     signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write('interrupted\n'), os._exit(130)))
@@ -168,7 +169,7 @@ def given_options(parser, argv=None) -> set:
 
 
 def main(argv=None):
-    return train(parse_args(argv), command=' '.join(['python'] + sys.argv))
+    return train(parse_args(argv), command=portable_command())
 
 
 if __name__ == '__main__':

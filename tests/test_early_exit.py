@@ -10,7 +10,7 @@ from lava_dtss.deploy import early_exit as ee
 from lava_dtss.deploy import lava_runtime
 from lava_dtss.deploy.export import dense_spec
 from lava_dtss.deploy.netx_file import LayerSpec, NetSpec, read_netx
-from lava_dtss.deploy.reference import direct_images, readout_steps, reference_run
+from lava_dtss.deploy.reference import direct_images, exit_reference, readout_steps, reference_run
 from lava_dtss.training import data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +110,7 @@ def test_lava_exit_equals_reference(digits, policy, threshold, batch, gating):
     """Every layer's fingerprints at every step, exit steps, logits, operation
     counts and the Lava step count of continuous batching."""
     spec, images = digits
-    ref = ee.exit_reference(spec, images, policy, threshold)
+    ref = exit_reference(spec, images, policy, threshold)
     frames = direct_images(images, 255)
     if policy == 'never':       # frames with a time axis: one per window step
         frames = np.repeat(frames[..., None], spec.t_max, axis=-1)
@@ -137,7 +137,7 @@ def test_lava_exit_resets_a_current_with_memory(digits):
     for layer in spec.layers:
         if layer.type in ('conv', 'attention'):
             layer.neuron['iDecay'] = 3000
-    ref = ee.exit_reference(spec, images, 'margin', THRESHOLD)
+    ref = exit_reference(spec, images, 'margin', THRESHOLD)
     res = lava_runtime.run_exit(spec, direct_images(images, 255), 'margin', THRESHOLD, batch=3)
     assert np.array_equal(res.exit_steps, ref['steps']) and np.array_equal(res.logits, ref['logits'])
     for n, fp in ref['fingerprints'].items():

@@ -8,7 +8,7 @@ import torch
 
 from lava_dtss.deploy import lava_runtime
 from lava_dtss.deploy.export import conv_spec, dense_spec, deployed_model, export_hdf5
-from lava_dtss.deploy.fixed_point import fingerprint
+from lava_dtss.fixed_point import fingerprint
 from lava_dtss.deploy.netx_file import LayerSpec, NetSpec, read_netx, write_netx
 from lava_dtss.deploy.reference import direct_frames, float32_is_exact, reference_run
 from lava_dtss.model import build_model
@@ -225,7 +225,7 @@ def test_lif_step_is_lavas_bit_accurate_lif():
 
 
 def test_batched_conv_and_fingerprints_match_torch_and_per_sample():
-    from lava_dtss.deploy.fixed_point import conv2d, fingerprint_rows
+    from lava_dtss.fixed_point import conv2d, fingerprint_rows
     rng = np.random.default_rng(3)
     for b, ci, h, co, k, stride, pad in [(3, 4, 9, 5, 3, 1, 1), (3, 4, 9, 5, 3, 2, 1),
                                          (2, 6, 7, 8, 1, 1, 0), (2, 1, 28, 16, 3, 1, 1)]:

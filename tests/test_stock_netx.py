@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lava_dtss.deploy import lava_runtime
-from lava_dtss.deploy.fixed_point import fingerprint
+from lava_dtss.fixed_point import fingerprint
 from lava_dtss.deploy.netx_file import NetXFormatError, read_netx
 
 NEURON = {'threshold': 0.5, 'current_decay': 0.25, 'voltage_decay': 0.1, 'requires_grad': False}
@@ -361,7 +361,7 @@ def test_input_neuron_is_step_identical_to_stock_netx_input_block(tmp_path, rese
 
 
 def test_general_conv_equals_torch():
-    from lava_dtss.deploy.fixed_point import conv2d_general
+    from lava_dtss.fixed_point import conv2d_general
     rng = np.random.default_rng(8)
     a = rng.integers(0, 3, (2, 4, 7, 9)).astype(float)
     w = rng.integers(-9, 9, (6, 2, 3, 2)).astype(float)

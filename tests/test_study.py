@@ -349,26 +349,22 @@ def test_sensitivity_cuts_are_measured_with_batchnorm_re_estimated(tmp_path):
     assert res['bn_calibration'] == 64 and plain['bn_calibration'] == 0
 
 
-def test_readme_digits_figures_are_generated_from_committed_results(tmp_path):
-    """The README's digits figures, its default Lava run and its speed report are
-    blocks ``report.py`` generates from committed result files (issue 15: no
-    hand-copied figure); each block in the committed README is what the
-    generator writes now."""
-    from lava_dtss.analysis.report import (DIGITS_END, DIGITS_START, LAVA_END, LAVA_START, SPEED_END, SPEED_START,
-                                           ReportError, benchmark_section, demo_table, digits_section,
-                                           lava_run_section, replace_block)
-    lines = digits_section(os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.json'),
-                           os.path.join(ROOT, 'results', 'digits-demo'))
+def test_docs_digits_figures_are_generated_from_committed_results(tmp_path):
+    """The digits figures, the default Lava run and the speed report are blocks
+    ``report.py`` generates from committed result files (issue 15: no hand-copied
+    figure) into the docs pages of ``DOC_BLOCKS`` (issue 28: out of the README); each
+    block in the committed page is what the generator writes now, and the README
+    keeps only its results block."""
+    from lava_dtss.analysis.report import (DIGITS_END, DIGITS_START, DOC_BLOCKS, README_END, README_START,
+                                           ReportError, demo_table, replace_block)
+    assert set(DOC_BLOCKS) == {'digits', 'lava', 'speed'}
     readme = open(os.path.join(ROOT, 'README.md')).read()
-    block = readme.split(DIGITS_START, 1)[1].split(DIGITS_END, 1)[0]
-    assert block.strip() == '\n'.join(lines).strip()
-    # the same for the default Lava run and the speed report (committed run_lava.py --json / benchmark.py --out)
-    for start, end, made in ((LAVA_START, LAVA_END, lava_run_section(os.path.join(ROOT, 'results', 'lava',
-                                                                                'digits-default.json'))),
-                             (SPEED_START, SPEED_END, benchmark_section(os.path.join(ROOT, 'results', 'benchmark',
-                                                                                     'benchmark.md')))):
-        block = readme.split(start, 1)[1].split(end, 1)[0]
-        assert block.strip() == '\n'.join(made).strip()
+    assert README_START in readme and README_END in readme
+    for page, start, end, make in DOC_BLOCKS.values():
+        assert start not in readme and end not in readme   # one place for each block
+        text = open(os.path.join(ROOT, page)).read()
+        block = text.split(start, 1)[1].split(end, 1)[0]
+        assert block.strip() == '\n'.join(make()).strip(), page
     # the table: mean over the seeds present, one row per recipe found
     for name, acc, q, steps in (('fixed-t2', 0.90, 0.80, 2.0), ('fixed-t2-seed1', 0.80, 0.90, 2.0),
                                 ('dtss-default', 0.95, None, 3.5)):

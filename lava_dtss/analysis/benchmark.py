@@ -42,7 +42,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .study import ROOT
+from ..commands import ROOT, portable_path
 # the shipped Fashion-MNIST DTSS model (scripts/study.py ships the headline arm there)
 DEFAULT_MODEL = next(iter(sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist_dtss-*.net')))
                           + sorted(glob.glob(os.path.join(ROOT, 'netx_models', 'fmnist-*_dtss-*.net')))),
@@ -210,7 +210,7 @@ def bench_lava(args):
         s, r = best[gating]
         rows.append((f'Lava {"gated" if gating else "ungated"}, B={args.batch}', n, n / s, r.startup_s,
                      r.memory['total']))
-    print(f'\n## Lava: {args.model}, T_max {spec.t_max}; start-up excluded from samples/s; best of {args.rounds} '
+    print(f'\n## Lava: {portable_path(args.model)}, T_max {spec.t_max}; start-up excluded from samples/s; best of {args.rounds} '
           f'alternating rounds for the batched runs; logits equal to the reference in every run')
     print(f'{"run":40s} {"samples":>8s} {"samples/s":>10s} {"vs reference":>13s} {"start-up s":>11s} '
           f'{"est. memory MB":>15s}')
@@ -246,9 +246,9 @@ def bench_exit(args):
     the fall in average steps; exit runs checked against the exit reference."""
     import numpy as np
     import torch
-    from ..deploy import early_exit, lava_runtime
+    from ..deploy import lava_runtime
     from ..deploy.netx_file import read_netx
-    from ..deploy.reference import direct_images, reference_run
+    from ..deploy.reference import direct_images, exit_reference, reference_run
     from ..training import data
     threshold = args.exit_threshold if args.exit_threshold is not None else chosen_threshold(args.model)
     if threshold is None:
@@ -261,7 +261,7 @@ def bench_exit(args):
     labels = np.asarray([test[i][1] for i in range(n)])
     frames = direct_images(images, spec.layers[0].params.get('inputScale', 1))
     ref_logits, _ = reference_run(spec, images)
-    ref = early_exit.exit_reference(spec, images, 'margin', threshold)
+    ref = exit_reference(spec, images, 'margin', threshold)
     best = {}
     for _ in range(args.rounds):
         for label in ('without exit', 'with exit'):
@@ -280,7 +280,7 @@ def bench_exit(args):
     avg = float(ref['steps'].mean())
     fall = {'average steps': 1 - avg / spec.t_max, 'Lava steps': 1 - e.num_steps / b.num_steps,
             'wall time': 1 - se / sb}
-    print(f'\n## Lava early exit: {args.model}, margin threshold {threshold}, {n} test images, B={args.batch}, '
+    print(f'\n## Lava early exit: {portable_path(args.model)}, margin threshold {threshold}, {n} test images, B={args.batch}, '
           f'best of {args.rounds} alternating rounds, start-up excluded')
     print(f'{"run":16s} {"accuracy":>9s} {"avg steps":>10s} {"Lava steps":>11s} {"wall s":>8s} {"synops":>14s}')
     for label, (s, r) in best.items():
@@ -345,7 +345,7 @@ def bench_stock_netx(args):
     import tempfile
     import numpy as np
     from ..deploy import lava_runtime
-    from ..deploy.fixed_point import fingerprint
+    from ..fixed_point import fingerprint
     from ..deploy.netx_file import read_netx
     print(f'\n## Stock NetX files (lava-dl export): our runtime (stock timing) vs stock netx.hdf5.Network, '
           f'{args.stock_steps} Lava steps, wall time including compile and start-up')

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import torch
 
+from ..commands import ROOT
 from ..deploy import early_exit as ee
 from ..deploy.export import deployed_model
 from ..deploy.netx_file import read_netx
@@ -26,7 +27,6 @@ from ..deploy.reference import float32_is_exact, readout_steps
 from ..training import data
 from .energy import snn_energy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Early exit per study: the models it shipped (netx_models/<name>.net), the folder of their JSONs, the study's
 # results (its fixed-T and DTSS points go on the figure), and its page and figures (the early-exit section lives there)
 EXIT_STUDIES = {

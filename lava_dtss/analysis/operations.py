@@ -18,7 +18,7 @@ import functools
 import numpy as np
 import torch
 
-from ..deploy.fixed_point import conv_fanout
+from ..fixed_point import conv_fanout
 from ..model.blocks import SpikingAttention, SpikingConv
 
 

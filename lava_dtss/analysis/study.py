@@ -44,8 +44,8 @@ import subprocess
 import sys
 import time
 
-# the repository (lava_dtss/analysis/study.py -> ../..): scripts/ and results/ live there
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ..commands import ROOT   # the repository: scripts/ and results/ live there
+from .records import FileRecord
 
 TRAIN = os.path.join('scripts', 'train_slayer.py')   # relative to ROOT, the working directory of every run
 ANALYZE = os.path.join('scripts', 'analyze.py')
@@ -645,18 +645,6 @@ def ship(study, arm, results, runs, samples, quick):
     write_json(os.path.join(dest, stem + '.json'), card)
     print(f'[ship] {card["model"]}: Lava accuracy {lava["accuracy"]:.4f} on {lava["num_samples"]} images, '
           f'predictions agree {100 * lava["agreement"]["predictions"]:.1f}%', flush=True)
-
-
-class FileRecord(dict):
-    """A JSON object read from ``path`` whose missing keys raise ``KeyError("'key'
-    in PATH")``: the scripts' "a results file lacks the key" then names the file."""
-
-    def __init__(self, value, path):
-        super().__init__(value)
-        self.path = path
-
-    def __missing__(self, key):
-        raise KeyError(f'{key!r} in {self.path}')
 
 
 def load_json(path):

@@ -1,6 +1,6 @@
 """The deployment stage: the NetX HDF5 file (``netx_file``), the export and
-the deployed fixed-point model (``export``), numpy integer arithmetic
-(``fixed_point``), training-side fixed-point inference (``reference``), the
+the deployed fixed-point model (``export``), training-side fixed-point
+inference (``reference``; its integer arithmetic: ``lava_dtss.fixed_point``), the
 Lava runtime (``lava_runtime``; its processes: ``lava_dtss.lava_processes``),
 the static Loihi 2 check (``loihi_check``) and the standard-process build
 (``loihi_build``). Importing this package starts no Lava process."""

@@ -193,20 +193,6 @@ def choose_threshold(rows: list, full_accuracy: float, budget_pp: float = 0.5) -
     return min(ok, key=lambda r: (r['steps']['exit'], -r['threshold']))
 
 
-def exit_reference(spec, images, policy: str, threshold=None, temperature: float = 1.0,
-                   batch_size: int = 256) -> dict:
-    """Training-side fixed-point inference with early exit, in the layout the
-    Lava runtime reports: ``z`` (``[S, K, T]``), ``steps`` (``[S]``), ``logits``
-    (``[S, K]``: ``z`` at the exit step) and ``fingerprints`` (``{layer: [S*T, 2]}``,
-    zero after the exit)."""
-    from .reference import readout_steps
-    threshold = check_policy(policy, threshold)
-    z, fps = readout_steps(spec, images, batch_size)
-    steps = exit_steps(z, policy, threshold, temperature)
-    return {'z': z, 'steps': steps, 'logits': exit_logits(z, steps),
-            'fingerprints': truncate_fingerprints(fps, steps, z.shape[-1])}
-
-
 def exit_operations(spec, images, steps, gating: bool = True, batch_size: int = 256):
     """``(synops, neuron_updates)`` per layer (totals over the samples) of the
     deployed model when sample ``s`` runs ``steps[s]`` window steps: what a Lava

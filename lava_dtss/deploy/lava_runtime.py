@@ -661,7 +661,7 @@ def run_file(model: str, *, num_samples: int = 100, dataset: str = None, data_di
 
     ``exit_policy`` (``'margin'``, ``'never'``; with ``exit_threshold``):
     per-sample early exit with continuous batching (:func:`run_exit`), compared
-    with ``early_exit.exit_reference``; fused build, our files only.
+    with ``reference.exit_reference``; fused build, our files only.
 
     Everything that can be refused is refused before any Lava process starts
     (the file, the options, the mapping of ``--build loihi``, the memory
@@ -796,7 +796,8 @@ def _run_file_exit(spec, images, labels, frames, model, dataset, t_max, batch, g
     main_res = results['gated' if gating is not False else 'ungated']
     pred = main_res.predictions
     check_stop()
-    ref = early_exit.exit_reference(spec, images, policy, threshold)
+    from .reference import exit_reference
+    ref = exit_reference(spec, images, policy, threshold)
     layer_ok = {n: all(bool(np.array_equal(fp, r.fingerprints[n])) for r in results.values())
                 for n, fp in ref['fingerprints'].items()}
     report = {'model': model, 'dataset': dataset, 'num_samples': len(labels), 't_max': t_max,

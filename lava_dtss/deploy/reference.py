@@ -1,13 +1,15 @@
 """Training-side fixed-point inference of an exported file, in the layout the
-Lava runtime reports: logits and per-layer spike fingerprints."""
+Lava runtime reports: logits and per-layer spike fingerprints, the readout's
+per-step logit sums, and the same with per-sample early exit (``exit_reference``)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ..fixed_point import FLOAT32_EXACT, fingerprint_weights
 from ..loihi2 import ACT_SHIFT, max_abs_input, state_bounds
+from . import early_exit
 from .export import deployed_model
-from .fixed_point import FLOAT32_EXACT, fingerprint_weights
 from .netx_file import NetSpec
 
 
@@ -88,8 +90,7 @@ def readout_steps(spec: NetSpec, images: torch.Tensor, batch_size: int = 256, mo
     (``early_exit`` zeroes the steps after an exit). ``model``: a
     ``deployed_model`` of ``spec`` to reuse; ``fingerprints=False``: ``{}``
     (faster). ``ValueError`` without a readout."""
-    from .early_exit import check_readout
-    check_readout(spec)
+    early_exit.check_readout(spec)
     model = model or deployed_model(spec, torch.float32 if float32_is_exact(spec) else torch.float64)
     w, b = model.head.weight.double(), model.head.bias.double()
     fps = {n: [] for n, _ in model.gated_layers()}
@@ -124,3 +125,16 @@ def direct_frames(images: torch.Tensor, t_max: int, input_scale: float) -> np.nd
     """Integer input frames ``[S, C, H, W, T]`` for the Lava input process."""
     x = torch.from_numpy(direct_images(images, input_scale))
     return x.unsqueeze(-1).expand(*x.shape, t_max).numpy().copy()
+
+
+def exit_reference(spec, images, policy: str, threshold=None, temperature: float = 1.0,
+                   batch_size: int = 256) -> dict:
+    """Training-side fixed-point inference with early exit, in the layout the
+    Lava runtime reports: ``z`` (``[S, K, T]``), ``steps`` (``[S]``), ``logits``
+    (``[S, K]``: ``z`` at the exit step) and ``fingerprints`` (``{layer: [S*T, 2]}``,
+    zero after the exit)."""
+    threshold = early_exit.check_policy(policy, threshold)
+    z, fps = readout_steps(spec, images, batch_size)
+    steps = early_exit.exit_steps(z, policy, threshold, temperature)
+    return {'z': z, 'steps': steps, 'logits': early_exit.exit_logits(z, steps),
+            'fingerprints': early_exit.truncate_fingerprints(fps, steps, z.shape[-1])}

@@ -1,6 +1,6 @@
 """What ``scripts/run_lava.py`` prints from a run report (the dict ``lava_runtime.run_file``
 returns and ``--json`` writes), as lines: the command line prints them, ``analysis.report``
-puts a committed report into the README."""
+puts a committed report into docs/lava.md."""
 
 
 def agreement_line(a, qualifier=''):

@@ -10,7 +10,7 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_dtss.deploy.fixed_point import fingerprint_rows
+from lava_dtss.fixed_point import fingerprint_rows
 from lava_dtss.lava_processes.exit_process import (ExitFrameInput, ExitGatedAttention,
                                                    ExitGatedLayer, ExitReadout, RowClock)
 from lava_dtss.lava_processes import models as _m   # the module, not its model classes (one model per process)

@@ -10,8 +10,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lava_dtss.deploy.fixed_point import (FLOAT32_EXACT, conv2d, conv2d_general, conv_fanout,
-                                          fingerprint_rows)
+from lava_dtss.fixed_point import (FLOAT32_EXACT, conv2d, conv2d_general, conv_fanout,
+                                  fingerprint_rows)
 from lava_dtss.loihi2 import lif_step, sigma_delta_step
 from lava_dtss.lava_processes.process import (FrameInput, GatedAttention, GatedLayer,
                                               Readout, SpikeProbe)
