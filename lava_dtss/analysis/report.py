@@ -13,6 +13,7 @@ generated results section and the blocks of DOC_BLOCKS in docs/recipe.md, docs/l
 import glob
 import json
 import os
+import re
 import statistics
 
 import matplotlib
@@ -230,9 +231,12 @@ DIGITS_END = '<!-- end of generated digits figures -->'
 DEMO_RECIPES = ('dtss-default', 'fixed-t1', 'fixed-t2', 'fixed-t3', 'fixed-t4', 'fixed-t8')
 
 
-def _demo_runs(results, base) -> list:
+def _demo_runs(results, base, suffix='') -> list:
+    """The metrics of ``base`` and ``base-seedN`` under ``results`` (with ``suffix``: the runs
+    named so, e.g. ``-avx2`` for another arithmetic)."""
+    pattern = re.compile(re.escape(base) + r'(-seed\d+)?' + re.escape(suffix) + '$')
     return [read_json(os.path.join(results, n, 'metrics.json')) for n in sorted(os.listdir(results))
-            if (n == base or n.startswith(base + '-seed')) and os.path.isfile(os.path.join(results, n, 'metrics.json'))]
+            if pattern.match(n) and os.path.isfile(os.path.join(results, n, 'metrics.json'))]
 
 
 def demo_verdict(results) -> list:
@@ -250,6 +254,12 @@ def demo_verdict(results) -> list:
     lines = [f'- DTSS default, {len(runs)} seeds: lowest test accuracy {worst_f:.2f}% float, {worst_q:.2f}% fixed point; '
              f'average steps {min(steps):.2f}-{max(steps):.2f} of T_max = {t_max}: the targets (97% both, fewer '
              f'than {t_max // 2} steps, every seed) are {"met" if met else "NOT met"}.']
+    other = _demo_runs(results, 'dtss-default', '-avx2')
+    if other:
+        lines.append(f'- The same on another arithmetic (torch\'s kernels as AVX2, `ATEN_CPU_CAPABILITY=avx2`), '
+                     f'{len(other)} seeds: ' + '; '.join(
+                         f'seed {m["seed"]} {pct(m["test_accuracy"])}% / {pct(m["quantized_test_accuracy"])}% at '
+                         f'{m["avg_steps"]:.2f} steps' for m in other) + '.')
     curve = {}
     for t in range(1, t_max + 1):
         reps = _demo_runs(results, f'fixed-t{t}')

@@ -435,7 +435,7 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
     t_max = study['t_max']
     t0 = time.time()
     if reevaluate:
-        return reevaluate_arms(results, t_max)
+        return reevaluate_arms(results, t_max, runs)
 
     # 1. common start, ANN twin (same two stages), sensitivity analysis
     run_arm(study, 'pretrain', ['--fixed-t', str(t_max), '--seed', '0', '--no-export'] + study['pretrain'],
@@ -545,9 +545,11 @@ def run_study(*, quick: bool = False, demo: bool = False, results: str = None, r
 REEVALUATION_ORDER = ('fixed-t4', 'dtss-', 'fixed-t', 'ann', 'pretrain')   # the reference and DTSS arms first
 
 
-def reevaluate_arms(results, t_max):
+def reevaluate_arms(results, t_max, runs):
     """Evaluation and export of every finished arm again (``--resume`` of a finished
-    run), most important arms first; an arm already evaluated this way is skipped."""
+    run in ``runs``/<arm>: a recorded command's ``--out`` is portable, not this
+    machine's folder), most important arms first; an arm already evaluated this way
+    is skipped."""
     names = [n for n in os.listdir(results) if os.path.isfile(os.path.join(results, n, 'metrics.json'))]
     names.sort(key=lambda n: (([i for i, p in enumerate(REEVALUATION_ORDER) if n.startswith(p)] or [9])[0],
                               load(os.path.join(results, n))['avg_steps'], n))   # fewest steps first
@@ -561,7 +563,8 @@ def reevaluate_arms(results, t_max):
         if cmd[:2] != ['python', TRAIN]:
             raise StudyError(f'{dest}/metrics.json: unexpected command {old["command"]!r}')
         cmd = [sys.executable] + cmd[1:] + ['--resume']
-        out = cmd[cmd.index('--out') + 1]
+        out = os.path.join(runs, name)   # this study's run folder of the arm
+        cmd[cmd.index('--out') + 1] = out
         print(f'[{name}] re-evaluating: {" ".join(cmd[1:])}', flush=True)
         with open(os.path.join(ROOT, out, 'reevaluate.log'), 'w') as log:
             if subprocess.run(cmd, cwd=ROOT, preexec_fn=_with_parent(), stdout=log, stderr=subprocess.STDOUT).returncode != 0:
