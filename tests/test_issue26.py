@@ -302,7 +302,7 @@ def test_saving_layers_of_an_imported_file_works_in_its_own_timing(tmp_path):
     run's own per-step fingerprints (count and checksum) and its voltages are
     below the threshold after the reset (integers, the file's units)."""
     from lava_dtss.deploy.user_data import run_input, save_spikes
-    from lava_dtss.deploy.fixed_point import fingerprint_rows
+    from lava_dtss.fixed_point import fingerprint_rows
     out = str(tmp_path / 'if.net')
     _import_warnings(_graph('IF'), dt=1.0, out=out, input_scale=1)
     x = (np.random.default_rng(2).random((2, 16, 6)) < 0.4).astype(float)
