@@ -1,5 +1,4 @@
 """run_lava.py report and export_netx.py on their own (in-process)."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,13 @@ import torch
 from lava_dtss.deploy.netx_file import read_netx
 from lava_dtss.model import build_model
 from lava_dtss.training import save_checkpoint
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', name + '.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 def test_run_lava_json_report_without_gating(tmp_path, capsys):

@@ -12,6 +12,7 @@ from lava_dtss.deploy.export import dense_spec
 from lava_dtss.deploy.netx_file import LayerSpec, NetSpec, read_netx
 from lava_dtss.deploy.reference import direct_images, exit_reference, readout_steps, reference_run
 from lava_dtss.training import data
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -151,11 +152,7 @@ def test_lava_refuses_the_confidence_policy(digits):
 
 
 def _run_lava_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('run_lava', os.path.join(ROOT, 'scripts', 'run_lava.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('run_lava')
 
 
 @pytest.mark.parametrize('argv, message', [

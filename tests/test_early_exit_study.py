@@ -1,19 +1,16 @@
 """scripts/early_exit.py on the shipped digits model: sweep, choice on
 validation, JSON, figure and the docs section."""
-import importlib.util
 import json
 import os
 
 import pytest
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location('early_exit', os.path.join(ROOT, 'scripts', 'early_exit.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('early_exit')
 
 
 def test_early_exit_script_on_digits(tmp_path):

@@ -1,18 +1,15 @@
 """Issue 18's lesser faults (a nonsensical value accepted, or a line that names
 neither the file nor the key): each refused in one line before any work."""
-import importlib.util
 import os
 
 import pytest
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 @pytest.mark.parametrize('args,words', [

@@ -1,12 +1,12 @@
 """Issue 26's defects and lesser faults: each refused in one line that says what
 to do instead, before any work, and nothing half-written left behind."""
-import importlib.util
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -14,10 +14,7 @@ NRN = {'type': 'CUBA', 'iDecay': 1024, 'vDecay': 128, 'vThMant': 80, 'refDelay':
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 def _env():

@@ -16,6 +16,7 @@ from lava_dtss.deploy.netx_file import FORMAT, LayerSpec, NetSpec, read_netx, wr
 from lava_dtss.deploy.reference import direct_images
 from lava_dtss.loihi2 import reset_interval
 from lava_dtss.training import data
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, 'netx_models', 'digits_tiny_dtss.net')
@@ -235,11 +236,7 @@ def test_bias_beyond_13_bits_runs_at_bias_exp_7_spike_identical(tmp_path):
 
 
 def _scale_script():
-    import importlib.util
-    s = importlib.util.spec_from_file_location('loihi_scale', os.path.join(ROOT, 'scripts', 'loihi_scale.py'))
-    module = importlib.util.module_from_spec(s)
-    s.loader.exec_module(module)
-    return module
+    return load_script('loihi_scale')
 
 
 def test_spikformer_4_384_plans_at_full_scale_with_relay_gates(tmp_path):
@@ -331,10 +328,7 @@ def test_spikformer_4_384_one_block_is_spike_identical_to_training_side_inferenc
 def test_chip_budget_table_in_the_docs_is_the_scripts_output():
     """docs/loihi.md's generated budget table is what ``scripts/loihi_budget.py``
     prints now (every preset), and sharing convolution weights never needs more cores."""
-    import importlib.util
-    s = importlib.util.spec_from_file_location('loihi_budget', os.path.join(ROOT, 'scripts', 'loihi_budget.py'))
-    script = importlib.util.module_from_spec(s)
-    s.loader.exec_module(script)
+    script = load_script('loihi_budget')
     with open(script.DOC) as f:
         text = f.read()
     block = script.table()

@@ -2,7 +2,6 @@
 their own NIR export, imported here and run on Lava against their own simulation;
 refusals in one line; our conv/dense networks exported and imported back to the
 same integers and the same spikes; the CLIs."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,16 +19,14 @@ from lava_dtss.deploy.netx_file import FORMAT, LayerSpec, NetSpec, read_netx, wr
 from lava_dtss.deploy.nir_interchange import (NIRExportError, NIRImportError, export_nir, import_nir, simulate,
                                        write_graph)
 from lava_dtss.deploy.reference import direct_images
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'scripts', name + '.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name)
 
 
 def _run(*args, timeout=300):

@@ -2,7 +2,6 @@
 ``--layout``, ``--save-spikes``, ``--num-layers``, ``--reset-offset``,
 ``--input-message-bits``): stock NetX's options against stock NetX, and every
 bad value refused in one line before any Lava process starts."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -17,15 +16,13 @@ from lava_dtss.deploy.netx_file import NetXFormatError, read_netx
 from lava_dtss.deploy.user_data import InputError
 
 from test_stock_netx import NEURON, _export, _init
+from script_loader import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_lava():
-    spec = importlib.util.spec_from_file_location('run_lava', os.path.join(ROOT, 'scripts', 'run_lava.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script('run_lava')
 
 
 @pytest.fixture(scope='module')
